@@ -1,0 +1,3 @@
+"""ankihost: a self-hosted Anki sync server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from ankihost.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Passwords and host keys: PHC pbkdf2 hashes, constant-time checks, the host-key derivation.
+
+Host key = lowercase hex SHA-1 of the whole `SYNC_USERn` value (`user:password` or
+`user:<PHC hash>`), exactly as the official server derives it, so clients logged in there
+stay logged in after switching servers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+DEFAULT_ROUNDS = 600_000
+DEFAULT_HASH_BYTES = 32
+SALT_BYTES = 16
+
+_PHC = re.compile(r"^\$(pbkdf2-sha256|pbkdf2-sha512)(?:\$([^$]*))?\$([A-Za-z0-9+/]+)\$([A-Za-z0-9+/]+)$")
+_ALGORITHMS = {"pbkdf2-sha256": "sha256", "pbkdf2-sha512": "sha512"}
+
+
+class HashFormatError(ValueError):
+    """A password hash is not a PHC pbkdf2-sha256/sha512 string this server can verify."""
+
+
+def host_key(name: str, secret: str) -> str:
+    return hashlib.sha1(f"{name}:{secret}".encode()).hexdigest()
+
+
+def _b64decode(text: str) -> bytes:
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error as exc:
+        raise HashFormatError(f"bad base64: {exc}") from None
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class PasswordHash:
+    algorithm: str  # hashlib name
+    salt: bytes
+    rounds: int
+    digest: bytes
+
+    @classmethod
+    def parse(cls, phc: str) -> PasswordHash:
+        """Parse a PHC string with the rules of the official server; raise HashFormatError."""
+        match = _PHC.match(phc)
+        if not match:
+            raise HashFormatError("expected $pbkdf2-sha256$i=<rounds>,l=<bytes>$<salt>$<hash>")
+        ident, params, salt_text, digest_text = match.groups()
+        options = _parse_params(params)
+        if not 4 <= len(salt_text) <= 64:
+            raise HashFormatError("salt must be 4 to 64 characters")
+        digest = _b64decode(digest_text)
+        length = options.get("l", DEFAULT_HASH_BYTES)
+        if length != len(digest) or not 10 <= len(digest) <= 64:
+            raise HashFormatError(f"hash is {len(digest)} bytes but l={length}")
+        rounds = options.get("i", DEFAULT_ROUNDS)
+        if rounds < 1:
+            raise HashFormatError("rounds must be positive")
+        return cls(_ALGORITHMS[ident], _b64decode(salt_text), rounds, digest)
+
+    def verify(self, password: str) -> bool:
+        computed = hashlib.pbkdf2_hmac(
+            self.algorithm, password.encode(), self.salt, self.rounds, len(self.digest)
+        )
+        return hmac.compare_digest(computed, self.digest)
+
+
+def _parse_params(params: str | None) -> dict[str, int]:
+    if not params:
+        return {}
+    options: dict[str, int] = {}
+    for item in params.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or key not in ("i", "l") or key in options or not value.isdigit():
+            raise HashFormatError(f"unsupported parameter {item!r} (only i and l are allowed)")
+        if int(value) >= 2**32:
+            raise HashFormatError(f"parameter {key} is too large")
+        options[key] = int(value)
+    return options
+
+
+def hash_password(password: str, rounds: int = DEFAULT_ROUNDS) -> str:
+    """A PHC pbkdf2-sha256 string that both ankihost and the official server accept."""
+    salt = secrets.token_bytes(SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, rounds, DEFAULT_HASH_BYTES)
+    return f"$pbkdf2-sha256$i={rounds},l={DEFAULT_HASH_BYTES}${_b64encode(salt)}${_b64encode(digest)}"
+
+
+def plain_matches(stored: str, given: str) -> bool:
+    return hmac.compare_digest(stored.encode(), given.encode())

@@ -1,0 +1,142 @@
+"""Every setting ankihost reads, declared once: name, default, meaning, how it is parsed.
+
+`Settings.from_env(environ)` reads the same environment variables, with the same defaults,
+as the official sync server, validates all of them at start-up and fails with a
+`ConfigError` naming the variable. It takes the mapping as a parameter, so tests pass a dict.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MIB = 1024 * 1024
+
+# Where the client's IP address for the log comes from (same names as the official server).
+IP_HEADERS: dict[str, str | None] = {
+    "ConnectInfo": None,
+    "RightmostXForwardedFor": "x-forwarded-for",
+    "XRealIp": "x-real-ip",
+    "CfConnectingIp": "cf-connecting-ip",
+    "TrueClientIp": "true-client-ip",
+    "FlyClientIp": "fly-client-ip",
+    "CloudFrontViewerAddress": "cloudfront-viewer-address",
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _ip_literal(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError("must be between 0 and 65535")
+    return port
+
+
+def _megs(value: str) -> int:
+    megs = int(value)
+    if megs < 1:
+        raise ValueError("must be a whole number of MiB, at least 1")
+    return megs
+
+
+def _ip_header(value: str) -> str:
+    if value not in IP_HEADERS:
+        raise ValueError("must be one of " + ", ".join(IP_HEADERS))
+    return value
+
+
+def _base(value: str) -> Path:
+    return Path(value).expanduser()
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: str | None
+    help: str
+    parse: Callable[[str], Any]
+
+
+def _default_base() -> str | None:
+    home = os.environ.get("HOME") or os.path.expanduser("~")
+    return None if home in ("", "~") else str(Path(home) / ".syncserver")
+
+
+SETTINGS = (
+    Setting("SYNC_BASE", None, "data folder; one sub-folder per user (default ~/.syncserver)", _base),
+    Setting("SYNC_HOST", "0.0.0.0", "address to listen on: an IPv4 or IPv6 literal", _ip_literal),
+    Setting("SYNC_PORT", "8080", "TCP port to listen on", _port),
+    Setting("MAX_SYNC_PAYLOAD_MEGS", "100", "largest upload in MiB (collections up to 3x this)", _megs),
+    Setting("SYNC_IP_HEADER", "ConnectInfo", "where the client IP in the log comes from", _ip_header),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    base: Path
+    host: str
+    port: int
+    max_payload_megs: int
+    ip_header: str
+    # (name, secret) for each SYNC_USERn; the secret is a password or a PHC hash.
+    users: tuple[tuple[str, str], ...]
+    passwords_hashed: bool
+
+    @property
+    def max_payload_bytes(self) -> int:
+        return self.max_payload_megs * MIB
+
+    @property
+    def max_decompressed_bytes(self) -> int:
+        """Largest decompressed body or collection the server accepts (3 x the limit)."""
+        return 3 * self.max_payload_bytes
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        values: dict[str, Any] = {}
+        for setting in SETTINGS:
+            raw = environ.get(setting.name)
+            if raw is None:
+                raw = _default_base() if setting.name == "SYNC_BASE" else setting.default
+            if raw is None:
+                raise ConfigError(f"{setting.name} is not set and there is no home folder")
+            try:
+                values[setting.name] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.name}={raw!r} is invalid: {exc}") from None
+        return cls(
+            base=values["SYNC_BASE"],
+            host=values["SYNC_HOST"],
+            port=values["SYNC_PORT"],
+            max_payload_megs=values["MAX_SYNC_PAYLOAD_MEGS"],
+            ip_header=values["SYNC_IP_HEADER"],
+            users=read_user_entries(environ),
+            passwords_hashed="PASSWORDS_HASHED" in environ,
+        )
+
+
+def read_user_entries(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """SYNC_USER1, SYNC_USER2, … up to the first missing number, split at the first ':'."""
+    entries = []
+    n = 1
+    while (value := environ.get(f"SYNC_USER{n}")) is not None:
+        name, sep, secret = value.partition(":")
+        if not sep:
+            raise ConfigError(f"SYNC_USER{n} must be 'username:password'")
+        entries.append((name, secret))
+        n += 1
+    if not entries:
+        raise ConfigError("no users defined: set SYNC_USER1=username:password")
+    return tuple(entries)

@@ -1,0 +1,106 @@
+"""zstd bodies as clients send and expect them, with limits on both sides of decompression.
+
+Requests: one zstd frame, streamed without a content size. It is checked to be one whole
+frame (a truncated body is a 400, not silently short data) and decompressed in bounded
+pieces into a file, stopping at `limit` decompressed bytes. Responses: one frame, always.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+from typing import IO
+
+import zstandard
+
+from ankihost.errors import BadRequest, PayloadTooLarge
+
+MAX_WINDOW_BYTES = 1 << 27  # the client never uses --long; larger windows are refused
+READ_PIECE_BYTES = 1 << 16
+WRITE_PIECE_BYTES = 1 << 20
+ZSTD_MAGIC = 0xFD2FB528
+_SKIPPABLE_MASK, _SKIPPABLE_MAGIC = 0xFFFFFFF0, 0x184D2A50
+
+
+def first_frame_length(f: IO[bytes]) -> int:
+    """The byte length of the first zstd frame in `f` (from offset 0), walking block headers.
+
+    Raises BadRequest if `f` does not start with a complete zstd frame.
+    """
+    f.seek(0)
+    header = f.read(6)
+    if len(header) < 5 or struct.unpack_from("<I", header)[0] != ZSTD_MAGIC:
+        raise BadRequest("body is not zstd-compressed")
+    descriptor = header[4]
+    fcs_code, single_segment = descriptor >> 6, (descriptor >> 5) & 1
+    has_checksum, dict_code = (descriptor >> 2) & 1, descriptor & 3
+    pos = 5 + (0 if single_segment else 1) + (0, 1, 2, 4)[dict_code]
+    pos += (1 if single_segment else 0, 2, 4, 8)[fcs_code]
+    while True:
+        f.seek(pos)
+        block = f.read(3)
+        if len(block) < 3:
+            raise BadRequest("zstd body is truncated")
+        value = int.from_bytes(block, "little")
+        last, kind, size = value & 1, (value >> 1) & 3, value >> 3
+        if kind == 3:
+            raise BadRequest("zstd body has a reserved block type")
+        pos += 3 + (1 if kind == 1 else size)
+        if last:
+            break
+    end = pos + (4 if has_checksum else 0)
+    f.seek(0, 2)
+    if f.tell() < end:
+        raise BadRequest("zstd body is truncated")
+    return end
+
+
+def decompress_into(source: IO[bytes], target: IO[bytes], limit: int) -> int:
+    """Decompress the first frame of `source` into `target`; return the decompressed size.
+
+    Raises BadRequest for anything that is not one complete zstd frame and PayloadTooLarge
+    once more than `limit` bytes come out.
+    """
+    frame_end = first_frame_length(source)
+    source.seek(0)
+    decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
+    written = 0
+    try:
+        pieces = decompressor.read_to_iter(
+            _Bounded(source, frame_end), read_size=READ_PIECE_BYTES, write_size=WRITE_PIECE_BYTES
+        )
+        for piece in pieces:
+            written += len(piece)
+            if written > limit:
+                raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
+            target.write(piece)
+    except zstandard.ZstdError as exc:
+        raise BadRequest(f"invalid zstd body: {exc}") from None
+    target.flush()
+    return written
+
+
+class _Bounded:
+    """A reader over the first `length` bytes of a file."""
+
+    def __init__(self, f: IO[bytes], length: int) -> None:
+        self._f, self._left = f, length
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0 or size > self._left:
+            size = self._left
+        data = self._f.read(size)
+        self._left -= len(data)
+        return data
+
+
+def compress(data: bytes) -> bytes:
+    """One zstd frame with the content size, at the default level, as clients expect."""
+    return zstandard.ZstdCompressor().compress(data)
+
+
+def compress_file(source: IO[bytes], target: IO[bytes]) -> None:
+    """Compress a whole file as one frame, in bounded memory."""
+    compressor = zstandard.ZstdCompressor()
+    with compressor.stream_writer(target, closefd=False) as writer:
+        shutil.copyfileobj(source, writer, WRITE_PIECE_BYTES)

@@ -1,0 +1,77 @@
+"""All mutable state shared across requests: one `UserState` per configured user.
+
+Each user has their own lock; nothing here is global to all users, so one user's upload never
+waits for another's. The web layer takes `state.lock` (an asyncio lock, so waiting costs no
+thread) and then runs the synchronous core in a worker thread with the state in hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from ankihost.storage import schema
+from ankihost.storage.paths import UserFolder
+from ankihost.users import User
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UserState:
+    user: User
+    folder: UserFolder
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The open collection connection, kept across requests (None = closed).
+    db: sqlite3.Connection | None = None
+    # The active normal-sync session (ankihost.sync.session.SyncSession) or None.
+    session: Any = None
+    # The media index of this user, opened lazily by ankihost.media (None = not open).
+    media: Any = None
+
+    def collection(self) -> sqlite3.Connection:
+        """The open collection, opened (and for a new user created empty) on first use."""
+        if self.db is None:
+            self.db = schema.open_or_create(self.folder.collection)
+        return self.db
+
+    def close_collection(self) -> None:
+        """Roll back anything uncommitted (an abandoned sync) and close the collection."""
+        self.session = None
+        if self.db is not None:
+            db, self.db = self.db, None
+            try:
+                if db.in_transaction:
+                    db.execute("rollback")
+            finally:
+                db.close()
+
+
+class Registry:
+    def __init__(self, users: list[User], folders: dict[str, UserFolder]) -> None:
+        self._by_key = {u.host_key: UserState(u, folders[u.name]) for u in users}
+        self._by_name = {s.user.name: s for s in self._by_key.values()}
+
+    def by_host_key(self, host_key: str) -> UserState | None:
+        return self._by_key.get(host_key) if host_key else None
+
+    def by_name(self, name: str) -> UserState | None:
+        return self._by_name.get(name)
+
+    def decoy_hash(self) -> Any:
+        """A configured user's password hash, verified for unknown names to equalise timing."""
+        return next((s.user.password_hash for s in self._by_name.values() if s.user.password_hash), None)
+
+    def all(self) -> list[UserState]:
+        return list(self._by_name.values())
+
+    def close_all(self) -> None:
+        """On shutdown: every open sync session is rolled back, every collection closed."""
+        for state in self._by_name.values():
+            try:
+                state.close_collection()
+            except sqlite3.Error:
+                log.exception("closing collection of %s", state.user.name)

@@ -1,0 +1,22 @@
+"""Wiring: settings → users → per-user folders and state → the ASGI app."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from ankihost.config import ConfigError, Settings
+from ankihost.registry import Registry
+from ankihost.storage.paths import UserFolder
+from ankihost.users import load_users
+from ankihost.web.app import create_app
+
+
+def build(settings: Settings) -> Starlette:
+    users = load_users(settings)
+    folders = {user.name: UserFolder(settings.base / user.name) for user in users}
+    try:
+        for folder in folders.values():
+            folder.ensure()
+    except OSError as exc:
+        raise ConfigError(f"SYNC_BASE={settings.base}: cannot create user folders: {exc}") from exc
+    return create_app(settings, Registry(users, folders))

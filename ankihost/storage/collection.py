@@ -1,0 +1,80 @@
+"""Opening a user's collection.anki2 the way every client expects it to be opened.
+
+Owns the connection settings (the `unicase` collation, WAL, exclusive locking), the one
+`atomic()` transaction helper and the `col` row. It knows nothing about HTTP or sessions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def unicase(a: str, b: str) -> int:
+    """Case-insensitive order used by every name index of a collection (spec 04 §1.2)."""
+    a, b = a.casefold(), b.casefold()
+    return (a > b) - (a < b)
+
+
+def connect(path: Path | str, *, exclusive: bool = True) -> sqlite3.Connection:
+    """A connection to a collection file with the collation and pragmas clients use.
+
+    Autocommit mode: transactions are explicit, through `atomic()` or a sync session.
+    """
+    db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    db.create_collation("unicase", unicase)
+    if exclusive:
+        db.execute("pragma locking_mode = exclusive")
+    db.execute("pragma cache_size = -40960")
+    return db
+
+
+@contextmanager
+def atomic(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN … COMMIT, or a SAVEPOINT when already inside a transaction; rolls back on any error."""
+    if db.in_transaction:
+        db.execute("savepoint atomic")
+        try:
+            yield db
+        except BaseException:
+            db.execute("rollback to atomic")
+            db.execute("release atomic")
+            raise
+        db.execute("release atomic")
+        return
+    db.execute("begin immediate")
+    try:
+        yield db
+    except BaseException:
+        db.execute("rollback")
+        raise
+    db.execute("commit")
+
+
+@dataclass(frozen=True)
+class ColRow:
+    """The sync-relevant fields of the single `col` row."""
+
+    crt: int
+    mod: int
+    scm: int
+    usn: int
+    ls: int
+    ver: int
+
+
+def read_col(db: sqlite3.Connection) -> ColRow:
+    row = db.execute("select crt, mod, scm, usn, ls, ver from col").fetchone()
+    return ColRow(*row)
+
+
+def has_cards(db: sqlite3.Connection) -> bool:
+    return db.execute("select exists(select 1 from cards)").fetchone()[0] == 1
+
+
+def now_millis() -> int:
+    return int(time.time() * 1000)

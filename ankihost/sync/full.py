@@ -1,0 +1,95 @@
+"""Full sync: `upload` replaces the user's collection with the client's, `download` sends it.
+
+An upload arrives already decompressed into a temp file in the user's folder. It is checked
+as a collection before anything is touched, then swapped in atomically; the replaced file is
+kept as `collection.anki2.previous`. A download is a checkpointed copy of the collection,
+taken under the user's lock and streamed after it is released.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ankihost.errors import ServerError
+from ankihost.protocol.request import SyncRequest
+from ankihost.protocol.response import Reply, file_reply, text_reply
+from ankihost.registry import UserState
+from ankihost.storage import collection, schema
+from ankihost.storage.paths import atomic_replace, remove_sidecars
+
+log = logging.getLogger(__name__)
+
+UPLOAD_OK = "OK"
+CORRUPT_MESSAGE = "Your upload was corrupt. Please use Check Database, or restore from backup."
+TOO_LARGE_MESSAGE = "collection exceeds size limit"
+
+
+def check_upload(path: Path, size: int) -> str | None:
+    """Why the uploaded file cannot become the user's collection (None = it can).
+
+    Runs before the user's lock is taken: it reads only the temp file.
+    """
+    if size == 0:
+        return "empty upload"
+    problem = schema.upload_problem(path)
+    remove_sidecars(path)
+    return problem
+
+
+def install_upload(state: UserState, uploaded: Path) -> Reply:
+    """Under the user's lock: abort any session, keep the old file, swap the new one in."""
+    state.close_collection()
+    live = state.folder.collection
+    if live.exists():
+        _keep_previous(live, state.folder.previous_collection)
+    remove_sidecars(live)
+    try:
+        atomic_replace(uploaded, live)
+    except OSError as exc:
+        raise ServerError(f"could not store upload: {exc}") from exc
+    return text_reply(UPLOAD_OK)
+
+
+def _keep_previous(live: Path, previous: Path) -> None:
+    """Link (or copy) the live collection to `previous` without ever removing `live`."""
+    staging = previous.with_name(previous.name + ".tmp")
+    staging.unlink(missing_ok=True)
+    try:
+        os.link(live, staging)
+    except OSError:
+        shutil.copyfile(live, staging)
+    os.replace(staging, previous)
+
+
+def refuse_upload(reason: str, uploaded: Path | None) -> Reply:
+    """The reply for an upload that was not accepted; the stored collection is untouched."""
+    if uploaded is not None:
+        uploaded.unlink(missing_ok=True)
+        remove_sidecars(uploaded)
+    if reason == TOO_LARGE_MESSAGE:
+        return text_reply(TOO_LARGE_MESSAGE)
+    log.info("upload rejected: %s", reason)
+    return text_reply(CORRUPT_MESSAGE)
+
+
+def download(state: UserState, request: SyncRequest) -> Reply:
+    """Bump usn and mod, then hand out a consistent copy (spec 01 §3.4)."""
+    request.json_object()  # clients send {"_pad": null}; any object is accepted
+    state.close_collection()
+    db = state.collection()
+    with collection.atomic(db):
+        db.execute("update col set usn = usn + 1, mod = ?", (collection.now_millis(),))
+    db.execute("pragma wal_checkpoint(truncate)")
+    fd, name = tempfile.mkstemp(prefix=".download-", dir=state.folder.root)
+    os.close(fd)
+    copy = Path(name)
+    try:
+        shutil.copyfile(state.folder.collection, copy)
+    except OSError as exc:
+        copy.unlink(missing_ok=True)
+        raise ServerError(f"could not copy collection: {exc}") from exc
+    return file_reply(copy, delete_after=True)

@@ -1,0 +1,62 @@
+"""`meta` and `abort`: the first and the emergency call of every collection sync.
+
+`meta` tells the client whether to sync normally, fully or not at all; both abort any sync
+session of the user (rolling it back), as the official server does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from ankihost.errors import ClientTooOld
+from ankihost.protocol.header import MAX_SYNC_VERSION, MIN_SYNC_VERSION
+from ankihost.protocol.request import SyncRequest
+from ankihost.protocol.response import Reply, json_reply
+from ankihost.registry import UserState
+from ankihost.storage import collection
+
+LEGACY_CLIENT_MESSAGE = (
+    "This sync server (ankihost) needs Anki 2.1.57 or later, AnkiDroid 2.16 or later, or a "
+    "current AnkiMobile. Please update your Anki app, then sync again."
+)
+
+
+def meta(
+    state: UserState, request: SyncRequest, *, max_collection_bytes: int,
+    media_usn: Callable[[UserState], int],
+) -> Reply:
+    body = request.json_object()
+    version = body.get("v")
+    if not isinstance(version, int) or not MIN_SYNC_VERSION <= version <= MAX_SYNC_VERSION:
+        raise ClientTooOld(f"meta version {version!r} is not supported")
+    state.close_collection()
+    if request.is_legacy or version < MAX_SYNC_VERSION:
+        return json_reply(_refusal(LEGACY_CLIENT_MESSAGE))
+    db = state.collection()
+    col = collection.read_col(db)
+    too_big = state.folder.collection.stat().st_size > max_collection_bytes
+    return json_reply({
+        "mod": col.mod,
+        # A collection too large to sync normally forces a one-way sync, as upstream does.
+        "scm": collection.now_millis() if too_big else col.scm,
+        "usn": col.usn,
+        "ts": int(time.time()),
+        "msg": "",
+        "cont": True,
+        "hostNum": 0,
+        "empty": not collection.has_cards(db),
+        "media_usn": media_usn(state),
+    })
+
+
+def _refusal(message: str) -> dict[str, object]:
+    return {"mod": 0, "scm": 0, "usn": 0, "ts": int(time.time()), "msg": message,
+            "cont": False, "hostNum": 0, "empty": False, "media_usn": 0}
+
+
+def abort(state: UserState, request: SyncRequest) -> Reply:
+    """Abort whatever session is active, whatever its key (user cancel uses a new key)."""
+    request.json_object()  # clients send {"_pad": null}; any object is accepted
+    state.close_collection()
+    return json_reply(None)

@@ -1,0 +1,109 @@
+"""Reading request bodies and writing responses in the sync protocol's envelope.
+
+Bodies are streamed: the compressed bytes are spooled (memory up to 1 MiB, then disk) with a
+size cap, then decompressed in a worker thread into a file. Replies are compressed as one zstd
+frame while they are sent, so a large download never sits whole in memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
+
+import anyio
+import zstandard
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ankihost.errors import BadRequest, PayloadTooLarge
+from ankihost.protocol.compression import WRITE_PIECE_BYTES, compress, decompress_into
+from ankihost.protocol.header import ORIGINAL_SIZE_HEADER
+from ankihost.protocol.response import Reply
+
+SPOOL_MEMORY_BYTES = 1 << 20
+
+
+def spooled() -> IO[bytes]:
+    return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
+
+
+async def read_raw_body(request: Request, limit: int) -> IO[bytes]:
+    """The request body as received, refused past `limit` bytes (declared or actual)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
+    raw = spooled()
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raw.close()
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        raw.write(chunk)
+    raw.seek(0)
+    return raw
+
+
+def open_target(spool_dir: Path | None) -> IO[bytes]:
+    """Where a decompressed body goes: a named file in `spool_dir`, or an anonymous spool."""
+    if spool_dir is None:
+        return spooled()
+    return tempfile.NamedTemporaryFile(prefix=".upload-", dir=spool_dir, delete=False)
+
+
+async def decompress_body(raw: IO[bytes], target: IO[bytes], limit: int) -> int:
+    try:
+        return await anyio.to_thread.run_sync(decompress_into, raw, target, limit)
+    finally:
+        raw.close()
+
+
+def gunzip_into(data: bytes, target: IO[bytes], limit: int) -> int:
+    """Legacy bodies: gzip-compressed form data, capped like zstd bodies."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    written = 0
+    try:
+        piece = decoder.decompress(data, WRITE_PIECE_BYTES)
+        while piece:
+            written += len(piece)
+            if written > limit:
+                raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
+            target.write(piece)
+            piece = decoder.decompress(decoder.unconsumed_tail, WRITE_PIECE_BYTES)
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise BadRequest(f"invalid gzip body: {exc}") from None
+    return written
+
+
+def framed_response(reply: Reply, compressed: bool) -> Response:
+    """A 200 carrying `reply`: one zstd frame plus anki-original-size, or raw for legacy."""
+    if reply.path is None:
+        data = compress(reply.data) if compressed else reply.data
+        headers = {ORIGINAL_SIZE_HEADER: str(len(reply.data))} if compressed else {}
+        return Response(data, headers=headers, media_type="application/octet-stream")
+    headers = {ORIGINAL_SIZE_HEADER: str(reply.size)} if compressed else {}
+    return StreamingResponse(
+        _stream_file(reply, compressed), headers=headers, media_type="application/octet-stream"
+    )
+
+
+async def _stream_file(reply: Reply, compressed: bool) -> AsyncIterator[bytes]:
+    assert reply.path is not None
+    try:
+        with open(reply.path, "rb") as f:
+            compressor = zstandard.ZstdCompressor().compressobj() if compressed else None
+            while piece := await anyio.to_thread.run_sync(f.read, WRITE_PIECE_BYTES):
+                if compressor is None:
+                    yield piece
+                elif out := await anyio.to_thread.run_sync(compressor.compress, piece):
+                    yield out
+            if compressor is not None:
+                yield compressor.flush()
+    finally:
+        if reply.delete_after:
+            os.unlink(reply.path)

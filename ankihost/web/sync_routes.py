@@ -1,0 +1,132 @@
+"""`/sync/<method>` and `/msync/<method>`: decode the envelope, authenticate, run the step.
+
+Each step runs in a worker thread while the user's own lock is held; reading and
+decompressing bodies, password checks and upload validation happen outside that lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ankihost.config import Settings
+from ankihost.errors import AuthFailed, BadRequest, PayloadTooLarge
+from ankihost.media import handlers as media_handlers
+from ankihost.protocol.header import HEADER_NAME, SyncHeader, parse_header
+from ankihost.protocol.request import SyncRequest
+from ankihost.protocol.response import Reply
+from ankihost.registry import Registry, UserState
+from ankihost.sync import full, login, meta
+from ankihost.sync import handlers as normal_handlers
+from ankihost.web import legacy
+from ankihost.web.envelope import decompress_body, framed_response, open_target, read_raw_body
+
+Step = Callable[[UserState, SyncRequest], Reply]
+LOGIN_BODY_LIMIT = 64 * 1024
+
+COLLECTION_METHODS: dict[str, Step] = {
+    "abort": meta.abort,
+    "download": full.download,
+    **normal_handlers.METHODS,
+}
+# Handled on their own paths below; listed so the full method set is visible in one place.
+SPECIAL_METHODS = ("hostKey", "meta", "upload")
+
+
+async def dispatch(
+    request: Request, area: str, method: str, settings: Settings, registry: Registry,
+    info: dict[str, Any],
+) -> Response:
+    header_value = request.headers.get(HEADER_NAME)
+    if header_value is None:
+        return await legacy.dispatch(request, area, method, settings, registry, info)
+    header = parse_header(header_value)
+    info["client"] = header.client_version
+    table = media_handlers.METHODS if area == "msync" else COLLECTION_METHODS
+    if method not in table and not (area == "sync" and method in SPECIAL_METHODS):
+        raise BadRequest(f"unknown method {area}/{method}")
+    if method == "hostKey":
+        return await _login(request, header, registry, info)
+    state = registry.by_host_key(header.host_key)
+    if state is None:
+        raise AuthFailed("unknown host key")
+    info["user"] = state.user.name
+    if area == "sync" and method == "upload":
+        return await _upload(request, header, state, settings)
+    sync_request = await _decode(request, header, method, settings.max_decompressed_bytes)
+    step = table.get(method) or _meta_step(settings)
+    async with state.lock:
+        reply = await anyio.to_thread.run_sync(step, state, sync_request)
+    return framed_response(reply, compressed=not sync_request.is_legacy)
+
+
+def _meta_step(settings: Settings) -> Step:
+    def step(state: UserState, request: SyncRequest) -> Reply:
+        return meta.meta(
+            state, request, max_collection_bytes=settings.max_decompressed_bytes,
+            media_usn=media_handlers.last_usn,
+        )
+    return step
+
+
+async def _decode(
+    request: Request, header: SyncHeader, method: str, limit: int, target: IO[bytes] | None = None
+) -> SyncRequest:
+    """Read and decompress the body; a body over `limit` is a 400, as upstream answers it."""
+    try:
+        return await _decode_capped(request, header, method, limit, target)
+    except PayloadTooLarge as exc:
+        raise BadRequest(exc.reason) from None
+
+
+async def _decode_capped(
+    request: Request, header: SyncHeader, method: str, limit: int, target: IO[bytes] | None
+) -> SyncRequest:
+    raw = await read_raw_body(request, limit)
+    body = target or open_target(None)
+    size = await decompress_body(raw, body, limit)
+    body.seek(0)
+    return SyncRequest(
+        method=method, sync_version=header.version, host_key=header.host_key,
+        client_version=header.client_version, session_key=header.session_key,
+        client_ip="", body=body, body_size=size,
+    )
+
+
+async def _login(
+    request: Request, header: SyncHeader, registry: Registry, info: dict[str, Any]
+) -> Response:
+    sync_request = await _decode(request, header, "hostKey", LOGIN_BODY_LIMIT)
+    reply = await anyio.to_thread.run_sync(login.host_key, registry, sync_request)
+    info["user"] = sync_request.json_object().get("u", "-")
+    return framed_response(reply, compressed=not sync_request.is_legacy)
+
+
+async def _upload(
+    request: Request, header: SyncHeader, state: UserState, settings: Settings
+) -> Response:
+    compressed = header.version >= 11
+    state.folder.ensure()
+    target = open_target(state.folder.root)
+    path = Path(target.name)
+    limit = settings.max_decompressed_bytes - 1  # upstream refuses len >= 3 x MAX
+    try:
+        upload = await _decode_capped(request, header, "upload", limit, target)
+    except PayloadTooLarge:
+        return framed_response(full.refuse_upload(full.TOO_LARGE_MESSAGE, path), compressed)
+    except BaseException:
+        full.refuse_upload("unreadable body", path)
+        raise
+    finally:
+        target.close()
+    problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
+    if problem:
+        return framed_response(full.refuse_upload(problem, path), compressed)
+    async with state.lock:
+        reply = await anyio.to_thread.run_sync(full.install_upload, state, path)
+    return framed_response(reply, compressed)
