@@ -69,8 +69,8 @@ class Setting:
     parse: Callable[[str], Any]
 
 
-def _default_base() -> str | None:
-    home = os.environ.get("HOME") or os.path.expanduser("~")
+def _default_base(environ: Mapping[str, str]) -> str | None:
+    home = environ.get("HOME") or (os.path.expanduser("~") if environ is os.environ else "")
     return None if home in ("", "~") else str(Path(home) / ".syncserver")
 
 
@@ -109,7 +109,7 @@ class Settings:
         for setting in SETTINGS:
             raw = environ.get(setting.name)
             if raw is None:
-                raw = _default_base() if setting.name == "SYNC_BASE" else setting.default
+                raw = _default_base(environ) if setting.name == "SYNC_BASE" else setting.default
             if raw is None:
                 raise ConfigError(f"{setting.name} is not set and there is no home folder")
             try:

@@ -24,6 +24,12 @@ class SyncRequest:
     # Legacy GET /msync/begin passes the client version here instead of in the body.
     extra: dict[str, str] = field(default_factory=dict)
 
+    def __enter__(self) -> SyncRequest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.body.close()
+
     @property
     def is_legacy(self) -> bool:
         return self.sync_version < 11

@@ -50,6 +50,13 @@ def meta(
     })
 
 
+def legacy_meta(state: UserState, request: SyncRequest) -> Reply:
+    """Protocol 8–10 clients: refuse with a message the client shows (spec 01 §6 D1)."""
+    request.json_object()
+    state.close_collection()
+    return json_reply(_refusal(LEGACY_CLIENT_MESSAGE))
+
+
 def _refusal(message: str) -> dict[str, object]:
     return {"mod": 0, "scm": 0, "usn": 0, "ts": int(time.time()), "msg": message,
             "cont": False, "hostNum": 0, "empty": False, "media_usn": 0}

@@ -41,23 +41,22 @@ async def dispatch(
         session_key=fields.get("s", ""), client_ip="", body=fields["data"],
         body_size=fields["size"],
     )
-    if method == "hostKey":
-        reply = await anyio.to_thread.run_sync(login.host_key, registry, sync_request)
-        return framed_response(reply, compressed=False)
-    state = registry.by_host_key(sync_request.host_key)
-    if state is None:
-        raise AuthFailed("unknown host key")
-    info["user"] = state.user.name
-    async with state.lock:
-        reply = await anyio.to_thread.run_sync(
-            lambda: meta.meta(state, sync_request, max_collection_bytes=0, media_usn=lambda s: 0)
-        )
+    with sync_request:
+        if method == "hostKey":
+            reply = await anyio.to_thread.run_sync(login.host_key, registry, sync_request)
+            return framed_response(reply, compressed=False)
+        state = registry.by_host_key(sync_request.host_key)
+        if state is None:
+            raise AuthFailed("unknown host key")
+        info["user"] = state.user.name
+        async with state.lock:
+            reply = await anyio.to_thread.run_sync(meta.legacy_meta, state, sync_request)
     return framed_response(reply, compressed=False)
 
 
 async def _read_form(request: Request, limit: int) -> dict[str, Any]:
-    raw = await read_raw_body(request, limit)
-    replay = raw.read()
+    with await read_raw_body(request, limit) as raw:
+        replay = raw.read()
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": replay, "more_body": False}
@@ -68,6 +67,7 @@ async def _read_form(request: Request, limit: int) -> dict[str, Any]:
         raise BadRequest(f"invalid multipart body: {exc}") from None
     data = form.get("data")
     payload = await data.read() if isinstance(data, UploadFile) else (data or "").encode()
+    await form.close()
     body = spooled()
     if payload and form.get("c", None) not in (None, "0"):
         size = gunzip_into(payload, body, 3 * limit)

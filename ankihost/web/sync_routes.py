@@ -58,11 +58,11 @@ async def dispatch(
     info["user"] = state.user.name
     if area == "sync" and method == "upload":
         return await _upload(request, header, state, settings)
-    sync_request = await _decode(request, header, method, settings.max_decompressed_bytes)
     step = table.get(method) or _meta_step(settings)
-    async with state.lock:
-        reply = await anyio.to_thread.run_sync(step, state, sync_request)
-    return framed_response(reply, compressed=not sync_request.is_legacy)
+    with await _decode(request, header, method, settings.max_decompressed_bytes) as sync_request:
+        async with state.lock:
+            reply = await anyio.to_thread.run_sync(step, state, sync_request)
+    return framed_response(reply, compressed=header.version >= 11)
 
 
 def _meta_step(settings: Settings) -> Step:
@@ -89,7 +89,11 @@ async def _decode_capped(
 ) -> SyncRequest:
     raw = await read_raw_body(request, limit)
     body = target or open_target(None)
-    size = await decompress_body(raw, body, limit)
+    try:
+        size = await decompress_body(raw, body, limit)
+    except BaseException:
+        body.close()
+        raise
     body.seek(0)
     return SyncRequest(
         method=method, sync_version=header.version, host_key=header.host_key,
@@ -101,10 +105,11 @@ async def _decode_capped(
 async def _login(
     request: Request, header: SyncHeader, registry: Registry, info: dict[str, Any]
 ) -> Response:
-    sync_request = await _decode(request, header, "hostKey", LOGIN_BODY_LIMIT)
-    reply = await anyio.to_thread.run_sync(login.host_key, registry, sync_request)
-    info["user"] = sync_request.json_object().get("u", "-")
-    return framed_response(reply, compressed=not sync_request.is_legacy)
+    with await _decode(request, header, "hostKey", LOGIN_BODY_LIMIT) as sync_request:
+        info["user"] = "?"
+        reply = await anyio.to_thread.run_sync(login.host_key, registry, sync_request)
+        info["user"] = sync_request.json_object()["u"]
+    return framed_response(reply, compressed=header.version >= 11)
 
 
 async def _upload(

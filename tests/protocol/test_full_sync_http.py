@@ -1,0 +1,140 @@
+"""Login, meta, upload, download and abort through the real app, in process."""
+
+import sqlite3
+
+import orjson
+import pytest
+import zstandard
+
+from ankihost.auth import hash_password
+from ankihost.storage import schema
+from ankihost.sync.full import CORRUPT_MESSAGE, TOO_LARGE_MESSAGE
+from tests.conftest import ALICE_KEY, BOB_KEY, Wire, make_settings
+
+
+def test_health(wire):
+    assert wire.http.get("/health").status_code == 200
+    assert wire.http.head("/health").status_code == 200
+    response = wire.http.post("/health")
+    assert response.status_code == 405 and response.headers["allow"] == "GET,HEAD"
+
+
+def test_login_gives_the_official_host_key(wire):
+    response = wire.post("hostKey", {"u": "alice", "p": "secret"}, key="")
+    assert response.headers["anki-original-size"] == "50"
+    assert wire.json(response) == {"key": "6985e52cea44a28695d5c440bd42f57e9f50b7b1"}
+
+
+@pytest.mark.parametrize("credentials", [{"u": "alice", "p": "wrong"}, {"u": "nobody", "p": "secret"},
+                                         {"u": "Alice", "p": "secret"}])
+def test_bad_credentials_are_403_and_look_the_same(wire, credentials):
+    response = wire.post("hostKey", credentials, key="")
+    assert (response.status_code, response.text) == (403, "403")
+
+
+def test_login_with_hashed_password(tmp_path):
+    from starlette.testclient import TestClient
+
+    from ankihost.server import build
+
+    phc = hash_password("pw", rounds=1000)
+    settings = make_settings(tmp_path, SYNC_USER1=f"carol:{phc}", SYNC_USER2=f"bob:{phc}",
+                             PASSWORDS_HASHED="1")
+    with TestClient(build(settings)) as http:
+        w = Wire(http)
+        assert w.post("hostKey", {"u": "carol", "p": "pw"}, key="").status_code == 200
+        assert w.post("hostKey", {"u": "carol", "p": phc}, key="").status_code == 403
+
+
+def test_new_user_meta(wire):
+    meta = wire.json(wire.post("meta", {"v": 11, "cv": "anki,26.09.3 (x),linux"}))
+    assert meta["mod"] == 0 and meta["usn"] == 0 and meta["empty"] is True
+    assert meta["media_usn"] == 0 and meta["cont"] is True and meta["msg"] == ""
+    assert meta["hostNum"] == 0 and abs(meta["ts"] - __import__("time").time()) < 5
+    again = wire.json(wire.post("meta", {"v": 11}))
+    assert again["scm"] == meta["scm"]
+
+
+def test_meta_versions(wire):
+    assert wire.post("meta", {"v": 7}).status_code == 501
+    assert wire.post("meta", {"v": 12}).status_code == 501
+    old = wire.json(wire.post("meta", {"v": 10}))
+    assert old["cont"] is False and "2.1.57" in old["msg"]
+
+
+def test_upload_then_download(wire, settings, client_collection):
+    response = wire.post("upload", client_collection)
+    assert wire.payload(response) == b"OK"
+    stored = settings.base / "alice" / "collection.anki2"
+    assert stored.read_bytes() == client_collection
+    meta = wire.json(wire.post("meta", {"v": 11}))
+    assert meta["empty"] is False
+    downloaded = wire.payload(wire.post("download", {"_pad": None}))
+    copy = settings.base / "copy.anki2"
+    copy.write_bytes(downloaded)
+    assert schema.upload_problem(copy) is None
+    db = sqlite3.connect(copy)
+    assert db.execute("select usn, mod from col").fetchone()[0] == meta["usn"] + 1
+    assert db.execute("select count() from notes").fetchone()[0] == 40
+    after = wire.json(wire.post("meta", {"v": 11}))
+    assert after["usn"] == meta["usn"] + 1 and after["mod"] > meta["mod"]
+
+
+def test_second_upload_keeps_the_previous_collection(wire, settings, client_collection):
+    assert wire.payload(wire.post("upload", client_collection)) == b"OK"
+    wire.post("download", {})  # changes the stored collection: usn + 1
+    folder = settings.base / "alice"
+    wire.post("abort", {})  # closes it, so the file on disk is complete
+    before = (folder / "collection.anki2").read_bytes()
+    assert wire.payload(wire.post("upload", client_collection)) == b"OK"
+    assert (folder / "collection.anki2.previous").read_bytes() == before
+    assert (folder / "collection.anki2").read_bytes() == client_collection
+
+
+def test_download_of_a_new_user_is_an_empty_collection(wire, settings):
+    data = wire.payload(wire.post("download", {}))
+    path = settings.base / "d.anki2"
+    path.write_bytes(data)
+    assert schema.upload_problem(path) is None
+
+
+def test_abort_without_session_is_null(wire):
+    assert wire.payload(wire.post("abort", {"_pad": None}, session="other")) == b"null"
+
+
+def test_users_are_isolated(wire, settings, client_collection):
+    assert wire.payload(wire.post("upload", client_collection)) == b"OK"
+    bob = wire.json(wire.post("meta", {"v": 11}, key=BOB_KEY))
+    assert bob["empty"] is True
+    assert not (settings.base / "bob" / "collection.anki2").read_bytes() == client_collection
+
+
+@pytest.mark.parametrize("prefix", ["", "/anki", "/a/b/c"])
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_routes_by_suffix_under_any_prefix(wire, prefix, slash):
+    response = wire.post("meta", {"v": 11}, path=f"{prefix}/sync/meta{slash}")
+    assert wire.json(response)["cont"] is True
+
+
+def test_routing_errors(wire):
+    assert wire.http.get("/sync/meta").status_code == 405
+    assert wire.http.get("/sync/meta").headers["allow"] == "POST"
+    assert wire.http.post("/").status_code == 404
+    assert wire.http.post("/sync").status_code == 404
+    assert wire.post("Meta", {"v": 11}).status_code == 400
+    assert wire.post("sanityCheck", {}).status_code == 400
+
+
+def test_legacy_multipart_client_is_told_to_update(wire):
+    import gzip
+
+    login = wire.http.post("/sync/hostKey", data={"c": "1"}, files={
+        "data": ("data", gzip.compress(b'{"u":"alice","p":"secret"}'), "application/octet-stream")})
+    assert login.status_code == 200 and orjson.loads(login.content) == {"key": ALICE_KEY}
+    assert "anki-original-size" not in login.headers
+    meta = wire.http.post("/sync/meta", data={"c": "1", "k": ALICE_KEY, "s": "abc"}, files={
+        "data": ("data", gzip.compress(b'{"v":10,"cv":"ankidroid,2.15.6"}'), "application/octet-stream")})
+    body = orjson.loads(meta.content)
+    assert meta.status_code == 200 and body["cont"] is False and "update" in body["msg"]
+    upload = wire.http.post("/sync/upload", data={"c": "1", "k": ALICE_KEY}, files={"data": ("d", b"x")})
+    assert upload.status_code == 400
