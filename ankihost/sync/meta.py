@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from ankihost.errors import ClientTooOld
+from ankihost.errors import BadRequest, ClientTooOld
 from ankihost.protocol.header import MAX_SYNC_VERSION, MIN_SYNC_VERSION
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply, json_reply
@@ -28,8 +28,10 @@ def meta(
 ) -> Reply:
     body = request.json_object()
     version = body.get("v")
-    if not isinstance(version, int) or not MIN_SYNC_VERSION <= version <= MAX_SYNC_VERSION:
-        raise ClientTooOld(f"meta version {version!r} is not supported")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BadRequest(f"meta needs an integer v, got {version!r}")
+    if not MIN_SYNC_VERSION <= version <= MAX_SYNC_VERSION:
+        raise ClientTooOld(f"meta version {version} is not supported")
     state.close_collection()
     if request.is_legacy or version < MAX_SYNC_VERSION:
         return json_reply(_refusal(LEGACY_CLIENT_MESSAGE))

@@ -56,10 +56,12 @@ def create_app(settings: Settings, registry: Registry) -> Starlette:
         yield
         registry.close_all()
 
-    return Starlette(
+    app = Starlette(
         routes=[Route("/{path:path}", endpoint, methods=["GET", "HEAD", "POST", "PUT", "DELETE"])],
         lifespan=lifespan,
     )
+    app.state.registry = registry
+    return app
 
 
 class _Handler:
