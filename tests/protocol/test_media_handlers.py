@@ -1,0 +1,342 @@
+"""The `/msync/…` handlers called directly, with real UserState/SyncRequest over a temp folder.
+
+Every refused request is checked twice: it raises the right 4xx error class, and a byte-level
+snapshot of the user's folder (media files and media.db, after closing the index so SQLite has
+checkpointed) is identical before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import unicodedata
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ankihost.errors import BadRequest, PayloadTooLarge, ServerError, SessionConflict, SyncError
+from ankihost.media import close_index, files, open_index
+from ankihost.media.handlers import METHODS, last_usn
+from ankihost.protocol.request import SyncRequest
+from ankihost.protocol.response import Reply
+from ankihost.registry import UserState
+from ankihost.storage.paths import UserFolder
+from ankihost.users import User
+
+HOST_KEY = "13e56c1cee7ca0701c9e597d9c63da8615c981b3"
+MiB = 1024 * 1024
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[UserState]:
+    user_state = UserState(User("alice", HOST_KEY, password="pw"), UserFolder(tmp_path / "alice"))
+    yield user_state
+    close_index(user_state)
+
+
+def request(method: str, body: bytes, **extra: str) -> SyncRequest:
+    return SyncRequest(
+        method=method, sync_version=11, host_key=HOST_KEY, client_version="26.09.3,test,linux",
+        session_key="abc", client_ip="127.0.0.1", body=io.BytesIO(body), body_size=len(body),
+        extra=dict(extra),
+    )
+
+
+def call(state: UserState, method: str, body: bytes | dict[str, Any], **extra: str) -> Reply:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return METHODS[method](state, request(method, raw, **extra))
+
+
+def data(reply: Reply) -> Any:
+    envelope = json.loads(reply.data)
+    assert envelope["err"] == ""
+    return envelope["data"]
+
+
+def upload_zip(entries: list[tuple[str, bytes | None]], meta: object = None) -> bytes:
+    buf = io.BytesIO()
+    listed = []
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, (name, content) in enumerate(entries):
+            if content is None:
+                listed.append([name, None])
+            else:
+                zf.writestr(str(i), content)
+                listed.append([name, str(i)])
+        zf.writestr("_meta", json.dumps(listed if meta is None else meta))
+    return buf.getvalue()
+
+
+def upload(state: UserState, entries: list[tuple[str, bytes | None]]) -> list[int]:
+    result: list[int] = data(call(state, "uploadChanges", upload_zip(entries)))
+    return result
+
+
+def download(state: UserState, names: list[str]) -> dict[str, bytes]:
+    reply = call(state, "downloadFiles", {"files": names})
+    assert reply.path is not None and reply.delete_after
+    try:
+        with zipfile.ZipFile(reply.path) as zf:
+            meta = json.loads(zf.read("_meta"))
+            assert sorted(zf.namelist()) == sorted([*meta, "_meta"])
+            return {meta[m]: zf.read(m) for m in meta}
+    finally:
+        reply.path.unlink()
+
+
+def snapshot(state: UserState) -> dict[str, bytes | None]:
+    """Every file and folder under the user's folder, byte for byte (index closed first)."""
+    close_index(state)
+    root = state.folder.root
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def sha1(content: bytes) -> str:
+    return hashlib.sha1(content).hexdigest()
+
+
+# --- begin, sanity -------------------------------------------------------------------------
+
+
+def test_begin_on_a_new_user_creates_the_official_layout(state: UserState) -> None:
+    assert json.loads(call(state, "begin", {"v": "anki,26.09.3 (x),linux"}).data) == {
+        "data": {"usn": 0, "sk": HOST_KEY}, "err": ""
+    }
+    close_index(state)
+    root = state.folder.root
+    assert sorted(p.name for p in root.iterdir()) == ["media", "media.db"]
+    db = sqlite3.connect(root / "media.db")
+    assert db.execute("pragma user_version").fetchone() == (4,)
+    db.close()
+
+
+def test_legacy_get_begin_takes_the_version_from_extra(state: UserState) -> None:
+    assert data(call(state, "begin", b"", v="ankidesktop,2.1.50,lin")) == {"usn": 0, "sk": HOST_KEY}
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"v": ""}', b'{"v": 3}'])
+def test_begin_without_a_client_version_is_400(state: UserState, body: bytes) -> None:
+    with pytest.raises(BadRequest):
+        call(state, "begin", body)
+
+
+def test_begin_and_meta_agree_on_the_usn(state: UserState) -> None:
+    upload(state, [("a.txt", b"a"), ("b.txt", b"b")])
+    assert data(call(state, "begin", {"v": "x"}))["usn"] == last_usn(state) == 2
+
+
+def test_media_sanity(state: UserState) -> None:
+    upload(state, [("a.txt", b"a"), ("b.txt", b"b"), ("a.txt", None)])
+    assert data(call(state, "mediaSanity", {"local": 1})) == "OK"
+    assert data(call(state, "mediaSanity", {"local": 2})) == "mediaSanity"
+
+
+# --- uploadChanges -------------------------------------------------------------------------
+
+
+def test_upload_adds_replaces_deletes_with_one_usn_per_change(state: UserState) -> None:
+    media = state.folder.media
+    assert upload(state, [("f00.txt", b"zero"), ("f01.txt", b"one"), ("f02.txt", b"two")]) == [3, 3]
+    assert (media / "f01.txt").read_bytes() == b"one"
+    # modify, delete, delete a never-seen name, add
+    assert upload(state, [("f00.txt", b"ZERO"), ("f01.txt", None), ("nope.txt", None),
+                          ("new.txt", b"new")]) == [4, 6]
+    assert (media / "f00.txt").read_bytes() == b"ZERO" and not (media / "f01.txt").exists()
+    # re-uploading identical content is counted but changes nothing
+    assert upload(state, [("new.txt", b"new")]) == [1, 6]
+    assert data(call(state, "mediaChanges", {"lastUsn": 0})) == [
+        ["f02.txt", 3, sha1(b"two")], ["f00.txt", 4, sha1(b"ZERO")], ["f01.txt", 5, ""],
+        ["new.txt", 6, sha1(b"new")],
+    ]
+    names = sorted(p.name for p in media.iterdir())
+    assert names == ["f00.txt", "f02.txt", "new.txt"]  # no temp files left behind
+
+
+def test_upload_accepts_legacy_empty_string_deletions_and_25_entries(state: UserState) -> None:
+    assert upload(state, [(f"f{i:02}.txt", b"x") for i in range(25)]) == [25, 25]
+    body = upload_zip([], meta=[["f00.txt", ""]])
+    assert data(call(state, "uploadChanges", body)) == [1, 26]
+
+
+def test_a_255_byte_name_is_accepted(state: UserState) -> None:
+    name = "é" * 125 + "x.png"  # 250 + 5 bytes of UTF-8
+    assert len(name.encode()) == 255
+    assert upload(state, [(name, b"long")]) == [1, 1]
+    assert download(state, [name]) == {name: b"long"}
+
+
+def test_upload_of_an_identical_file_repairs_it_if_lost_or_damaged(state: UserState) -> None:
+    upload(state, [("a.txt", b"a"), ("b.txt", b"b")])
+    (state.folder.media / "a.txt").unlink()
+    (state.folder.media / "b.txt").write_bytes(b"damaged")
+    assert upload(state, [("a.txt", b"a"), ("b.txt", b"b")]) == [2, 2]  # no USN consumed
+    assert (state.folder.media / "a.txt").read_bytes() == b"a"
+    assert (state.folder.media / "b.txt").read_bytes() == b"b"
+
+
+def test_reference_accepted_names_with_a_backslash_can_still_be_deleted(state: UserState) -> None:
+    index = open_index(state)
+    with index.atomic() as w:  # a folder written by the official server may hold such names
+        w.record_addition("a\\b.png", hashlib.sha1(b"x").digest(), 1)
+    (state.folder.media / "a\\b.png").write_bytes(b"x")
+    assert upload(state, [("a\\b.png", None), ("", None), ("..", None)]) == [3, 2]
+    assert not (state.folder.media / "a\\b.png").exists()
+
+
+# --- mediaChanges --------------------------------------------------------------------------
+
+
+def test_media_changes_pages_by_1000_in_usn_order(state: UserState) -> None:
+    index = open_index(state)
+    with index.atomic() as w:
+        for i in range(1145):
+            w.record_addition(f"f{i:04}.txt", hashlib.sha1(b"%d" % i).digest(), 1)
+    first = data(call(state, "mediaChanges", {"lastUsn": 0}))
+    assert len(first) == 1000 and [r[1] for r in first] == list(range(1, 1001))
+    second = data(call(state, "mediaChanges", {"lastUsn": first[-1][1]}))
+    assert [r[1] for r in second] == list(range(1001, 1146))
+    assert data(call(state, "mediaChanges", {"lastUsn": 1145})) == []
+    assert data(call(state, "mediaChanges", {"lastUsn": 99999})) == []
+    assert len(data(call(state, "mediaChanges", {"lastUsn": -5}))) == 1000
+
+
+# --- downloadFiles -------------------------------------------------------------------------
+
+
+def test_download_returns_a_prefix_capped_near_2_5_mib(state: UserState) -> None:
+    files_1mib = [(f"big{i}.bin", bytes([i]) * MiB) for i in range(5)]
+    upload(state, files_1mib)
+    got = download(state, [name for name, _ in files_1mib])
+    assert sorted(got) == ["big0.bin", "big1.bin", "big2.bin"]
+    assert got["big1.bin"] == bytes([1]) * MiB
+
+
+def test_download_small_files_and_an_empty_request(state: UserState) -> None:
+    upload(state, [("a.txt", b"aa"), ("ü.txt", b"uu")])
+    assert download(state, ["ü.txt", "a.txt"]) == {"ü.txt": b"uu", "a.txt": b"aa"}
+    assert download(state, []) == {}
+
+
+def test_download_of_a_file_missing_on_disk_forgets_it_and_is_409(state: UserState) -> None:
+    upload(state, [("a.txt", b"a"), ("b.txt", b"b")])
+    (state.folder.media / "a.txt").unlink()
+    with pytest.raises(SessionConflict):
+        download(state, ["a.txt"])
+    assert data(call(state, "mediaSanity", {"local": 1})) == "OK"
+    assert [r[0] for r in data(call(state, "mediaChanges", {"lastUsn": 0}))] == ["b.txt"]
+    assert list(state.folder.root.glob(".ankihost-download-*")) == []
+
+
+def test_download_of_a_corrupted_file_is_409_never_silently_served(state: UserState) -> None:
+    upload(state, [("a.txt", b"original")])
+    (state.folder.media / "a.txt").write_bytes(b"bit rot!")
+    with pytest.raises(SessionConflict):
+        download(state, ["a.txt"])
+    assert data(call(state, "mediaSanity", {"local": 0})) == "OK"
+    assert list(state.folder.root.glob(".ankihost-download-*")) == []
+
+
+# --- refused requests leave everything byte-for-byte unchanged --------------------------------
+
+
+def _corrupt_zip() -> bytes:
+    raw = bytearray(upload_zip([("new.txt", b"ABCDEFGHIJKLMNOP")]))
+    raw[raw.index(b"ABCDEFGHIJKLMNOP")] ^= 0xFF  # content no longer matches the CRC-32
+    return bytes(raw)
+
+
+REFUSED: dict[str, tuple[str, bytes | dict[str, Any], type[SyncError]]] = {
+    "upload traversal ../": ("uploadChanges", upload_zip([("../evil.txt", b"x")]), BadRequest),
+    "upload traversal ..": ("uploadChanges", upload_zip([("..", b"x")]), BadRequest),
+    "upload absolute": ("uploadChanges", upload_zip([("/etc/evil", b"x")]), BadRequest),
+    "upload backslash": ("uploadChanges", upload_zip([("..\\evil.txt", b"x")]), BadRequest),
+    "upload NUL": ("uploadChanges", upload_zip([("a\x00b", b"x")]), BadRequest),
+    "upload NFD": ("uploadChanges", upload_zip([(unicodedata.normalize("NFD", "é.png"), b"x")]),
+                   BadRequest),
+    "upload 256-byte name": ("uploadChanges", upload_zip([("n" * 256, b"x")]), BadRequest),
+    "upload 26 entries": ("uploadChanges", upload_zip([(f"n{i}", b"x") for i in range(26)]),
+                          BadRequest),
+    "upload empty member": ("uploadChanges", upload_zip([("new.txt", b"")]), BadRequest),
+    "upload missing member": ("uploadChanges", upload_zip([], meta=[["new.txt", "0"]]),
+                              BadRequest),
+    "upload bad after good": ("uploadChanges",
+                              upload_zip([("keep.txt", b"changed!"), ("new.txt", b"n"),
+                                          ("keep.txt", None), ("../x", b"x")]), BadRequest),
+    "upload corrupt zip": ("uploadChanges", b"PK\x03\x04 definitely not a zip", BadRequest),
+    "upload wrong checksum": ("uploadChanges", _corrupt_zip(), BadRequest),
+    "upload JSON instead of zip": ("uploadChanges", b'{"files": []}', BadRequest),
+    "changes usn too big": ("mediaChanges", {"lastUsn": 2**31}, BadRequest),
+    "changes usn too small": ("mediaChanges", {"lastUsn": -(2**31) - 1}, BadRequest),
+    "changes usn missing": ("mediaChanges", {}, BadRequest),
+    "changes usn string": ("mediaChanges", {"lastUsn": "0"}, BadRequest),
+    "changes usn bool": ("mediaChanges", {"lastUsn": True}, BadRequest),
+    "changes not JSON": ("mediaChanges", b"\x00\x01", BadRequest),
+    "sanity negative": ("mediaSanity", {"local": -1}, BadRequest),
+    "sanity over u32": ("mediaSanity", {"local": 2**32}, BadRequest),
+    "download 26 names": ("downloadFiles", {"files": ["keep.txt"] * 26}, BadRequest),
+    "download not a list": ("downloadFiles", {"files": "keep.txt"}, BadRequest),
+    "download traversal": ("downloadFiles", {"files": ["../media.db"]}, BadRequest),
+    "download dotdot": ("downloadFiles", {"files": ["keep.txt", ".."]}, BadRequest),
+    "download deleted": ("downloadFiles", {"files": ["dead.txt"]}, SessionConflict),
+    "download unknown": ("downloadFiles", {"files": ["keep.txt", "nope.txt"]}, SessionConflict),
+}
+
+
+def _populate(state: UserState) -> None:
+    upload(state, [("keep.txt", b"keep me"), ("dead.txt", b"x"), ("other.bin", b"\x00" * 100)])
+    upload(state, [("dead.txt", None)])
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_refused_requests_change_nothing(state: UserState, case: str) -> None:
+    method, body, error = REFUSED[case]
+    _populate(state)
+    before = snapshot(state)
+    with pytest.raises(error) as raised:
+        call(state, method, body)
+    assert 400 <= raised.value.status < 500
+    assert snapshot(state) == before
+
+
+def test_oversized_upload_is_refused_and_changes_nothing(state: UserState) -> None:
+    _populate(state)
+    before = snapshot(state)
+    big = b"\0" * (100 * MiB + 1)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("0", big)
+        zf.writestr("_meta", json.dumps([["big.bin", "0"]]))
+    del big
+    with pytest.raises((BadRequest, PayloadTooLarge)):
+        call(state, "uploadChanges", buf.getvalue())
+    assert snapshot(state) == before
+
+
+def test_a_failure_while_applying_rolls_back_files_and_database(state: UserState) -> None:
+    _populate(state)
+    (state.folder.media / "blocker").mkdir()  # a directory where a file must go: rename fails
+    before = snapshot(state)
+    body = upload_zip([("keep.txt", b"new content"), ("other.bin", None), ("blocker", b"x")])
+    with pytest.raises(ServerError):
+        call(state, "uploadChanges", body)
+    assert snapshot(state) == before
+    assert upload(state, [("keep.txt", b"new content")]) == [1, 5]  # and the store still works
+
+
+def test_stray_temp_files_from_a_crash_are_removed_on_open(state: UserState) -> None:
+    _populate(state)
+    close_index(state)
+    stray = files.new_temp_path(state.folder.media)
+    stray.write_bytes(b"half written")
+    (state.folder.root / ".ankihost-download-0123.zip").write_bytes(b"old zip")
+    assert data(call(state, "begin", {"v": "x"}))["usn"] == 4
+    assert not stray.exists()
+    assert list(state.folder.root.glob(".ankihost-download-*")) == []
