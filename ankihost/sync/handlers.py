@@ -1,0 +1,92 @@
+"""The normal-sync methods as the web layer calls them: `METHODS[name](state, request)`.
+
+Each handler checks the session key, parses the body (a malformed body is a 400 that leaves
+the session alone), runs one step under `rolled_back_on_failure`, and wraps the JSON reply.
+The caller holds the user's lock. `meta`, `abort`, `upload` and `download` live elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ankihost.protocol.response import Reply, json_reply
+from ankihost.sync import changes, chunks, finish, sanity, session, start
+
+if TYPE_CHECKING:
+    from ankihost.protocol.request import SyncRequest
+    from ankihost.registry import UserState
+
+Handler = Callable[["UserState", "SyncRequest"], Reply]
+
+
+def handle_start(state: UserState, request: SyncRequest) -> Reply:
+    key = session.session_key(request)
+    message = start.parse_start(request.json_object())
+    current = session.open_session(state, key, message.client_usn, message.client_is_newer)
+    with session.rolled_back_on_failure(state):
+        return json_reply(start.start(state.collection(), current, message))
+
+
+def handle_apply_graves(state: UserState, request: SyncRequest) -> Reply:
+    current, body = _begin_step(state, request)
+    graves = start.parse_apply_graves(body)
+    with session.rolled_back_on_failure(state):
+        start.apply_graves(state.collection(), current, graves)
+    return json_reply(None)
+
+
+def handle_apply_changes(state: UserState, request: SyncRequest) -> Reply:
+    current, body = _begin_step(state, request)
+    message = changes.parse_apply_changes(body)
+    with session.rolled_back_on_failure(state):
+        return json_reply(changes.apply_changes(state.collection(), current, message))
+
+
+def handle_chunk(state: UserState, request: SyncRequest) -> Reply:
+    current, _ = _begin_step(state, request)
+    with session.rolled_back_on_failure(state):
+        return json_reply(chunks.chunk(state.collection(), current))
+
+
+def handle_apply_chunk(state: UserState, request: SyncRequest) -> Reply:
+    current, body = _begin_step(state, request)
+    incoming = chunks.parse_apply_chunk(body)
+    with session.rolled_back_on_failure(state):
+        chunks.apply_chunk(state.collection(), current, incoming)
+    return json_reply(None)
+
+
+def handle_sanity_check(state: UserState, request: SyncRequest) -> Reply:
+    _, body = _begin_step(state, request)
+    client = sanity.parse_sanity(body)
+    with session.rolled_back_on_failure(state):
+        result = sanity.sanity_check(state.collection(), client)
+    if not result.ok:
+        session.abandon(state)  # roll back now; the client follows with `abort`
+    return json_reply(result.reply)
+
+
+def handle_finish(state: UserState, request: SyncRequest) -> Reply:
+    _begin_step(state, request)
+    with session.rolled_back_on_failure(state):
+        now = finish.finish(state.collection())
+    session.commit(state)
+    return json_reply(now)
+
+
+def _begin_step(state: UserState, request: SyncRequest) -> tuple[session.SyncSession, Any]:
+    """The caller's session (400 empty key, 409 none or another's) and its JSON body."""
+    current = session.active_session(state, session.session_key(request))
+    return current, request.json_object()
+
+
+METHODS: dict[str, Handler] = {
+    "start": handle_start,
+    "applyGraves": handle_apply_graves,
+    "applyChanges": handle_apply_changes,
+    "chunk": handle_chunk,
+    "applyChunk": handle_apply_chunk,
+    "sanityCheck2": handle_sanity_check,
+    "finish": handle_finish,
+}

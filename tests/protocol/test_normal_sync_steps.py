@@ -1,0 +1,410 @@
+"""The normal-sync steps end to end in process: whole sequences on real-client collections,
+the session state machine's statuses (spec 01 §4), and rollback on every way a sync can end
+early (error, bad sanity check, abort, a killed process)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from anki.collection import Collection
+
+from ankihost.errors import BadRequest, SessionConflict
+from ankihost.registry import UserState
+from tests.support.content import build_rich_collection
+from tests.support.sync_steps import (
+    StepClient,
+    call,
+    content,
+    mark_uploaded,
+    new_client,
+    server_content,
+    user_state,
+)
+
+SAME_ROW_TABLES = ("notes", "cards", "revlog", "graves")
+
+
+@pytest.fixture(scope="module")
+def uploaded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty client collection right after its full upload (server and client hold it)."""
+    path = new_client(tmp_path_factory.mktemp("base") / "collection.anki2")
+    mark_uploaded(path)
+    return path
+
+
+@pytest.fixture
+def device(uploaded: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "device.anki2"
+    shutil.copyfile(uploaded, path)
+    return path
+
+
+@pytest.fixture
+def state(uploaded: Path, tmp_path: Path) -> UserState:
+    s = user_state(tmp_path / "server", uploaded)
+    yield s
+    s.close_collection()
+
+
+def add_basic_note(col: Collection, front: str, tags: list[str] | None = None) -> int:
+    note = col.new_note(col.models.by_name("Basic"))
+    note["Front"], note["Back"] = front, "back"
+    note.tags = tags or []
+    col.add_note(note, col.decks.id("Default"))
+    return int(note.id)
+
+
+def finish_on_client(col: Collection, server_usn: int, finished_at: int) -> None:
+    """The client's own bookkeeping after a successful sync (spec 02 §2 step 8)."""
+    for table in (
+        "notes",
+        "cards",
+        "revlog",
+        "graves",
+        "tags",
+        "decks",
+        "deck_config",
+        "notetypes",
+    ):
+        col.db.execute(f"update {table} set usn = ? where usn = -1", server_usn)
+    col.db.execute(
+        "update col set usn = ?, mod = ?, ls = ?", server_usn + 1, finished_at, finished_at
+    )
+
+
+def legacy_objects(col: Collection) -> dict[str, Any]:
+    """Notetypes, decks and deck configs as the real client decodes them."""
+    return {
+        "notetypes": sorted(col.models.all(), key=lambda x: x["id"]),
+        "decks": sorted(col.decks.all(), key=lambda x: x["id"]),
+        "deck_configs": sorted(col.decks.all_config(), key=lambda x: x["id"]),
+        "config": col.all_config(),
+        "tags": sorted(col.tags.all()),
+    }
+
+
+def server_as_client(state: UserState, tmp_path: Path) -> Collection:
+    state.close_collection()
+    copy = tmp_path / "server-copy.anki2"
+    shutil.copyfile(state.folder.collection, copy)
+    return Collection(str(copy))
+
+
+# --- whole sequences ---------------------------------------------------------------------
+
+
+def test_full_sequence_stores_everything_the_client_sent(
+    device: Path, state: UserState, tmp_path: Path
+) -> None:
+    col = Collection(str(device))
+    build_rich_collection(col, notes=700, reviews=60)
+    client = StepClient(col, state)
+    replies = client.sync_upward()
+
+    assert replies["start"] == {"cards": [], "decks": [], "notes": []}
+    assert replies["sanity"]["status"] == "ok", replies["sanity"]
+    assert len(client.replies["chunks"]) == 1  # nothing pending on the server
+    finish_on_client(col, client.server_usn, replies["finish"])
+    col.close()
+    mine = content(device)
+    theirs = server_content(state)
+    for table in SAME_ROW_TABLES:
+        assert theirs[table] == mine[table], table
+    col_row = theirs["col"][0]
+    assert col_row[2] == replies["finish"]  # mod is exactly what finish returned
+    assert col_row[6] == client.server_usn + 1  # usn bumped once
+    assert col_row[1] == mine["col"][0][1]  # crt
+
+    decoded_server = server_as_client(state, tmp_path)
+    col = Collection(str(device))
+    try:
+        assert legacy_objects(decoded_server) == legacy_objects(col)
+    finally:
+        decoded_server.close()
+        col.close()
+
+
+TRICKY_FIELDS = [
+    ('<img src="cat dog.jpg"> Cat', "x"),
+    ("<b>Héllo</b>&nbsp;world &amp; more", "<i>y</i>"),
+    ("literal\u00a0nbsp <!-- hidden --> <style>p {}</style>shown", ""),
+    ("<audio src=a.mp3><div>line</div>\nnext", "&lt;tag&gt;"),
+    ("42", "<script>x()</script>num"),
+]
+
+
+def test_sort_field_and_checksum_match_the_client(device: Path, state: UserState) -> None:
+    col = Collection(str(device))
+    basic = col.models.by_name("Basic")
+    basic["sortf"] = 1
+    col.models.update_dict(basic)
+    for front, back in TRICKY_FIELDS:
+        note = col.new_note(col.models.by_name("Basic"))
+        note["Front"], note["Back"] = front, back
+        col.add_note(note, 1)
+    client = StepClient(col, state)
+    client.sync_upward()
+    finish_on_client(col, client.server_usn, client.replies["finish"])
+    col.close()
+    assert server_content(state)["notes"] == content(device)["notes"]
+
+
+def test_second_device_receives_the_first_devices_changes(
+    uploaded: Path, device: Path, state: UserState, tmp_path: Path
+) -> None:
+    col = Collection(str(device))
+    build_rich_collection(col, notes=300, reviews=30)
+    first = StepClient(col, state)
+    first.sync_upward()
+    finish_on_client(col, first.server_usn, first.replies["finish"])
+    sent = legacy_objects(col)
+    note_count = col.note_count()
+    col.close()
+
+    other = tmp_path / "other.anki2"
+    shutil.copyfile(uploaded, other)
+    col2 = Collection(str(other))
+    second = StepClient(col2, state, key="other")
+    second.start()
+    second.lnewer = False
+    assert second.apply_changes()["conf"] == sent["config"]
+    second.fetch_chunks()
+    col2.close()
+
+    changes = second.replies["changes"]
+    received_notes = [n for c in second.replies["chunks"] for n in c.get("notes", [])]
+    assert len(received_notes) == note_count
+    assert all(n[4] == first.server_usn and n[7:] == ["", "", 0, ""] for n in received_notes)
+    assert len(second.replies["chunks"]) >= 3  # 300 notes + 600 cards + reviews, ~250 a chunk
+    assert [c["done"] for c in second.replies["chunks"]][-1] is True
+    by_id = {nt["id"]: nt for nt in sent["notetypes"]}
+    for nt in changes["models"]:
+        assert {**nt, "usn": 0} == {**by_id[nt["id"]], "usn": 0}
+    assert {d["name"] for d in changes["decks"][0]} <= {d["name"] for d in sent["decks"]}
+    assert sorted(changes["tags"]) == sent["tags"]
+
+
+def test_deletions_travel_as_graves(device: Path, state: UserState) -> None:
+    col = Collection(str(device))
+    keep, drop = add_basic_note(col, "keep"), add_basic_note(col, "drop")
+    first = StepClient(col, state)
+    first.sync_upward()
+    finish_on_client(col, first.server_usn, first.replies["finish"])
+    dropped_cards = list(col.card_ids_of_note(drop))
+    col.remove_notes([drop])
+    again = StepClient(col, state)
+    again.sync_upward()
+    col.close()
+
+    assert again.replies["sanity"]["status"] == "ok"
+    rows = server_content(state)
+    assert [r[0] for r in rows["notes"]] == [keep]
+    assert sorted(r[:2] for r in rows["graves"]) == sorted(
+        [(drop, 1)] + [(cid, 0) for cid in dropped_cards]
+    )
+
+
+def test_legacy_string_graves_in_start_are_applied_not_echoed(
+    device: Path, state: UserState
+) -> None:
+    col = Collection(str(device))
+    nid = add_basic_note(col, "x")
+    StepClient(col, state).sync_upward()
+    cards = list(col.card_ids_of_note(nid))
+    col.close()
+    usn = state.collection().execute("select usn from col").fetchone()[0]
+    graves = {"cards": [str(c) for c in cards], "notes": [str(nid)], "decks": []}
+    reply = call(state, "start", {"minUsn": usn, "lnewer": False, "graves": graves}, key="old")
+    assert reply == {"cards": [], "decks": [], "notes": []}
+    db = state.collection()
+    assert db.execute("select count() from notes").fetchone()[0] == 0
+    assert db.execute("select count() from graves where usn = ?", (usn,)).fetchone()[0] == 1 + len(
+        cards
+    )
+
+
+# --- session statuses (spec 01 §4.2/4.3) ---------------------------------------------------
+
+
+def start(state: UserState, key: str = "sess1") -> Any:
+    return call(state, "start", {"minUsn": 0, "lnewer": False, "graves": None}, key=key)
+
+
+@pytest.mark.parametrize(
+    "method", ["applyGraves", "applyChanges", "chunk", "applyChunk", "sanityCheck2", "finish"]
+)
+def test_steps_without_a_session_are_409(state: UserState, method: str) -> None:
+    with pytest.raises(SessionConflict):
+        call(state, method, {})
+
+
+@pytest.mark.parametrize("method", ["start", "chunk", "finish"])
+def test_empty_session_key_is_400_and_changes_nothing(state: UserState, method: str) -> None:
+    start(state)
+    with pytest.raises(BadRequest):
+        call(state, method, {"minUsn": 0, "lnewer": False}, key="")
+    assert state.session is not None and state.session.key == "sess1"
+
+
+def test_other_key_is_409_and_the_session_survives(state: UserState) -> None:
+    start(state)
+    with pytest.raises(SessionConflict):
+        call(state, "chunk", key="intruder")
+    assert call(state, "chunk")["done"] is True
+
+
+def test_finish_twice_is_409(state: UserState) -> None:
+    start(state)
+    assert isinstance(call(state, "finish"), int)
+    with pytest.raises(SessionConflict):
+        call(state, "finish")
+
+
+def test_new_start_replaces_the_running_session(state: UserState) -> None:
+    start(state, key="first")
+    start(state, key="second")
+    with pytest.raises(SessionConflict):
+        call(state, "applyGraves", {"chunk": {"cards": [], "notes": [], "decks": []}}, key="first")
+    assert call(state, "chunk", key="second") == {"done": True}
+
+
+def test_abort_from_a_new_key_ends_the_session(state: UserState) -> None:
+    start(state, key="first")
+    state.close_collection()  # what the web layer's `abort` (any key) does
+    with pytest.raises(SessionConflict):
+        call(state, "chunk", key="first")
+
+
+def test_malformed_body_is_400_and_keeps_the_session(state: UserState) -> None:
+    start(state)
+    with pytest.raises(BadRequest):
+        call(state, "applyGraves", {"chunk": {"cards": []}})  # lists are required
+    with pytest.raises(BadRequest):
+        call(state, "applyChunk", b"{not json")
+    assert call(state, "chunk")["done"] is True
+
+
+def test_start_with_malformed_body_keeps_the_old_session(state: UserState) -> None:
+    start(state, key="first")
+    with pytest.raises(BadRequest):
+        call(state, "start", {"lnewer": False}, key="second")
+    assert call(state, "chunk", key="first")["done"] is True
+
+
+# --- rollback ------------------------------------------------------------------------------
+
+
+def prepared_client(device: Path, state: UserState) -> tuple[Collection, StepClient]:
+    col = Collection(str(device))
+    build_rich_collection(col, notes=80, reviews=10)
+    return col, StepClient(col, state)
+
+
+def test_failed_step_is_400_rolls_back_and_clears_the_session(
+    device: Path, state: UserState
+) -> None:
+    before = server_content(state)
+    col, client = prepared_client(device, state)
+    client.start()
+    client.apply_graves()
+    client.apply_changes()
+    note = client.rows("notes")[0]
+    note[2] = 424242  # a notetype the server never received
+    with pytest.raises(BadRequest):
+        call(state, "applyChunk", {"chunk": {"done": True, "notes": [note]}})
+    col.close()
+    assert state.session is None
+    assert server_content(state) == before
+    with pytest.raises(SessionConflict):
+        call(state, "finish")
+
+
+def test_notetype_field_count_change_is_400_and_rolls_back(device: Path, state: UserState) -> None:
+    col = Collection(str(device))
+    basic = col.models.by_name("Basic")
+    basic["flds"].append({**basic["flds"][1], "name": "Extra", "ord": 2, "id": None})
+    basic["mod"] += 10
+    col.close()
+    before = server_content(state)
+    start(state)
+    call(state, "applyGraves", {"chunk": {"cards": [], "notes": [], "decks": []}})
+    with pytest.raises(BadRequest):
+        call(
+            state,
+            "applyChanges",
+            {"changes": {"models": [basic], "decks": [[], []], "tags": ["t"]}},
+        )
+    assert state.session is None
+    assert server_content(state) == before
+
+
+def test_bad_sanity_check_rolls_back_and_ends_the_session(device: Path, state: UserState) -> None:
+    before = server_content(state)
+    col, client = prepared_client(device, state)
+    client.start()
+    client.apply_graves()
+    client.apply_changes()
+    client.fetch_chunks()
+    client.send_chunks()
+    counts = client.counts()
+    counts[1] += 1
+    reply = client.sanity(counts)
+    col.close()
+    assert reply["status"] == "bad" and reply["s"] is not None
+    assert state.session is None
+    assert server_content(state) == before
+    with pytest.raises(SessionConflict):
+        call(state, "finish")
+
+
+def test_abandoned_session_leaves_the_collection_as_before_start(
+    device: Path, state: UserState
+) -> None:
+    before = server_content(state)
+    col, client = prepared_client(device, state)
+    client.start()
+    client.apply_graves()
+    client.apply_changes()
+    client.fetch_chunks()
+    client.send_chunks(size=50)
+    col.close()
+    state.close_collection()  # abort, meta, upload, download or shutdown
+    assert server_content(state) == before
+
+
+def _sync_then_die(device: str, root: str) -> None:
+    from ankihost.storage.paths import UserFolder
+    from ankihost.users import User
+
+    state = UserState(User("alice", "hostkey"), UserFolder(Path(root)))
+    col = Collection(device)
+    client = StepClient(col, state)
+    client.start()
+    client.apply_graves()
+    client.apply_changes()
+    client.fetch_chunks()
+    client.send_chunks()
+    client.sanity()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_killed_process_mid_sync_leaves_the_collection_as_before(
+    device: Path, state: UserState
+) -> None:
+    col = Collection(str(device))
+    build_rich_collection(col, notes=60, reviews=5)
+    col.close()
+    before = server_content(state)
+    child = multiprocessing.get_context("spawn").Process(
+        target=_sync_then_die, args=(str(device), str(state.folder.root))
+    )
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL
+    assert server_content(state) == before

@@ -1,0 +1,48 @@
+"""How `chunk` hands out the snapshotted ids: ~250 per call, `done` when the lists run dry."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ankihost.sync.chunks import CHUNK_SIZE, chunk, take_ids
+from ankihost.sync.session import ChunkQueue, SyncSession
+
+
+def test_round_robin_and_done_when_lists_run_dry() -> None:
+    queue = ChunkQueue(revlog=[1, 2], cards=[10], notes=[20, 21, 22])
+    assert take_ids(queue, 250) == ([2, 1], [10], [22, 21, 20], True)
+    assert take_ids(queue, 250) == ([], [], [], True)
+
+
+def test_budget_is_checked_once_per_round() -> None:
+    queue = ChunkQueue(revlog=list(range(100)), cards=list(range(100)), notes=list(range(100)))
+    revlog, cards, notes, done = take_ids(queue, CHUNK_SIZE)
+    assert (len(revlog), len(notes), len(cards), done) == (84, 84, 84, False)  # 252 > 250
+    revlog, cards, notes, done = take_ids(queue, CHUNK_SIZE)
+    assert (len(revlog) + len(notes) + len(cards), done) == (48, True)
+
+
+def test_exactly_full_chunk_is_followed_by_an_empty_done_chunk() -> None:
+    queue = ChunkQueue(revlog=list(range(CHUNK_SIZE)))
+    assert take_ids(queue, CHUNK_SIZE)[3] is False
+    assert take_ids(queue, CHUNK_SIZE) == ([], [], [], True)
+
+
+def insert_cards(db: sqlite3.Connection, usns: list[int]) -> None:
+    rows = [
+        (i, 1, 1, 0, 1, usn, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "") for i, usn in enumerate(usns, 1)
+    ]
+    db.executemany(f"insert into cards values ({','.join('?' * 18)})", rows)
+
+
+def test_chunk_sends_rows_changed_since_min_usn_snapshotted_once(
+    db: sqlite3.Connection, session: SyncSession
+) -> None:
+    insert_cards(db, [2, 3, 4])
+    first = chunk(db, session)
+    assert first["done"] is True and "notes" not in first and "revlog" not in first
+    assert sorted(c[0] for c in first["cards"]) == [2, 3]  # usn >= minUsn (3)
+    assert first["cards"][0][17] == "{}" and first["cards"][0][5] in (3, 4)  # stored usn as is
+    insert_cards_later = [(9, 1, 1, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "")]
+    db.executemany(f"insert into cards values ({','.join('?' * 18)})", insert_cards_later)
+    assert chunk(db, session) == {"done": True}  # the snapshot is not taken again

@@ -1,0 +1,106 @@
+"""The session transitions of spec 01 §4.3 at the `session` module level, on a real user."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ankihost.errors import BadRequest, NotFound, ServerError, SessionConflict
+from ankihost.registry import UserState
+from ankihost.storage.collection import connect
+from ankihost.sync import session
+from tests.support.sync_steps import sync_request, user_state
+
+
+@pytest.fixture
+def state(uploaded_collection: Path, tmp_path: Path) -> Iterator[UserState]:
+    s = user_state(tmp_path / "alice", uploaded_collection)
+    yield s
+    s.close_collection()
+
+
+def deck_count(path: Path) -> int:
+    db = connect(path, exclusive=False)
+    try:
+        return db.execute("select count() from decks").fetchone()[0]
+    finally:
+        db.close()
+
+
+def test_session_key_must_not_be_empty() -> None:
+    assert session.session_key(sync_request("chunk", {}, key="k1")) == "k1"
+    with pytest.raises(BadRequest):
+        session.session_key(sync_request("chunk", {}, key=""))
+
+
+def test_idle_user_has_no_session(state: UserState) -> None:
+    with pytest.raises(SessionConflict):
+        session.active_session(state, "k1")
+
+
+def test_open_session_begins_a_transaction_at_the_current_usn(state: UserState) -> None:
+    current = session.open_session(state, "k1", client_usn=2, client_is_newer=True)
+    assert state.collection().in_transaction
+    assert (current.server_usn, current.client_usn, current.client_is_newer) == (5, 2, True)
+    assert session.active_session(state, "k1") is current
+    with pytest.raises(SessionConflict):
+        session.active_session(state, "k2")
+
+
+def test_a_new_start_rolls_back_the_old_session(state: UserState) -> None:
+    session.open_session(state, "k1", 2, False)
+    state.collection().execute("delete from decks")
+    session.open_session(state, "k2", 2, False)
+    assert state.collection().execute("select count() from decks").fetchone()[0] == 1
+    with pytest.raises(SessionConflict):
+        session.active_session(state, "k1")
+
+
+def test_commit_ends_the_session_and_persists(state: UserState) -> None:
+    session.open_session(state, "k1", 2, False)
+    state.collection().execute("delete from decks")
+    session.commit(state)
+    assert state.session is None and not state.collection().in_transaction
+    state.close_collection()
+    assert deck_count(state.folder.collection) == 0
+
+
+def test_abandon_rolls_back_and_is_idempotent(state: UserState) -> None:
+    session.abandon(state)
+    session.open_session(state, "k1", 2, False)
+    state.collection().execute("delete from decks")
+    session.abandon(state)
+    session.abandon(state)
+    assert state.session is None and state.db is None
+    assert deck_count(state.folder.collection) == 1
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (NotFound("ours"), NotFound),  # our own errors keep their status
+        (sqlite3.IntegrityError("UNIQUE constraint failed"), BadRequest),
+        (ValueError("odd value"), BadRequest),
+        (sqlite3.OperationalError("disk I/O error"), ServerError),
+    ],
+)
+def test_failure_inside_a_step_rolls_back_and_clears(
+    state: UserState, raised: Exception, expected: type[Exception]
+) -> None:
+    session.open_session(state, "k1", 2, False)
+    with pytest.raises(expected), session.rolled_back_on_failure(state):
+        state.collection().execute("delete from decks")
+        raise raised
+    assert state.session is None
+    assert deck_count(state.folder.collection) == 1
+
+
+def test_success_inside_a_step_keeps_the_session(state: UserState) -> None:
+    current = session.open_session(state, "k1", 2, False)
+    with session.rolled_back_on_failure(state):
+        state.collection().execute("delete from decks")
+    assert session.active_session(state, "k1") is current
+    assert state.collection().in_transaction
