@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from ankihost import media
 from ankihost.storage import schema
 from ankihost.storage.paths import UserFolder
 from ankihost.users import User
@@ -69,9 +70,10 @@ class Registry:
         return list(self._by_name.values())
 
     def close_all(self) -> None:
-        """On shutdown: every open sync session is rolled back, every collection closed."""
+        """On shutdown: every open sync session is rolled back, every database closed."""
         for state in self._by_name.values():
             try:
                 state.close_collection()
+                media.close_index(state)
             except sqlite3.Error:
-                log.exception("closing collection of %s", state.user.name)
+                log.exception("closing the databases of %s", state.user.name)
