@@ -1,0 +1,49 @@
+"""Start-up of the real `python -m ankihost` process: bad settings stop it, naming the variable."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def start(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SYNC_", "PASSWORDS_HASHED", "MAX_SYNC"))}
+    return subprocess.run([sys.executable, "-m", "ankihost", *args], env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({}, "SYNC_USER1"),
+        ({"SYNC_USER1": "nocolon"}, "SYNC_USER1"),
+        ({"SYNC_USER1": "a:b", "SYNC_USER2": "../x:y"}, "SYNC_USER2"),
+        ({"SYNC_USER1": "a:b", "SYNC_PORT": "http"}, "SYNC_PORT"),
+        ({"SYNC_USER1": "a:b", "SYNC_HOST": "localhost"}, "SYNC_HOST"),
+        ({"SYNC_USER1": "a:b", "MAX_SYNC_PAYLOAD_MEGS": "lots"}, "MAX_SYNC_PAYLOAD_MEGS"),
+        ({"SYNC_USER1": "a:b", "SYNC_IP_HEADER": "x-real-ip"}, "SYNC_IP_HEADER"),
+        ({"SYNC_USER1": "a:$pbkdf2-sha256$broken", "PASSWORDS_HASHED": "1"}, "SYNC_USER1"),
+    ],
+)
+def test_bad_configuration_stops_start_up(tmp_path, env, variable):
+    result = start({"SYNC_BASE": str(tmp_path), "SYNC_HOST": "127.0.0.1", "SYNC_PORT": "0", **env})
+    assert result.returncode == 1
+    assert variable in result.stderr and "configuration error" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_secrets_are_not_echoed(tmp_path):
+    result = start({"SYNC_BASE": str(tmp_path), "SYNC_USER1": "a:topsecret", "SYNC_PORT": "x"})
+    assert result.returncode == 1 and "topsecret" not in result.stderr + result.stdout
+
+
+def test_help_lists_every_variable():
+    result = start({}, "--help")
+    assert result.returncode == 0
+    for name in ("SYNC_USER1", "PASSWORDS_HASHED", "SYNC_BASE", "SYNC_HOST", "SYNC_PORT",
+                 "MAX_SYNC_PAYLOAD_MEGS", "SYNC_IP_HEADER", "hash-password"):
+        assert name in result.stdout
