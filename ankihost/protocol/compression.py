@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import struct
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 
@@ -66,8 +66,9 @@ def decompress_into(source: IO[bytes], target: IO[bytes], limit: int) -> int:
     decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
     written = 0
     try:
+        frame = cast(IO[bytes], _Bounded(source, frame_end))
         pieces = decompressor.read_to_iter(
-            _Bounded(source, frame_end), read_size=READ_PIECE_BYTES, write_size=WRITE_PIECE_BYTES
+            frame, read_size=READ_PIECE_BYTES, write_size=WRITE_PIECE_BYTES
         )
         for piece in pieces:
             written += len(piece)

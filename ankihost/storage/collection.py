@@ -73,7 +73,7 @@ def read_col(db: sqlite3.Connection) -> ColRow:
 
 
 def has_cards(db: sqlite3.Connection) -> bool:
-    return db.execute("select exists(select 1 from cards)").fetchone()[0] == 1
+    return bool(db.execute("select exists(select 1 from cards)").fetchone()[0])
 
 
 def now_millis() -> int:

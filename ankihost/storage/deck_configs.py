@@ -233,7 +233,7 @@ def _read_section(
 
 def _new_from_legacy(new: dict[str, Any], c: Any) -> None:
     c.bury_new = lj.field(new, "bury", lj.boolean, False)
-    c.learn_steps[:] = lj.field(new, "delays", lj.lenient(lj.number_list, []))
+    c.learn_steps[:] = lj.field(new, "delays", lj.lenient(lj.number_list, list[float]()))
     c.initial_ease = lj.f32(lj.field(new, "initialFactor", _U16)) / 1000
     c.graduating_interval_good, c.graduating_interval_easy = lj.field(new, "ints", _new_intervals)
     order = lj.field(new, "order", lj.lenient(lj.integer((0, 1)), 1))
@@ -260,7 +260,7 @@ def _rev_from_legacy(rev: dict[str, Any], c: Any) -> None:
 
 
 def _lapse_from_legacy(lapse: dict[str, Any], c: Any) -> None:
-    c.relearn_steps[:] = lj.field(lapse, "delays", lj.lenient(lj.number_list, []))
+    c.relearn_steps[:] = lj.field(lapse, "delays", lj.lenient(lj.number_list, list[float]()))
     c.leech_action = lj.field(lapse, "leechAction", lj.lenient(lj.integer((0, 1)), LEECH_TAG_ONLY))
     c.leech_threshold = lj.field(lapse, "leechFails", _U32)
     c.minimum_lapse_interval = lj.field(lapse, "minInt", _U32)

@@ -7,7 +7,7 @@ every enum is declared as int32, which is wire-identical. Unknown fields survive
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError, Message
@@ -233,9 +233,9 @@ def parse(message_class: type[M], blob: bytes) -> M:
         message.ParseFromString(bytes(blob))
     except DecodeError as exc:
         raise BadRequest(f"undecodable {message_class.__name__} blob") from exc
-    return message
+    return cast(M, message)
 
 
 def serialize(message: Message) -> bytes:
     """The blob to store: fields in number order, proto3 defaults omitted, as prost writes them."""
-    return message.SerializeToString(deterministic=True)
+    return bytes(message.SerializeToString(deterministic=True))

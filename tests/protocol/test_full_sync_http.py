@@ -4,11 +4,9 @@ import sqlite3
 
 import orjson
 import pytest
-import zstandard
 
 from ankihost.auth import hash_password
 from ankihost.storage import schema
-from ankihost.sync.full import CORRUPT_MESSAGE, TOO_LARGE_MESSAGE
 from tests.conftest import ALICE_KEY, BOB_KEY, Wire, make_settings
 
 
