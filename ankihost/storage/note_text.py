@@ -11,25 +11,27 @@ import re
 import unicodedata
 from html.entities import name2codepoint
 
+import re2
+
 FIELD_SEPARATOR = "\x1f"
 _TAG_SEPARATORS = re.compile("[ \u3000]")
 # ASCII control characters (U+0000–U+001F and U+007F), except TAB and LF for note fields.
 _FIELD_JUNK = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
 _TAG_JUNK = re.compile("[\x00-\x1f\x7f \u3000]")
 
+# The client's own patterns, run by RE2: linear time whatever the text, with the same
+# leftmost-first matching as the client's Rust engine (Python's `re` backtracks exponentially
+# on crafted notes). One difference: RE2's \b is ASCII-only, which only matters for a
+# non-ASCII letter glued to a tag or attribute name.
 # <img|audio|video|object|source …> carrying a src= or data= attribute: keep the file name.
-_MEDIA_TAG = re.compile(
-    r"""<\b(?:img|audio|video|object|source)\b(?:[^>]|"[^"]+?"|'[^']+?')+?"""
-    r"""\b(?:src|data)\b=(?:"([^"]+?)"[^>]*>|'([^']+?)'[^>]*>|([^ >]+?)(?:\x20[^>]*>|>))""",
-    re.IGNORECASE | re.DOTALL,
+_MEDIA_TAG = re2.compile(
+    r"""(?is)<\b(?:img|audio|video|object|source)\b(?:[^>]|"[^"]+?"|'[^']+?')+?"""
+    r"""\b(?:src|data)\b=(?:"([^"]+?)"[^>]*>|'([^']+?)'[^>]*>|([^ >]+?)(?:\x20[^>]*>|>))"""
 )
 # One character reference; every `&` of a text must start one, or nothing is decoded.
 _ENTITY = re.compile(r"&(?:#([0-9]+)|#x([0-9a-fA-F]+)|([A-Za-z][A-Za-z0-9]*));")
 _MAX_CODEPOINT = 0x10FFFF
-_HTML = re.compile(
-    r"(<!--.*?-->)|(<style.*?>.*?</style>)|(<script.*?>.*?</script>)|(<.*?>)",
-    re.IGNORECASE | re.DOTALL,
-)
+_HTML = re2.compile(r"(?is)(<!--.*?-->)|(<style.*?>.*?</style>)|(<script.*?>.*?</script>)|(<.*?>)")
 
 
 def clean_field(text: str) -> str:

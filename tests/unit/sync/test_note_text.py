@@ -102,6 +102,16 @@ ORACLE_CASES = [
     "<br>x<br/>y",
     "12345",
     "  spaced  ",
+    # Inputs that make a backtracking engine explode; small here so they can be compared.
+    '<img ' + '"a"' * 6,
+    "<img " + "'a'" * 6 + " src=z.png>",
+    "<style>" * 20 + "x",
+    "<script>" * 20 + "</script>y",
+    "<img " * 30 + "src=q.jpg>",
+    '<img alt="a>b" src="in quotes.jpg">',
+    "<source data='x'><img src=\"y\">",
+    "<!-->not a comment-->",
+    "<STYLE type=x>a</StYlE>b",
 ]
 
 
@@ -128,3 +138,26 @@ def test_sort_field_and_checksum_match_the_real_client(
     client_rows: dict[str, tuple[str, int]], text: str
 ) -> None:
     assert (t.sort_field([text], 0), t.field_checksum(text)) == client_rows[text]
+
+
+PATHOLOGICAL = [
+    "'<img ' + '\"a\"' * 60",
+    "'<style>' * 4000",
+    "'<script>' * 4000",
+    "'<img ' * 20000",
+    "\"<img \" + \"'a'\" * 60",
+]
+
+
+def test_crafted_notes_are_processed_in_linear_time() -> None:
+    """A backtracking regex needs hours or more for these; each must finish well within the
+    generous bound (it takes milliseconds). Run in a subprocess so a regression cannot hang
+    the suite."""
+    import subprocess
+    import sys
+
+    code = "from ankihost.storage import note_text as t\n" + "".join(
+        f"t.field_checksum({expr}); t.sort_field([{expr}], 0)\n" for expr in PATHOLOGICAL
+    )
+    result = subprocess.run([sys.executable, "-c", code], timeout=60, capture_output=True)
+    assert result.returncode == 0, result.stderr
