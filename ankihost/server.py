@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.applications import Starlette
 
 from ankihost.config import ConfigError, Settings
 from ankihost.registry import Registry
-from ankihost.storage.paths import UserFolder
+from ankihost.storage.paths import UserFolder, remove_stale_temps
 from ankihost.users import load_users
 from ankihost.web.app import create_app
+
+log = logging.getLogger(__name__)
 
 
 def build(settings: Settings) -> Starlette:
@@ -17,6 +21,8 @@ def build(settings: Settings) -> Starlette:
     try:
         for folder in folders.values():
             folder.ensure()
+            if removed := remove_stale_temps(folder):
+                log.info("removed leftovers of an interrupted run in %s: %s", folder.root, removed)
     except OSError as exc:
         raise ConfigError(f"SYNC_BASE={settings.base}: cannot create user folders: {exc}") from exc
     return create_app(settings, Registry(users, folders))

@@ -37,9 +37,10 @@ def load_users(settings: Settings) -> list[User]:
         variable = f"SYNC_USER{n}"
         if reason := unsafe_name_reason(name):
             raise ConfigError(f"{variable}: user name {name!r} {reason}")
-        if name in seen:
-            raise ConfigError(f"{variable}: user name {name!r} is defined twice")
-        seen.add(name)
+        # Folders of names differing only in case would be one folder on macOS or Windows disks.
+        if name.casefold() in seen:
+            raise ConfigError(f"{variable}: user name {name!r} is defined twice (ignoring case)")
+        seen.add(name.casefold())
         users.append(_make_user(variable, name, secret, settings.passwords_hashed))
     return users
 

@@ -76,5 +76,34 @@ def has_cards(db: sqlite3.Connection) -> bool:
     return bool(db.execute("select exists(select 1 from cards)").fetchone()[0])
 
 
+# SQLite result codes that mean "our disk, memory or file handles", not "the data is bad".
+_SERVER_FAULT_CODES = frozenset({
+    3,  # SQLITE_PERM
+    5,  # SQLITE_BUSY
+    6,  # SQLITE_LOCKED
+    7,  # SQLITE_NOMEM
+    8,  # SQLITE_READONLY
+    10,  # SQLITE_IOERR
+    13,  # SQLITE_FULL
+    14,  # SQLITE_CANTOPEN
+    22,  # SQLITE_NOLFS
+})
+
+
+def is_server_fault(exc: sqlite3.Error) -> bool:
+    """True when the error is the server's trouble (disk full, I/O, memory), worth a 500."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _SERVER_FAULT_CODES
+
+
+def checkpoint_file(path: Path) -> None:
+    """Fold a closed collection's `-wal` into the main file (opening and closing does it)."""
+    db = connect(path)
+    try:
+        db.execute("pragma wal_checkpoint(truncate)")
+    finally:
+        db.close()
+
+
 def now_millis() -> int:
     return int(time.time() * 1000)

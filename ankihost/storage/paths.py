@@ -56,6 +56,22 @@ class UserFolder:
         self.media.mkdir(exist_ok=True)
 
 
+# Transient files ankihost creates in a user's folder; any found at start-up are leftovers of
+# a crash (the media folder keeps its own, swept by ankihost.media).
+STALE_PREFIXES = (".upload-", ".download-", ".new-")
+
+
+def remove_stale_temps(folder: UserFolder) -> list[str]:
+    """Delete what an interrupted upload, download or collection creation left behind."""
+    removed = []
+    for entry in folder.root.iterdir():
+        stale = entry.name.startswith(STALE_PREFIXES) or entry.name == PREVIOUS_NAME + ".tmp"
+        if stale and entry.is_file():
+            entry.unlink()
+            removed.append(entry.name)
+    return removed
+
+
 def remove_sidecars(db_path: Path) -> None:
     """Delete `-wal`/`-shm`/`-journal` files so SQLite never replays them into another file."""
     for suffix in SIDECAR_SUFFIXES:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ankihost.errors import ServerError
-from ankihost.storage.collection import atomic, connect, now_millis
+from ankihost.storage.collection import atomic, connect, is_server_fault, now_millis
 from ankihost.storage.paths import atomic_replace, remove_sidecars
 
 SCHEMA_VERSION = 18
@@ -182,14 +182,14 @@ def upload_problem(path: Path) -> str | None:
             return "not an SQLite file"
     try:
         db = connect(path, exclusive=False)
+        try:
+            return _schema_problem(db) or _integrity_problem(db)
+        finally:
+            db.close()
     except sqlite3.Error as exc:
-        return f"cannot open: {exc}"
-    try:
-        return _schema_problem(db) or _integrity_problem(db)
-    except sqlite3.Error as exc:
+        if is_server_fault(exc):
+            raise ServerError(f"could not check the upload: {exc}") from exc
         return f"unreadable: {exc}"
-    finally:
-        db.close()
 
 
 def _schema_problem(db: sqlite3.Connection) -> str | None:

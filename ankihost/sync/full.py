@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def install_upload(state: UserState, uploaded: Path) -> Reply:
     state.close_collection()
     live = state.folder.collection
     if live.exists():
+        _fold_wal(live)
         _keep_previous(live, state.folder.previous_collection)
     remove_sidecars(live)
     try:
@@ -52,6 +54,15 @@ def install_upload(state: UserState, uploaded: Path) -> Reply:
     except OSError as exc:
         raise ServerError(f"could not store upload: {exc}") from exc
     return text_reply(UPLOAD_OK)
+
+
+def _fold_wal(live: Path) -> None:
+    """Make the main file complete before it is kept: after a crash its last commits may
+    still sit in the -wal, which the swap below deletes."""
+    try:
+        collection.checkpoint_file(live)
+    except sqlite3.Error as exc:
+        log.warning("could not checkpoint %s before keeping it: %s", live, exc)
 
 
 def _keep_previous(live: Path, previous: Path) -> None:

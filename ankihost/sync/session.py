@@ -110,9 +110,9 @@ def rolled_back_on_failure(state: UserState) -> Iterator[None]:
     except SyncError:
         abandon(state)
         raise
-    except sqlite3.OperationalError as exc:
+    except (sqlite3.OperationalError, MemoryError) as exc:
         abandon(state)
-        log.exception("sync step failed on the database")
+        log.exception("sync step failed on the server")
         raise ServerError(str(exc)) from exc
     except Exception as exc:
         abandon(state)

@@ -28,6 +28,20 @@ from ankihost.web.envelope import decompress_body, framed_response, open_target,
 
 Step = Callable[[UserState, SyncRequest], Reply]
 LOGIN_BODY_LIMIT = 64 * 1024
+LOGIN_THREADS = 4
+# Methods whose bodies are a few small fields. Parsed JSON can take ~30x its text in memory,
+# so these never get the 3 x MAX_SYNC_PAYLOAD_MEGS allowance that carries collection data.
+SMALL_BODY_LIMIT = 1024 * 1024
+SMALL_BODY_METHODS = frozenset({
+    "meta", "chunk", "sanityCheck2", "finish", "abort", "download",
+    "begin", "mediaChanges", "downloadFiles", "mediaSanity",
+})
+
+
+def body_limit(method: str, settings: Settings) -> int:
+    if method in SMALL_BODY_METHODS:
+        return SMALL_BODY_LIMIT
+    return settings.max_decompressed_bytes
 
 COLLECTION_METHODS: dict[str, Step] = {
     "abort": meta.abort,
@@ -59,10 +73,20 @@ async def dispatch(
     if area == "sync" and method == "upload":
         return await _upload(request, header, state, settings)
     step = table.get(method) or _meta_step(settings)
-    with await _decode(request, header, method, settings.max_decompressed_bytes) as sync_request:
+    with await _decode(request, header, method, body_limit(method, settings)) as sync_request:
         async with state.lock:
             reply = await anyio.to_thread.run_sync(step, state, sync_request)
     return framed_response(reply, compressed=header.version >= 11)
+
+
+def _login_slots(request: Request) -> anyio.CapacityLimiter:
+    """Password checks (PBKDF2, ~0.3 s each) share a few threads of their own, so a burst of
+    logins can never take the worker threads that sync steps of logged-in users need."""
+    state = request.app.state
+    if getattr(state, "login_slots", None) is None:
+        state.login_slots = anyio.CapacityLimiter(LOGIN_THREADS)
+    slots: anyio.CapacityLimiter = state.login_slots
+    return slots
 
 
 def _meta_step(settings: Settings) -> Step:
@@ -107,7 +131,9 @@ async def _login(
 ) -> Response:
     with await _decode(request, header, "hostKey", LOGIN_BODY_LIMIT) as sync_request:
         info["user"] = "?"
-        reply = await anyio.to_thread.run_sync(login.host_key, registry, sync_request)
+        reply = await anyio.to_thread.run_sync(
+            login.host_key, registry, sync_request, limiter=_login_slots(request)
+        )
         info["user"] = sync_request.json_object()["u"]
     return framed_response(reply, compressed=header.version >= 11)
 

@@ -51,6 +51,9 @@ def zstd(data: bytes) -> bytes:
         ("meta", zstd(b'{"cv": "no version"}'), 400),
         ("meta", zstd(b'{"v": 99}'), 501),
         ("meta", zstd(b'{"v": 11, "pad": "' + b"x" * (3 * MIB) + b'"}'), 400),
+        # Small-body methods get 1 MiB whatever MAX_SYNC_PAYLOAD_MEGS says (JSON amplification).
+        ("meta", zstd(b'{"v":11,"pad":[' + b"{}," * (MIB // 3) + b'{}]}'), 400),
+        ("chunk", zstd(b'{"pad":"' + b"x" * MIB + b'"}'), 400),
         ("download", zstd(b"[]"), 400),
         ("abort", zstd(b"nope"), 400),
         ("upload", b"garbage, not zstd", 400),

@@ -136,3 +136,96 @@ def test_legacy_multipart_client_is_told_to_update(wire):
     assert meta.status_code == 200 and body["cont"] is False and "update" in body["msg"]
     upload = wire.http.post("/sync/upload", data={"c": "1", "k": ALICE_KEY}, files={"data": ("d", b"x")})
     assert upload.status_code == 400
+
+
+def test_unknown_user_costs_no_more_than_a_wrong_password_in_plain_mode(wire, settings):
+    """In plain-text mode a wrong password is a string comparison; an unknown name must not
+    run a 600,000-round PBKDF2 instead (that would tell names apart). Checked by work done,
+    not by timing: no configured hash means no PBKDF2 at all."""
+    import hashlib
+
+    calls = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    hashlib.pbkdf2_hmac = counting
+    try:
+        assert wire.post("hostKey", {"u": "nobody", "p": "x"}, key="").status_code == 403
+        assert wire.post("hostKey", {"u": "alice", "p": "x"}, key="").status_code == 403
+    finally:
+        hashlib.pbkdf2_hmac = real
+    assert calls == []
+
+
+def test_unknown_user_runs_one_pbkdf2_in_hashed_mode(tmp_path):
+    import hashlib
+
+    from starlette.testclient import TestClient
+
+    from ankihost.server import build
+
+    phc = hash_password("pw", rounds=1000)
+    settings = make_settings(tmp_path, SYNC_USER1=f"carol:{phc}", SYNC_USER2=f"bob:{phc}",
+                             PASSWORDS_HASHED="1")
+    calls = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(*args, **kwargs):
+        calls.append(args[3])
+        return real(*args, **kwargs)
+
+    with TestClient(build(settings)) as http:
+        hashlib.pbkdf2_hmac = counting
+        try:
+            assert Wire(http).post("hostKey", {"u": "nobody", "p": "x"}, key="").status_code == 403
+            assert Wire(http).post("hostKey", {"u": "carol", "p": "x"}, key="").status_code == 403
+        finally:
+            hashlib.pbkdf2_hmac = real
+    assert calls == [1000, 1000]
+
+
+def test_previous_collection_keeps_commits_left_in_the_wal(tmp_path, client_collection):
+    """After a crash the last commits may still be in collection.anki2-wal; the copy kept by
+    the next upload must contain them."""
+    import shutil
+
+    from starlette.testclient import TestClient
+
+    from ankihost.server import build
+    from ankihost.storage.collection import connect
+
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    (crashed / "collection.anki2").write_bytes(client_collection)
+    db = connect(crashed / "collection.anki2")
+    db.execute("pragma journal_mode = wal")
+    db.execute("pragma wal_autocheckpoint = 0")
+    db.execute("update col set usn = 4242")
+    # The "crash": copy the files while the change is only in the -wal.
+    folder = tmp_path / "base" / "alice"
+    folder.mkdir(parents=True)
+    for name in ("collection.anki2", "collection.anki2-wal"):
+        shutil.copy(crashed / name, folder / name)
+    db.close()
+
+    with TestClient(build(make_settings(tmp_path / "base"))) as http:
+        assert Wire(http).payload(Wire(http).post("upload", client_collection)) == b"OK"
+    previous = sqlite3.connect(folder / "collection.anki2.previous")
+    assert previous.execute("select usn from col").fetchone()[0] == 4242
+    assert not (folder / "collection.anki2-wal").exists() or \
+        (folder / "collection.anki2").read_bytes() == client_collection
+
+
+def test_leftovers_of_an_interrupted_run_are_removed_at_start_up(tmp_path):
+    from ankihost.server import build
+
+    folder = tmp_path / "base" / "alice"
+    folder.mkdir(parents=True)
+    for name in (".upload-abc", ".download-xyz", ".new-1.anki2", "collection.anki2.previous.tmp"):
+        (folder / name).write_bytes(b"x" * 100)
+    (folder / "notes.txt").write_text("the operator's own file")
+    build(make_settings(tmp_path / "base"))
+    assert sorted(p.name for p in folder.iterdir()) == ["media", "notes.txt"]

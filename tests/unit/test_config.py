@@ -61,9 +61,10 @@ def test_unsafe_user_names_stop_start_up(name):
         load_users(settings(SYNC_USER1=f"{name}:pw"))
 
 
-def test_duplicate_user_names_stop_start_up():
+@pytest.mark.parametrize("second", ["alice", "ALICE", "Alice"])
+def test_duplicate_user_names_stop_start_up(second):
     with pytest.raises(ConfigError, match="SYNC_USER2.*twice"):
-        load_users(settings(SYNC_USER2="alice:other"))
+        load_users(settings(SYNC_USER2=f"{second}:other"))
 
 
 def test_bad_hash_stops_start_up_naming_the_variable():
