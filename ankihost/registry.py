@@ -69,11 +69,12 @@ class Registry:
     def all(self) -> list[UserState]:
         return list(self._by_name.values())
 
-    def close_all(self) -> None:
-        """On shutdown: every open sync session is rolled back, every database closed."""
-        for state in self._by_name.values():
-            try:
-                state.close_collection()
-                media.close_index(state)
-            except sqlite3.Error:
-                log.exception("closing the databases of %s", state.user.name)
+    @staticmethod
+    def close_user(state: UserState) -> None:
+        """Roll back the user's open sync session and close their databases; the caller
+        holds the user's lock."""
+        try:
+            state.close_collection()
+            media.close_index(state)
+        except sqlite3.Error:
+            log.exception("closing the databases of %s", state.user.name)

@@ -1,8 +1,9 @@
 """Media sync: each user's media folder and media index, and the `/msync/…` handlers.
 
 `open_index(state)` is the only way in: it opens (creating or migrating) `media.db` once per
-user, cleans up what a crash left behind, and caches it on `state.media`. The collection sync's
-`meta` reply takes its `media_usn` from `handlers.last_usn(state)`, the same value as `begin`.
+user, completes or undoes an upload a crash interrupted, removes what else a crash left behind,
+and caches it on `state.media`. The collection sync's `meta` reply takes its `media_usn` from
+`handlers.last_usn(state)`, the same value as `begin`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def _open(folder: UserFolder) -> MediaIndex:
     folder.ensure()
     index = MediaIndex.open(folder.media_db)
     try:
+        sync.recover_after_crash(index, folder)
         files.remove_stray_temps(folder.media, index.has_name)
         sync.remove_stray_downloads(folder.root)
     except BaseException:

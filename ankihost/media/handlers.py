@@ -78,7 +78,7 @@ def media_changes(state: UserState, request: SyncRequest) -> Reply:
 def upload_changes(state: UserState, request: SyncRequest) -> Reply:
     index = open_index(state)
     request.body.seek(0)
-    processed, usn = sync.apply_upload(index, state.folder.media, request.body)
+    processed, usn = sync.apply_upload(index, state.folder, request.body)
     return _ok([processed, usn])
 
 

@@ -2,7 +2,7 @@
 
 They take and return Python values; request parsing and the `{"data", "err"}` envelope live in
 `handlers.py`. The caller holds the user's lock. An upload is validated and staged completely,
-then applied as one database transaction plus one undoable batch of renames.
+then applied as one database transaction plus one journaled, undoable batch of renames.
 """
 
 from __future__ import annotations
@@ -10,16 +10,22 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from ankihost.errors import BadRequest, SessionConflict
 from ankihost.media import archive, files
 from ankihost.media.index import Entry, MediaIndex, Outcome, Writer
 
+if TYPE_CHECKING:
+    from ankihost.storage.paths import UserFolder
+
 log = logging.getLogger(__name__)
 
 DOWNLOAD_PREFIX = ".ankihost-download-"
+# The upload journal, in the user's folder (beside media.db, never a media file name).
+JOURNAL_NAME = "media.ankihost-journal"
 SANITY_OK = "OK"
 SANITY_FAILED = "mediaSanity"
 
@@ -29,33 +35,66 @@ def changes_since(index: MediaIndex, last_usn: int) -> list[tuple[str, int, str]
     return [(e.name, e.usn, e.sha1.hex() if e.live else "") for e in index.changes_after(last_usn)]
 
 
-def apply_upload(index: MediaIndex, folder: Path, body: IO[bytes]) -> tuple[int, int]:
-    """Apply an upload zip entirely or not at all; returns (entries processed, media USN)."""
-    upload = archive.read_upload(body, folder)
+def apply_upload(index: MediaIndex, folder: UserFolder, body: IO[bytes]) -> tuple[int, int]:
+    """Apply an upload zip entirely or not at all; returns (entries processed, media USN).
+
+    Every entry is recorded in one transaction; before it commits, the net change per name is
+    made in the media folder through a `FileJournal`, so a crash at any point leaves (after
+    `recover_after_crash`) either the old or the new state.
+    """
+    upload = archive.read_upload(body, folder.media)
     try:
-        with files.FileJournal(folder) as journal, index.atomic() as writer:
-            for entry in upload.entries:
-                _apply_entry(writer, journal, entry)
-            journal.sync()
+        with files.FileJournal(folder.media, journal_path(folder)) as journal, \
+                index.atomic() as writer:
+            changes = _record_entries(writer, folder.media, upload.entries)
+            journal.apply(changes, writer.last_usn)
         return len(upload.entries), writer.last_usn
     finally:
         upload.discard()
 
 
-def _apply_entry(writer: Writer, journal: files.FileJournal, entry: archive.UploadEntry) -> None:
-    name, staged = entry.name, entry.staged
-    if staged is None:
-        # A name we could never have stored is, by definition, already deleted.
-        outcome = Outcome.ALREADY_DELETED
-        if files.path_problem(name) is None:
-            outcome = writer.record_deletion(name)
-        if outcome is Outcome.REMOVED:
-            journal.remove(name)
-    else:
-        outcome = writer.record_addition(name, staged.sha1, staged.size)
-        if outcome.changed or not _holds(journal.folder, name, staged.sha1):
-            journal.place(staged, name)
-    log.info("media upload: %s %r (usn %d)", outcome.value, name, writer.last_usn)
+def journal_path(folder: UserFolder) -> Path:
+    return folder.root / JOURNAL_NAME
+
+
+def recover_after_crash(index: MediaIndex, folder: UserFolder) -> None:
+    """Complete or undo an upload a crash interrupted (call when opening the index)."""
+    last_usn = index.last_usn()
+    files.recover(folder.media, journal_path(folder), last_usn, _live_sha1(index))
+
+
+def _live_sha1(index: MediaIndex) -> Callable[[str], bytes | None]:
+    def live_sha1(name: str) -> bytes | None:
+        entry = index.get_live(name)
+        return entry.sha1 if entry is not None else None
+
+    return live_sha1
+
+
+def _record_entries(
+    writer: Writer, folder: Path, entries: list[archive.UploadEntry]
+) -> list[files.Change]:
+    """Record each entry (one USN per effective change); the net file change per name."""
+    plan: dict[str, files.StagedFile | None] = {}  # name → file to place, or None to delete
+    for entry in entries:
+        name, staged = entry.name, entry.staged
+        if staged is None:
+            outcome = _record_deletion(writer, name)
+            if outcome is Outcome.REMOVED:
+                plan[name] = None
+        else:
+            outcome = writer.record_addition(name, staged.sha1, staged.size)
+            if outcome.changed or (name not in plan and not _holds(folder, name, staged.sha1)):
+                plan[name] = staged
+        log.info("media upload: %s %r (usn %d)", outcome.value, name, writer.last_usn)
+    return [files.Change(name, staged) for name, staged in plan.items()]
+
+
+def _record_deletion(writer: Writer, name: str) -> Outcome:
+    # A name we could never have stored is, by definition, already deleted.
+    if files.path_problem(name) is not None:
+        return Outcome.ALREADY_DELETED
+    return writer.record_deletion(name)
 
 
 def _holds(folder: Path, name: str, sha1: bytes) -> bool:

@@ -12,6 +12,7 @@ import time
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -45,6 +46,21 @@ def client_ip(request: Request, settings: Settings) -> str:
     return value.split(":")[0].strip() if header == "cloudfront-viewer-address" else value.strip()
 
 
+SHUTDOWN_WAIT_SECS = 30
+
+
+async def close_all(registry: Registry) -> None:
+    """On shutdown, roll back open sync sessions and close every database, each under its
+    user's lock so no step still running in a worker thread shares a connection with us."""
+    for state in registry.all():
+        with anyio.move_on_after(SHUTDOWN_WAIT_SECS) as waited:
+            async with state.lock:
+                await anyio.to_thread.run_sync(registry.close_user, state)
+        if waited.cancelled_caught:
+            log.warning("%s was still busy at shutdown; SQLite rolls back on next start",
+                        state.user.name)
+
+
 def create_app(settings: Settings, registry: Registry) -> Starlette:
     handler = _Handler(settings, registry)
 
@@ -54,7 +70,7 @@ def create_app(settings: Settings, registry: Registry) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette):  # type: ignore[no-untyped-def]
         yield
-        registry.close_all()
+        await close_all(registry)
 
     app = Starlette(
         routes=[Route("/{path:path}", endpoint, methods=["GET", "HEAD", "POST", "PUT", "DELETE"])],

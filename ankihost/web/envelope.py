@@ -26,6 +26,8 @@ from ankihost.protocol.header import ORIGINAL_SIZE_HEADER
 from ankihost.protocol.response import Reply
 
 SPOOL_MEMORY_BYTES = 1 << 20
+# Replies up to this size are compressed on the event loop (cheaper than a thread hop).
+INLINE_COMPRESS_BYTES = 64 * 1024
 
 
 def spooled() -> IO[bytes]:
@@ -80,10 +82,13 @@ def gunzip_into(data: bytes, target: IO[bytes], limit: int) -> int:
     return written
 
 
-def framed_response(reply: Reply, compressed: bool) -> Response:
+async def framed_response(reply: Reply, compressed: bool) -> Response:
     """A 200 carrying `reply`: one zstd frame plus anki-original-size, or raw for legacy."""
     if reply.path is None:
-        data = compress(reply.data) if compressed else reply.data
+        data = reply.data
+        if compressed:
+            small = len(data) <= INLINE_COMPRESS_BYTES
+            data = compress(data) if small else await anyio.to_thread.run_sync(compress, data)
         headers = {ORIGINAL_SIZE_HEADER: str(len(reply.data))} if compressed else {}
         return Response(data, headers=headers, media_type="application/octet-stream")
     headers = {ORIGINAL_SIZE_HEADER: str(reply.size)} if compressed else {}

@@ -44,14 +44,14 @@ async def dispatch(
     with sync_request:
         if method == "hostKey":
             reply = await anyio.to_thread.run_sync(login.host_key, registry, sync_request)
-            return framed_response(reply, compressed=False)
+            return await framed_response(reply, compressed=False)
         state = registry.by_host_key(sync_request.host_key)
         if state is None:
             raise AuthFailed("unknown host key")
         info["user"] = state.user.name
         async with state.lock:
             reply = await anyio.to_thread.run_sync(meta.legacy_meta, state, sync_request)
-    return framed_response(reply, compressed=False)
+    return await framed_response(reply, compressed=False)
 
 
 async def _read_form(request: Request, limit: int) -> dict[str, Any]:

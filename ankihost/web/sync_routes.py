@@ -76,7 +76,7 @@ async def dispatch(
     with await _decode(request, header, method, body_limit(method, settings)) as sync_request:
         async with state.lock:
             reply = await anyio.to_thread.run_sync(step, state, sync_request)
-    return framed_response(reply, compressed=header.version >= 11)
+    return await framed_response(reply, compressed=header.version >= 11)
 
 
 def _login_slots(request: Request) -> anyio.CapacityLimiter:
@@ -135,7 +135,7 @@ async def _login(
             login.host_key, registry, sync_request, limiter=_login_slots(request)
         )
         info["user"] = sync_request.json_object()["u"]
-    return framed_response(reply, compressed=header.version >= 11)
+    return await framed_response(reply, compressed=header.version >= 11)
 
 
 async def _upload(
@@ -149,7 +149,7 @@ async def _upload(
     try:
         upload = await _decode_capped(request, header, "upload", limit, target)
     except PayloadTooLarge:
-        return framed_response(full.refuse_upload(full.TOO_LARGE_MESSAGE, path), compressed)
+        return await framed_response(full.refuse_upload(full.TOO_LARGE_MESSAGE, path), compressed)
     except BaseException:
         full.refuse_upload("unreadable body", path)
         raise
@@ -157,7 +157,7 @@ async def _upload(
         target.close()
     problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
     if problem:
-        return framed_response(full.refuse_upload(problem, path), compressed)
+        return await framed_response(full.refuse_upload(problem, path), compressed)
     async with state.lock:
         reply = await anyio.to_thread.run_sync(full.install_upload, state, path)
-    return framed_response(reply, compressed)
+    return await framed_response(reply, compressed)

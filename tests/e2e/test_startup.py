@@ -47,3 +47,43 @@ def test_help_lists_every_variable():
     for name in ("SYNC_USER1", "PASSWORDS_HASHED", "SYNC_BASE", "SYNC_HOST", "SYNC_PORT",
                  "MAX_SYNC_PAYLOAD_MEGS", "SYNC_IP_HEADER", "hash-password"):
         assert name in result.stdout
+
+
+def test_sigterm_mid_sync_rolls_back_and_exits_cleanly(client_collection, tmp_path):
+    """A server stopped (SIGTERM) during a normal sync ends the session with a rollback,
+    shuts down cleanly, and the next start serves the collection as it was."""
+    import hashlib
+    import sqlite3
+
+    import httpx2
+    import orjson
+    import zstandard
+
+    from tests.support.server import SyncServer
+
+    key = hashlib.sha1(b"alice:pw").hexdigest()
+
+    def post(server: SyncServer, method: str, payload: bytes, session: str = "s1") -> bytes:
+        header = orjson.dumps({"v": 11, "k": key, "c": "test", "s": session}).decode()
+        response = httpx2.post(f"{server.endpoint}sync/{method}", headers={"anki-sync": header},
+                               content=zstandard.ZstdCompressor().compress(payload), timeout=30)
+        assert response.status_code == 200, (method, response.status_code)
+        return zstandard.ZstdDecompressor().decompressobj().decompress(response.content)
+
+    with SyncServer("ankihost", users=[("alice", "pw")]) as server:
+        copy = tmp_path / "copy.anki2"
+        copy.write_bytes(client_collection)
+        card_ids = [row[0] for row in sqlite3.connect(copy).execute("select id from cards")]
+        assert post(server, "upload", client_collection) == b"OK"
+        meta = orjson.loads(post(server, "meta", b'{"v":11}'))
+        post(server, "start", orjson.dumps({"minUsn": meta["usn"], "lnewer": True}))
+        graves = {"cards": card_ids[:5], "notes": [], "decks": []}
+        assert post(server, "applyGraves", orjson.dumps({"chunk": graves})) == b"null"
+        # uvicorn shuts down gracefully, then re-raises the signal: status -SIGTERM.
+        assert server.stop() in (0, -15)
+        log = server.log_text()
+        assert "Application shutdown complete" in log and "Traceback" not in log
+        server.start()
+        db = sqlite3.connect(server.base / "alice" / "collection.anki2")
+        assert db.execute("select count() from cards").fetchone()[0] == len(card_ids)
+        assert db.execute("select count() from graves").fetchone()[0] == 0
