@@ -291,8 +291,10 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def parse_args(description: str, *, rounds: int = 9, notes: int = 20_000) -> argparse.Namespace:
-    """The options every benchmark script understands."""
+def parse_args(description: str, *, rounds: int = 9, notes: int = 20_000,
+               extra: Sequence[tuple[tuple[str, ...], dict[str, object]]] = ()) -> argparse.Namespace:
+    """The options every benchmark script understands, plus a script's own
+    ``extra`` options as ``((flags...), add_argument-kwargs)`` pairs."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=rounds, help=f"rounds per server (default {rounds})")
     parser.add_argument("--notes", type=int, default=notes, help=f"notes in the collection (default {notes})")
@@ -301,9 +303,67 @@ def parse_args(description: str, *, rounds: int = 9, notes: int = 20_000) -> arg
     parser.add_argument("--warmup", type=int, default=1,
                         help="untimed warm-up rounds per server before measuring (default 1)")
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+    for flags, kwargs in extra:
+        parser.add_argument(*flags, **kwargs)  # type: ignore[arg-type]
     args = parser.parse_args()
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     unknown = set(args.kinds) - set(KINDS)
     if unknown:
         parser.error(f"unknown kinds: {sorted(unknown)}")
     return args
+
+
+# -- client-side workload (incremental and concurrent benchmarks) ------------------------
+def make_reviews_due(col: object, count: int, seed: int = 11) -> int:
+    """Prepare ``col`` (an ``anki.collection.Collection``) for real reviews:
+    ``count`` random new cards (not suspended, not in a filtered deck) become
+    review cards due today via ``col.sched.set_due_date(cids, "0")``, and
+    every options preset gets a review limit of 9999 and a new-card limit of 0,
+    so the scheduler serves those review cards (and nothing new). Returns the
+    number of cards made due."""
+    import random
+
+    for conf in col.decks.all_config():  # type: ignore[attr-defined]
+        conf["rev"]["perDay"] = 9999
+        conf["new"]["perDay"] = 0
+        col.decks.update_config(conf)  # type: ignore[attr-defined]
+    candidates = sorted(col.find_cards("is:new -is:suspended -deck:filtered"))  # type: ignore[attr-defined]
+    chosen = random.Random(seed).sample(candidates, min(count, len(candidates)))
+    col.sched.set_due_date(chosen, "0")  # type: ignore[attr-defined]
+    return len(chosen)
+
+
+def answer_reviews(col: object, count: int, seed: int = 12) -> int:
+    """Answer up to ``count`` cards with the real v3 scheduler (ratings mostly
+    Good, some Again/Hard/Easy), deck by deck over the top-level normal decks.
+    With :func:`make_reviews_due` these are review (and relearning) cards.
+    Returns the number of answers."""
+    import random
+
+    from anki.decks import DeckId
+
+    rng = random.Random(seed)
+    decks = [d for d in col.decks.all_names_and_ids(include_filtered=False)  # type: ignore[attr-defined]
+             if "::" not in d.name]
+    done = 0
+    for deck in decks:
+        col.decks.select(DeckId(deck.id))  # type: ignore[attr-defined]
+        while done < count:
+            card = col.sched.getCard()  # type: ignore[attr-defined]
+            if card is None:
+                break
+            col.sched.answerCard(card, rng.choice((1, 2, 3, 3, 3, 3, 4)))  # type: ignore[attr-defined]
+            done += 1
+        if done >= count:
+            break
+    col.decks.select(DeckId(1))  # type: ignore[attr-defined]
+    return done
+
+
+def add_new_notes(col: object, count: int, seed: int = 13) -> int:
+    """Add ``count`` notes like the generated content (vocab/cloze, tags) to
+    its note decks; returns ``count``."""
+    from tests.support.content import NOTE_DECKS, add_notes
+
+    deck_ids = [int(col.decks.id(name)) for name in NOTE_DECKS]  # type: ignore[attr-defined]
+    return add_notes(col, count, deck_ids, seed=seed)  # type: ignore[arg-type]
