@@ -39,6 +39,11 @@ class UserState:
             self.db = schema.open_or_create(self.folder.collection)
         return self.db
 
+    def abort_session(self) -> None:
+        """End an active sync session with a rollback; an idle collection stays open."""
+        if self.session is not None or (self.db is not None and self.db.in_transaction):
+            self.close_collection()
+
     def close_collection(self) -> None:
         """Roll back anything uncommitted (an abandoned sync) and close the collection."""
         self.session = None

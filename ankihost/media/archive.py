@@ -3,15 +3,17 @@
 Upload zip (client → server): `_meta` is a JSON list of `[real name, member or null/""]`;
 `read_upload` validates all of it and streams every added file to a staged temp file before
 anything is applied. Download zip (server → client): members "0", "1", … and a `_meta` object
-mapping member → real name, written last; `DownloadZip` streams files into it one at a time.
+mapping member → real name, written last; `DownloadZip` copies files into it one at a time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import struct
 import zipfile
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -33,6 +35,7 @@ MAX_ZIP_MEMBERS = 64
 # so the most it sends is just under 2.5 MiB plus one 100 MiB file.
 MAX_UPLOAD_EXPANDED_BYTES = 128 * 1024 * 1024
 META_NAME = "_meta"
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 _READABLE_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _EOCD = struct.Struct("<4s4H2LH")
 _EOCD_SIGNATURE = b"PK\x05\x06"
@@ -54,10 +57,10 @@ class UploadEntry:
 class Upload:
     entries: list[UploadEntry] = field(default_factory=list)
 
-    def discard(self) -> None:
-        """Remove every staged temp file that was not renamed into place."""
+    def discard(self, placed: Collection[Path] = ()) -> None:
+        """Remove every staged temp file that was not renamed into place (`placed`)."""
         for entry in self.entries:
-            if entry.staged is not None:
+            if entry.staged is not None and entry.staged.path not in placed:
                 entry.staged.discard()
 
 
@@ -147,20 +150,39 @@ def _stage_member(zf: zipfile.ZipFile, member: str, folder: Path) -> files.Stage
 
 
 class DownloadZip:
-    """A download zip being written to `path`: `add()` files in request order, then `close()`."""
+    """A download zip written to `target` (a path, or an in-memory buffer for small zips):
+    `add()` files in request order, then `close()`."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._zip = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED)
+    def __init__(self, target: Path | io.BytesIO) -> None:
+        self.path = target if isinstance(target, Path) else None
+        self._zip = zipfile.ZipFile(target, "w", zipfile.ZIP_STORED)
         self._names: dict[str, str] = {}
 
     def add(self, real_name: str, source: IO[bytes], size: int) -> bytes:
-        """Copy `size` bytes of `source` as the next member; returns the SHA-1 of what was written.
+        """Copy `size` bytes of `source` as the next member; returns the SHA-1 of what was written,
+        computed in the same single pass over the file.
 
         Fewer or more bytes than `size` means the file changed under us: ValueError.
         """
         member = str(len(self._names))
-        info = zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0))
+        info = zipfile.ZipInfo(member, date_time=_ZIP_DATE)
+        if size <= files.COPY_CHUNK_BYTES:
+            sha1 = self._add_whole(info, real_name, source, size)
+        else:
+            sha1 = self._add_streamed(info, real_name, source, size)
+        self._names[member] = real_name
+        return sha1
+
+    def _add_whole(self, info: zipfile.ZipInfo, real_name: str, source: IO[bytes],
+                   size: int) -> bytes:
+        """A small file: one read, hashed and stored from the same bytes."""
+        data = source.read(size + 1)
+        _check_size(real_name, len(data), size)
+        self._zip.writestr(info, data)
+        return hashlib.sha1(data).digest()
+
+    def _add_streamed(self, info: zipfile.ZipInfo, real_name: str, source: IO[bytes],
+                      size: int) -> bytes:
         info.file_size = size
         digest, written = hashlib.sha1(), 0
         with self._zip.open(info, "w") as out:
@@ -170,9 +192,7 @@ class DownloadZip:
                     break
                 digest.update(chunk)
                 out.write(chunk)
-            if written != size:
-                raise ValueError(f"{real_name!r} is {written} bytes, expected {size}")
-        self._names[member] = real_name
+            _check_size(real_name, written, size)
         return digest.digest()
 
     @property
@@ -180,7 +200,7 @@ class DownloadZip:
         return len(self._names)
 
     def close(self) -> None:
-        info = zipfile.ZipInfo(META_NAME, date_time=(1980, 1, 1, 0, 0, 0))
+        info = zipfile.ZipInfo(META_NAME, date_time=_ZIP_DATE)
         self._zip.writestr(info, orjson.dumps(self._names))
         self._zip.close()
 
@@ -188,4 +208,10 @@ class DownloadZip:
         try:
             self._zip.close()
         finally:
-            self.path.unlink(missing_ok=True)
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
+
+
+def _check_size(real_name: str, read: int, size: int) -> None:
+    if read != size:
+        raise ValueError(f"{real_name!r} is {read} bytes or more, expected {size}")

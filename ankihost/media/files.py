@@ -17,8 +17,8 @@ import secrets
 import stat
 import unicodedata
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -126,12 +126,14 @@ def sha1_of_file(path: Path) -> bytes:
 class StagedFile:
     """A complete temp file in the media folder, waiting to be renamed into place.
 
-    Not yet durable: `FileJournal.apply` syncs every staged file it places, all in one pass.
+    Its fdatasync runs in the background from the moment it is written (`synced`); `sync_files`
+    waits for it before anything refers to the file.
     """
 
     path: Path
     sha1: bytes
     size: int
+    synced: Future[None] | None = field(default=None, compare=False)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -141,43 +143,56 @@ def stage_stream(folder: Path, source: IO[bytes], max_bytes: int) -> StagedFile:
     """Copy `source` to a new temp file in `folder`, hashing it; at most `max_bytes` bytes.
 
     More than `max_bytes` → BadRequest (as the official server answers); the temp file is
-    removed on any error. The file is not fsynced here (see `sync_files`).
+    removed on any error. Its fdatasync is started in the background (see `sync_files`).
     """
     path = new_temp_path(folder)
-    digest, size = hashlib.sha1(), 0
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
-        with os.fdopen(fd, "wb") as out:
-            while chunk := source.read(min(COPY_CHUNK_BYTES, max_bytes + 1 - size)):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise BadRequest(f"media file over {max_bytes} bytes")
-                digest.update(chunk)
-                out.write(chunk)
+        sha1, size = _copy_to_fd(source, fd, max_bytes)
+        synced = _sync_pool().submit(_sync_and_close, fd)
     except BaseException:
+        os.close(fd)
         path.unlink(missing_ok=True)
         raise
-    return StagedFile(path, digest.digest(), size)
+    return StagedFile(path, sha1, size, synced)
 
 
-def sync_files(paths: Sequence[Path]) -> None:
-    """fdatasync every file in `paths`, in parallel: concurrent syncs on one file system share
-    journal commits, so a batch costs about as much as one file (measured: ~4x faster than one
-    after another for 25 files of 20 KB on ext4)."""
-    if len(paths) <= 1:
-        for path in paths:
-            _sync_file(path)
-        return
-    for _ in _sync_pool().map(_sync_file, paths):
-        pass
+def _copy_to_fd(source: IO[bytes], fd: int, max_bytes: int) -> tuple[bytes, int]:
+    digest, size = hashlib.sha1(), 0
+    while chunk := source.read(min(COPY_CHUNK_BYTES, max_bytes + 1 - size)):
+        size += len(chunk)
+        if size > max_bytes:
+            raise BadRequest(f"media file over {max_bytes} bytes")
+        digest.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+    return digest.digest(), size
 
 
-def _sync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+def _sync_and_close(fd: int) -> None:
     try:
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def sync_files(staged: Sequence[StagedFile]) -> None:
+    """Wait until every staged file's data is durable (the first error is raised).
+
+    Each file's fdatasync was started as soon as it was written, on a small thread pool:
+    concurrent syncs on one file system share journal commits and overlap the staging of the
+    next files. Measured with 25 files of 20 KB on ext4: ~4x faster than one after another.
+    """
+    for file in staged:
+        if file.synced is not None:
+            file.synced.result()
+        else:
+            _sync_path(file.path)
+
+
+def _sync_path(path: Path) -> None:
+    _sync_and_close(os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)))
 
 
 @functools.cache
@@ -250,6 +265,7 @@ class FileJournal:
         self.folder = folder
         self.journal_path = journal_path
         self._undo: list[tuple[Path, Path | None]] = []  # (target, backup or None if placed)
+        self.placed: set[Path] = set()  # staged files renamed into place (even if undone since)
         self._written = False
 
     def apply(self, changes: Sequence[Change], usn: int) -> None:
@@ -257,21 +273,26 @@ class FileJournal:
         if not changes:
             return
         entries = [_journal_entry(self.folder, change) for change in changes]
-        sync_files([c.staged.path for c in changes if c.staged is not None])
-        self._write_journal(Journal(usn, entries))
+        staged = [change.staged for change in changes if change.staged is not None]
+        self._write_journal(Journal(usn, entries), staged)  # durable, with the staged files
         for change, entry in zip(changes, entries, strict=True):
             self._apply_one(change, entry)
         fsync_dir(self.folder)
 
-    def _write_journal(self, journal: Journal) -> None:
+    def _write_journal(self, journal: Journal, staged: Sequence[StagedFile]) -> None:
+        """One barrier: the journal file, its folder entry and the staged files' data are synced
+        together (the staged files' syncs were started while they were being written)."""
         self._written = True
-        write_durably(self.journal_path, journal.to_bytes())
+        journal_synced = write_durably_async(self.journal_path, journal.to_bytes())
+        sync_files(staged)
+        wait_all(journal_synced)
 
     def _apply_one(self, change: Change, entry: JournalEntry) -> None:
         target = media_path(self.folder, change.name)
         self._move_aside(target, self.folder / entry.backup)
         if change.staged is not None:
             os.rename(change.staged.path, target)
+            self.placed.add(change.staged.path)
             self._undo.append((target, None))
 
     def _move_aside(self, target: Path, backup: Path) -> None:
@@ -322,17 +343,27 @@ def _journal_entry(folder: Path, change: Change) -> JournalEntry:
     return JournalEntry(change.name, new_temp_path(folder).name, sha1)
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Write `data` to `path` (replacing it) and fsync the file and its folder."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_durably_async(path: Path, data: bytes) -> list[Future[None]]:
+    """Write `data` to `path` (replacing it); the fdatasync of the file and the fsync of its
+    folder run in parallel on the sync pool. Wait for the returned futures (`wait_all`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
+            view = view[os.write(fd, view) :]
+    except BaseException:
         os.close(fd)
-    fsync_dir(path.parent)
+        raise
+    pool = _sync_pool()
+    return [pool.submit(_sync_and_close, fd), pool.submit(fsync_dir, path.parent)]
+
+
+def wait_all(futures: Sequence[Future[None]]) -> None:
+    """Wait for every future, then raise the first error if any."""
+    errors = [f.exception() for f in futures]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _remove_journal(path: Path) -> None:

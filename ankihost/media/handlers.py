@@ -88,8 +88,10 @@ def download_files(state: UserState, request: SyncRequest) -> Reply:
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadRequest("downloadFiles: 'files' must be a list of names")
     index = open_index(state)
-    path = sync.build_download(index, state.folder.media, names, state.folder.root)
-    return file_reply(path, delete_after=True)
+    built = sync.build_download(index, state.folder.media, names, state.folder.root)
+    if isinstance(built, bytes):
+        return Reply(data=built)
+    return file_reply(built, delete_after=True)
 
 
 @_server_errors

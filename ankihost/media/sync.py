@@ -7,6 +7,7 @@ then applied as one database transaction plus one journaled, undoable batch of r
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import secrets
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DOWNLOAD_PREFIX = ".ankihost-download-"
+# A download zip whose files total at most this is built in memory and sent from there; a bigger
+# one (any file may be up to 100 MiB) goes through a temp file. Clients ask for ~2.5 MiB at once.
+IN_MEMORY_ZIP_MAX_BYTES = 8 * 1024 * 1024
 # The upload journal, in the user's folder (beside media.db, never a media file name).
 JOURNAL_NAME = "media.ankihost-journal"
 SANITY_OK = "OK"
@@ -43,14 +47,14 @@ def apply_upload(index: MediaIndex, folder: UserFolder, body: IO[bytes]) -> tupl
     `recover_after_crash`) either the old or the new state.
     """
     upload = archive.read_upload(body, folder.media)
+    journal = files.FileJournal(folder.media, journal_path(folder))
     try:
-        with files.FileJournal(folder.media, journal_path(folder)) as journal, \
-                index.atomic() as writer:
+        with journal, index.atomic() as writer:
             changes = _record_entries(writer, folder.media, upload.entries)
             journal.apply(changes, writer.last_usn)
         return len(upload.entries), writer.last_usn
     finally:
-        upload.discard()
+        upload.discard(journal.placed)
 
 
 def journal_path(folder: UserFolder) -> Path:
@@ -106,15 +110,28 @@ def _holds(folder: Path, name: str, sha1: bytes) -> bool:
         return False
 
 
-def build_download(index: MediaIndex, folder: Path, names: list[str], work_dir: Path) -> Path:
-    """Write a download zip for a non-empty prefix of `names` to a new file in `work_dir`.
+def build_download(
+    index: MediaIndex, folder: Path, names: list[str], work_dir: Path
+) -> bytes | Path:
+    """A download zip for a non-empty prefix of `names`: its bytes when the files total at most
+    IN_MEMORY_ZIP_MAX_BYTES, else a new file in `work_dir` (memory stays bounded).
 
     A name that is not a live file → SessionConflict (409); a live row whose file is gone or no
     longer matches its SHA-1 is dropped from the index first, as the official server does.
     """
     entries = _entries_for_download(index, names)
+    if sum(entry.size for entry in entries) <= IN_MEMORY_ZIP_MAX_BYTES:
+        buffer = io.BytesIO()
+        _write_zip(index, folder, archive.DownloadZip(buffer), entries)
+        return buffer.getvalue()
     path = work_dir / f"{DOWNLOAD_PREFIX}{secrets.token_hex(16)}.zip"
-    zip_out = archive.DownloadZip(path)
+    _write_zip(index, folder, archive.DownloadZip(path), entries)
+    return path
+
+
+def _write_zip(
+    index: MediaIndex, folder: Path, zip_out: archive.DownloadZip, entries: list[Entry]
+) -> None:
     try:
         for entry in entries:
             _add_to_zip(index, folder, zip_out, entry)
@@ -122,7 +139,6 @@ def build_download(index: MediaIndex, folder: Path, names: list[str], work_dir: 
     except BaseException:
         zip_out.abandon()
         raise
-    return path
 
 
 def _entries_for_download(index: MediaIndex, names: list[str]) -> list[Entry]:

@@ -15,6 +15,7 @@ from ankihost.errors import BadRequest
 from ankihost.storage import note_text, notetypes, objects
 from ankihost.sync.session import ChunkQueue, SyncSession
 from ankihost.sync.values import (
+    all_plain_ints,
     as_int,
     as_list,
     as_str,
@@ -110,18 +111,27 @@ def parse_revlog(value: Any) -> tuple[int, ...]:
     v = _entry(value, 9, "revlog entry", minimum=8)
     kind = v[8] if len(v) > 8 else 0
     kind = kind if isinstance(kind, int) and kind in REVLOG_KINDS else 0
+    head = v[:8]
+    if all_plain_ints(head):  # the common case: nothing to convert or reject
+        return (*head, kind)
     ints = [as_int(x, "revlog") for x in v[:4]]
     return (*ints, *(as_truncated_int(x, "revlog") for x in v[4:8]), kind)
 
 
 def parse_card(value: Any) -> list[Any]:
     v = _entry(value, 18, "card")
-    card: list[Any] = [as_int(x, "card") for x in v[:4]] + [as_truncated_int(v[4], "card mod")]
-    card += [as_int(x, "card") for x in v[5:8]]
-    card += [as_truncated_int(v[8], "due"), max(0, as_truncated_int(v[9], "ivl"))]
-    card += [as_int(x, "card") for x in v[10:14]]
-    card += [as_truncated_int(v[14], "odue"), as_int(v[15], "odid"), as_int(v[16], "flags")]
-    card.append(as_str(v[17], "card data"))
+    card = v[:17]
+    if all_plain_ints(card) and type(v[17]) is str:  # the common case: nothing to convert
+        card.append(v[17])
+        if card[9] < 0:
+            card[9] = 0
+    else:
+        card = [as_int(x, "card") for x in v[:4]] + [as_truncated_int(v[4], "card mod")]
+        card += [as_int(x, "card") for x in v[5:8]]
+        card += [as_truncated_int(v[8], "due"), max(0, as_truncated_int(v[9], "ivl"))]
+        card += [as_int(x, "card") for x in v[10:14]]
+        card += [as_truncated_int(v[14], "odue"), as_int(v[15], "odid"), as_int(v[16], "flags")]
+        card.append(as_str(v[17], "card data"))
     if card[6] not in CARD_TYPES or card[7] not in CARD_QUEUES:
         raise BadRequest(f"card {card[0]}: invalid type {card[6]} or queue {card[7]}")
     return card

@@ -90,7 +90,7 @@ def refuse_upload(reason: str, uploaded: Path | None) -> Reply:
 def download(state: UserState, request: SyncRequest) -> Reply:
     """Bump usn and mod, then hand out a consistent copy (spec 01 §3.4)."""
     request.json_object()  # clients send {"_pad": null}; any object is accepted
-    state.close_collection()
+    state.abort_session()
     db = state.collection()
     with collection.atomic(db):
         db.execute("update col set usn = usn + 1, mod = ?", (collection.now_millis(),))

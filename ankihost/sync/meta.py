@@ -32,7 +32,7 @@ def meta(
         raise BadRequest(f"meta needs an integer v, got {version!r}")
     if not MIN_SYNC_VERSION <= version <= MAX_SYNC_VERSION:
         raise ClientTooOld(f"meta version {version} is not supported")
-    state.close_collection()
+    state.abort_session()
     if request.is_legacy or version < MAX_SYNC_VERSION:
         return json_reply(_refusal(LEGACY_CLIENT_MESSAGE))
     db = state.collection()
@@ -67,5 +67,5 @@ def _refusal(message: str) -> dict[str, object]:
 def abort(state: UserState, request: SyncRequest) -> Reply:
     """Abort whatever session is active, whatever its key (user cancel uses a new key)."""
     request.json_object()  # clients send {"_pad": null}; any object is accepted
-    state.close_collection()
+    state.abort_session()
     return json_reply(None)

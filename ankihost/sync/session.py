@@ -80,9 +80,7 @@ def open_session(state: UserState, key: str, client_usn: int, client_is_newer: b
 
 def abandon(state: UserState) -> None:
     """Roll back everything since `start` and forget the session (no-op when idle)."""
-    if state.session is not None or (state.db is not None and state.db.in_transaction):
-        state.close_collection()
-    state.session = None
+    state.abort_session()
 
 
 def commit(state: UserState) -> None:

@@ -25,6 +25,14 @@ def as_int(value: Any, what: str = "value") -> int:
     raise BadRequest(f"{what}: expected an integer, got {value!r}")
 
 
+def all_plain_ints(values: list[Any]) -> bool:
+    """Whether every value is exactly an `int` (not a bool, float or subclass).
+
+    The cheap whole-row check of the chunk parsers: such a row passes `as_int` and
+    `as_truncated_int` unchanged, so the per-field readers are needed only when it fails."""
+    return all(type(value) is int for value in values)
+
+
 def as_id(value: Any, what: str = "id") -> int:
     """An integer or a decimal string holding one (old clients send string ids)."""
     if isinstance(value, str):

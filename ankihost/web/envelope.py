@@ -26,8 +26,11 @@ from ankihost.protocol.header import ORIGINAL_SIZE_HEADER
 from ankihost.protocol.response import Reply
 
 SPOOL_MEMORY_BYTES = 1 << 20
-# Replies up to this size are compressed on the event loop (cheaper than a thread hop).
+# Bodies and replies up to these sizes are handled on the event loop (cheaper than a
+# thread hop); larger ones go to a worker thread so other users are never held up.
 INLINE_COMPRESS_BYTES = 64 * 1024
+INLINE_DECOMPRESS_BYTES = 16 * 1024
+INLINE_DECOMPRESS_LIMIT = 1024 * 1024
 
 
 def spooled() -> IO[bytes]:
@@ -59,7 +62,11 @@ def open_target(spool_dir: Path | None) -> IO[bytes]:
 
 
 async def decompress_body(raw: IO[bytes], target: IO[bytes], limit: int) -> int:
+    """Decompress in a worker thread, or right here for a small body (cheaper than a hop;
+    the output is still capped at `limit`)."""
     try:
+        if raw.seek(0, 2) <= INLINE_DECOMPRESS_BYTES and limit <= INLINE_DECOMPRESS_LIMIT:
+            return decompress_into(raw, target, limit)
         return await anyio.to_thread.run_sync(decompress_into, raw, target, limit)
     finally:
         raw.close()
