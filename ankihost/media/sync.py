@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import secrets
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NoReturn
@@ -78,8 +79,12 @@ def _live_sha1(index: MediaIndex) -> Callable[[str], bytes | None]:
 def _record_entries(
     writer: Writer, folder: Path, entries: list[archive.UploadEntry]
 ) -> list[files.Change]:
-    """Record each entry (one USN per effective change); the net file change per name."""
+    """Record each entry (one USN per effective change); the net file change per name.
+
+    Each entry is logged at DEBUG, the request's totals per outcome at INFO (one line).
+    """
     plan: dict[str, files.StagedFile | None] = {}  # name → file to place, or None to delete
+    outcomes: Counter[str] = Counter()
     for entry in entries:
         name, staged = entry.name, entry.staged
         if staged is None:
@@ -90,7 +95,10 @@ def _record_entries(
             outcome = writer.record_addition(name, staged.sha1, staged.size)
             if outcome.changed or (name not in plan and not _holds(folder, name, staged.sha1)):
                 plan[name] = staged
-        log.info("media upload: %s %r (usn %d)", outcome.value, name, writer.last_usn)
+        outcomes[outcome.value] += 1
+        log.debug("media upload: %s %r (usn %d)", outcome.value, name, writer.last_usn)
+    summary = ", ".join(f"{value} {count}" for value, count in sorted(outcomes.items()))
+    log.info("media upload: %s; %d files to change (usn %d)", summary, len(plan), writer.last_usn)
     return [files.Change(name, staged) for name, staged in plan.items()]
 
 

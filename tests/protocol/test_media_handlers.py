@@ -13,15 +13,16 @@ import json
 import sqlite3
 import unicodedata
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from ankihost.errors import BadRequest, PayloadTooLarge, ServerError, SessionConflict, SyncError
 from ankihost.media import close_index, files, open_index
 from ankihost.media.handlers import METHODS, last_usn
+from ankihost.media.sync import IN_MEMORY_ZIP_MAX_BYTES
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply
 from ankihost.registry import UserState
@@ -58,7 +59,7 @@ def data(reply: Reply) -> Any:
     return envelope["data"]
 
 
-def upload_zip(entries: list[tuple[str, bytes | None]], meta: object = None) -> bytes:
+def upload_zip(entries: Sequence[tuple[str, bytes | None]], meta: object = None) -> bytes:
     buf = io.BytesIO()
     listed = []
     with zipfile.ZipFile(buf, "w") as zf:
@@ -72,21 +73,28 @@ def upload_zip(entries: list[tuple[str, bytes | None]], meta: object = None) -> 
     return buf.getvalue()
 
 
-def upload(state: UserState, entries: list[tuple[str, bytes | None]]) -> list[int]:
+def upload(state: UserState, entries: Sequence[tuple[str, bytes | None]]) -> list[int]:
     result: list[int] = data(call(state, "uploadChanges", upload_zip(entries)))
     return result
 
 
 def download(state: UserState, names: list[str]) -> dict[str, bytes]:
     reply = call(state, "downloadFiles", {"files": names})
-    assert reply.path is not None and reply.delete_after
+    if reply.path is None:  # small zips are built in memory
+        return _unzip(io.BytesIO(reply.data))
+    assert reply.delete_after and reply.data == b""
     try:
-        with zipfile.ZipFile(reply.path) as zf:
-            meta = json.loads(zf.read("_meta"))
-            assert sorted(zf.namelist()) == sorted([*meta, "_meta"])
-            return {meta[m]: zf.read(m) for m in meta}
+        with reply.path.open("rb") as f:
+            return _unzip(f)
     finally:
         reply.path.unlink()
+
+
+def _unzip(source: IO[bytes]) -> dict[str, bytes]:
+    with zipfile.ZipFile(source) as zf:
+        meta = json.loads(zf.read("_meta"))
+        assert sorted(zf.namelist()) == sorted([*meta, "_meta"])
+        return {meta[m]: zf.read(m) for m in meta}
 
 
 def snapshot(state: UserState) -> dict[str, bytes | None]:
@@ -223,6 +231,18 @@ def test_download_small_files_and_an_empty_request(state: UserState) -> None:
     upload(state, [("a.txt", b"aa"), ("ü.txt", b"uu")])
     assert download(state, ["ü.txt", "a.txt"]) == {"ü.txt": b"uu", "a.txt": b"aa"}
     assert download(state, []) == {}
+
+
+def test_small_downloads_are_built_in_memory_big_ones_in_a_temp_file(state: UserState) -> None:
+    big = bytes(range(256)) * ((IN_MEMORY_ZIP_MAX_BYTES + MiB) // 256)
+    upload(state, [("small.txt", b"s" * 1000), ("big.bin", big)])
+    small_reply = call(state, "downloadFiles", {"files": ["small.txt"]})
+    assert small_reply.path is None and small_reply.data.startswith(b"PK")
+    big_reply = call(state, "downloadFiles", {"files": ["big.bin", "small.txt"]})
+    assert big_reply.path is not None and big_reply.path.parent == state.folder.root
+    big_reply.path.unlink()
+    assert download(state, ["big.bin"]) == {"big.bin": big}
+    assert list(state.folder.root.glob(".ankihost-download-*")) == []
 
 
 def test_download_of_a_file_missing_on_disk_forgets_it_and_is_409(state: UserState) -> None:

@@ -202,3 +202,25 @@ def test_member_names_are_not_paths(tmp_path: Path) -> None:
     upload.discard()
     assert leftovers(tmp_path) == [] and not (tmp_path.parent.parent / "escape").exists()
     assert files.is_temp_name(staged.path.name)
+
+
+def test_in_memory_download_zip_and_a_streamed_big_member(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    out = archive.DownloadZip(buffer)
+    big = bytes(range(256)) * (files.COPY_CHUNK_BYTES // 256 * 2 + 3)  # streamed in pieces
+    assert out.add("big.bin", io.BytesIO(big), len(big)) == hashlib.sha1(big).digest()
+    assert out.add("s.txt", io.BytesIO(b"small"), 5) == hashlib.sha1(b"small").digest()
+    out.close()
+    assert leftovers(tmp_path) == []
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as zf:
+        assert json.loads(zf.read("_meta")) == {"0": "big.bin", "1": "s.txt"}
+        assert zf.read("0") == big and zf.read("1") == b"small"
+
+
+@pytest.mark.parametrize("declared", [4, 2 * files.COPY_CHUNK_BYTES, 3 * files.COPY_CHUNK_BYTES])
+def test_download_zip_notices_any_size_change(declared: int) -> None:
+    data = b"z" * (2 * files.COPY_CHUNK_BYTES + 1)
+    out = archive.DownloadZip(io.BytesIO())
+    with pytest.raises(ValueError):
+        out.add("a", io.BytesIO(data), declared)
+    out.abandon()

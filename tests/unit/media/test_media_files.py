@@ -66,7 +66,7 @@ def test_media_path_never_leaves_the_folder(tmp_path: Path) -> None:
             files.media_path(tmp_path, bad)
 
 
-def test_stage_stream_hashes_and_fsyncs_a_temp_file(tmp_path: Path) -> None:
+def test_stage_stream_hashes_into_a_temp_file(tmp_path: Path) -> None:
     data = os.urandom(3 * files.COPY_CHUNK_BYTES + 5)
     staged = files.stage_stream(tmp_path, io.BytesIO(data), max_bytes=len(data))
     assert staged.path.parent == tmp_path and files.is_temp_name(staged.path.name)
@@ -86,32 +86,124 @@ def _staged(folder: Path, data: bytes) -> files.StagedFile:
     return files.stage_stream(folder, io.BytesIO(data), max_bytes=len(data))
 
 
+def _media(tmp_path: Path) -> tuple[Path, Path]:
+    folder = tmp_path / "media"
+    folder.mkdir()
+    return folder, tmp_path / "journal"
+
+
 def test_journal_success_places_files_and_removes_backups(tmp_path: Path) -> None:
-    (tmp_path / "old.txt").write_bytes(b"old")
-    (tmp_path / "gone.txt").write_bytes(b"bye")
-    with files.FileJournal(tmp_path) as journal:
-        journal.place(_staged(tmp_path, b"new"), "old.txt")
-        journal.place(_staged(tmp_path, b"fresh"), "fresh.txt")
-        journal.remove("gone.txt")
-        journal.remove("never-existed.txt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.txt", "old.txt"]
-    assert (tmp_path / "old.txt").read_bytes() == b"new"
+    folder, journal_path = _media(tmp_path)
+    (folder / "old.txt").write_bytes(b"old")
+    (folder / "gone.txt").write_bytes(b"bye")
+    changes = [
+        files.Change("old.txt", _staged(folder, b"new")),
+        files.Change("fresh.txt", _staged(folder, b"fresh")),
+        files.Change("gone.txt", None),
+        files.Change("never-existed.txt", None),
+    ]
+    with files.FileJournal(folder, journal_path) as journal:
+        journal.apply(changes, usn=7)
+        written = files.Journal.from_bytes(journal_path.read_bytes())  # durable before commit
+        assert written.usn == 7
+        assert [(e.name, e.sha1) for e in written.entries] == [
+            ("old.txt", hashlib.sha1(b"new").digest()),
+            ("fresh.txt", hashlib.sha1(b"fresh").digest()),
+            ("gone.txt", None),
+            ("never-existed.txt", None),
+        ]
+        assert (folder / written.entries[0].backup).read_bytes() == b"old"
+    assert sorted(p.name for p in folder.iterdir()) == ["fresh.txt", "old.txt"]
+    assert (folder / "old.txt").read_bytes() == b"new"
+    assert not journal_path.exists()
 
 
 def test_journal_error_restores_every_file(tmp_path: Path) -> None:
-    (tmp_path / "a.txt").write_bytes(b"A")
-    (tmp_path / "b.txt").write_bytes(b"B")
-    (tmp_path / "dir").mkdir()
-    with pytest.raises(IsADirectoryError), files.FileJournal(tmp_path) as journal:
-        journal.place(_staged(tmp_path, b"A2"), "a.txt")
-        journal.remove("b.txt")
-        journal.place(_staged(tmp_path, b"C"), "c.txt")
-        journal.place(_staged(tmp_path, b"A3"), "a.txt")  # same name twice
-        journal.place(_staged(tmp_path, b"D"), "dir")  # fails: a directory is in the way
-    names = sorted(p.name for p in tmp_path.iterdir() if not files.is_temp_name(p.name))
+    folder, journal_path = _media(tmp_path)
+    (folder / "a.txt").write_bytes(b"A")
+    (folder / "b.txt").write_bytes(b"B")
+    (folder / "dir").mkdir()
+    changes = [
+        files.Change("a.txt", _staged(folder, b"A2")),
+        files.Change("b.txt", None),
+        files.Change("c.txt", _staged(folder, b"C")),
+        files.Change("dir", _staged(folder, b"D")),  # fails: a directory is in the way
+    ]
+    with pytest.raises(IsADirectoryError), files.FileJournal(folder, journal_path) as journal:
+        journal.apply(changes, usn=3)
+    names = sorted(p.name for p in folder.iterdir() if not files.is_temp_name(p.name))
     assert names == ["a.txt", "b.txt", "dir"]
-    assert (tmp_path / "a.txt").read_bytes() == b"A"
-    assert (tmp_path / "b.txt").read_bytes() == b"B"
+    assert (folder / "a.txt").read_bytes() == b"A"
+    assert (folder / "b.txt").read_bytes() == b"B"
+    assert not journal_path.exists()
+
+
+def test_an_empty_batch_writes_no_journal(tmp_path: Path) -> None:
+    folder, journal_path = _media(tmp_path)
+    with files.FileJournal(folder, journal_path) as journal:
+        journal.apply([], usn=1)
+        assert not journal_path.exists()
+
+
+def test_sync_files_syncs_a_batch(tmp_path: Path) -> None:
+    staged = [_staged(tmp_path, bytes([i]) * 100) for i in range(5)]
+    files.sync_files(staged)  # no error; contents untouched
+    assert [s.path.read_bytes() for s in staged] == [bytes([i]) * 100 for i in range(5)]
+
+
+def _crashed_batch(tmp_path: Path) -> tuple[Path, Path, files.Journal]:
+    """The folder as a crash after all renames leaves it: a.txt A→A2 (backup kept), b.txt
+    deleted (backup kept), c.txt new; the journal on disk."""
+    folder, journal_path = _media(tmp_path)
+    entries = [
+        files.JournalEntry("a.txt", files.new_temp_path(folder).name, hashlib.sha1(b"A2").digest()),
+        files.JournalEntry("b.txt", files.new_temp_path(folder).name, None),
+        files.JournalEntry("c.txt", files.new_temp_path(folder).name, hashlib.sha1(b"C").digest()),
+    ]
+    journal = files.Journal(5, entries)
+    journal_path.write_bytes(journal.to_bytes())
+    (folder / entries[0].backup).write_bytes(b"A")
+    (folder / "a.txt").write_bytes(b"A2")
+    (folder / entries[1].backup).write_bytes(b"B")
+    (folder / "c.txt").write_bytes(b"C")
+    return folder, journal_path, journal
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_recover_a_committed_batch_removes_only_the_backups(tmp_path: Path) -> None:
+    folder, journal_path, _ = _crashed_batch(tmp_path)
+    assert files.recover(folder, journal_path, 5, lambda name: None)
+    assert _contents(folder) == {"a.txt": b"A2", "c.txt": b"C"}
+    assert not journal_path.exists()
+
+
+def test_recover_an_uncommitted_batch_restores_the_old_files(tmp_path: Path) -> None:
+    folder, journal_path, _ = _crashed_batch(tmp_path)
+    old = {"a.txt": hashlib.sha1(b"A").digest(), "b.txt": hashlib.sha1(b"B").digest()}
+    assert files.recover(folder, journal_path, 2, old.get)
+    assert _contents(folder) == {"a.txt": b"A", "b.txt": b"B"}
+    assert not journal_path.exists()
+    assert not files.recover(folder, journal_path, 2, old.get)  # nothing left to do
+
+
+def test_recover_undo_is_idempotent_and_keeps_files_it_did_not_place(tmp_path: Path) -> None:
+    folder, journal_path, journal = _crashed_batch(tmp_path)
+    # As if an earlier recovery had restored a.txt and then crashed.
+    os.replace(folder / journal.entries[0].backup, folder / "a.txt")
+    old = {"a.txt": hashlib.sha1(b"A").digest(), "b.txt": hashlib.sha1(b"B").digest()}
+    files.recover(folder, journal_path, 2, old.get)
+    assert _contents(folder) == {"a.txt": b"A", "b.txt": b"B"}
+
+
+def test_recover_ignores_a_torn_journal(tmp_path: Path) -> None:
+    folder, journal_path = _media(tmp_path)
+    (folder / "a.txt").write_bytes(b"A")
+    journal_path.write_bytes(b'{"usn": 4, "entries": [["a.t')
+    assert files.recover(folder, journal_path, 0, lambda name: None)
+    assert _contents(folder) == {"a.txt": b"A"} and not journal_path.exists()
 
 
 def test_remove_stray_temps_spares_names_in_use_and_other_files(tmp_path: Path) -> None:

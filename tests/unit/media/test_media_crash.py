@@ -1,0 +1,189 @@
+"""Crash safety of an upload: a real subprocess applies an upload and dies (`os._exit`) at each
+dangerous point; reopening the index must leave folder and index agreeing, byte for byte, with
+either the old or the new state — never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import textwrap
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ankihost.media import close_index, files, open_index, sync
+from ankihost.registry import UserState
+from ankihost.storage.paths import UserFolder
+from ankihost.users import User
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+HOST_KEY = "13e56c1cee7ca0701c9e597d9c63da8615c981b3"
+CRASH_CODE = 9
+CHILD_TIMEOUT_SECONDS = 60
+
+OLD_UPLOAD: list[tuple[str, bytes | None]] = [
+    ("x.txt", b"x version 1"), ("y.txt", b"y lives"), ("z.txt", b"z untouched"),
+]
+NEW_UPLOAD: list[tuple[str, bytes | None]] = [
+    ("x.txt", b"x version 2, longer"), ("y.txt", None), ("w.txt", b"w is new"),
+]
+OLD_STATE = {"x.txt": b"x version 1", "y.txt": b"y lives", "z.txt": b"z untouched"}
+NEW_STATE = {"x.txt": b"x version 2, longer", "z.txt": b"z untouched", "w.txt": b"w is new"}
+
+# The child applies NEW_UPLOAD with one function patched to `os._exit` at its crash point.
+CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    from ankihost.media import files, open_index, sync
+    from ankihost.registry import UserState
+    from ankihost.storage.paths import UserFolder
+    from ankihost.users import User
+
+    root, point, body = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+
+    def crash(*args, **kwargs):
+        os._exit({code})
+
+    def after(cls, name):
+        original = getattr(cls, name)
+        def patched(*args, **kwargs):
+            original(*args, **kwargs)
+            crash()
+        setattr(cls, name, patched)
+
+    def on_call(cls, name, number):
+        original, calls = getattr(cls, name), []
+        def patched(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == number:
+                crash()
+            return original(*args, **kwargs)
+        setattr(cls, name, patched)
+
+    if point == "journal written":
+        after(files.FileJournal, "_write_journal")
+    elif point == "between renames":
+        on_call(files.FileJournal, "_apply_one", 2)
+    elif point == "renamed, not committed":
+        after(files.FileJournal, "apply")
+    elif point == "committed, not cleaned up":
+        files.FileJournal._forget_backups = crash
+    elif point == "backups removed, journal left":
+        files._remove_journal = crash
+    elif point == "undo interrupted":
+        on_call(files.os, "replace", 2)
+    state = UserState(User("alice", "{host_key}", password="pw"), UserFolder(root))
+    index = open_index(state)  # recovery runs here ("undo interrupted")
+    if point != "undo interrupted":
+        with body.open("rb") as f:
+            sync.apply_upload(index, state.folder, f)
+    sys.exit(0)
+    """
+).format(code=CRASH_CODE, host_key=HOST_KEY)
+
+BEFORE_COMMIT = ["journal written", "between renames", "renamed, not committed"]
+AFTER_COMMIT = ["committed, not cleaned up", "backups removed, journal left"]
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[UserState]:
+    user_state = UserState(User("alice", HOST_KEY, password="pw"), UserFolder(tmp_path / "alice"))
+    yield user_state
+    close_index(user_state)
+
+
+def upload_zip(entries: list[tuple[str, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    listed: list[list[str | None]] = []
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, (name, content) in enumerate(entries):
+            if content is None:
+                listed.append([name, None])
+            else:
+                zf.writestr(str(i), content)
+                listed.append([name, str(i)])
+        zf.writestr("_meta", json.dumps(listed))
+    return buf.getvalue()
+
+
+def apply(state: UserState, entries: list[tuple[str, bytes | None]]) -> tuple[int, int]:
+    return sync.apply_upload(open_index(state), state.folder, io.BytesIO(upload_zip(entries)))
+
+
+def run_child(state: UserState, point: str, tmp_path: Path) -> int:
+    close_index(state)
+    body = tmp_path / "upload.zip"
+    body.write_bytes(upload_zip(NEW_UPLOAD))
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(state.folder.root), point, str(body)],
+        cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)}, capture_output=True,
+        timeout=CHILD_TIMEOUT_SECONDS, check=False,
+    )
+    assert done.returncode in (0, CRASH_CODE), done.stderr.decode()
+    return done.returncode
+
+
+def reopened(state: UserState) -> tuple[dict[str, bytes], dict[str, tuple[bytes, int]], int]:
+    """(media folder contents, live index rows as (sha1, size), last USN) after recovery."""
+    close_index(state)
+    index = open_index(state)
+    live = {e.name: (e.sha1, e.size) for e in index.changes_after(0) if e.live}
+    on_disk = {p.name: p.read_bytes() for p in state.folder.media.iterdir()}
+    return on_disk, live, index.last_usn()
+
+
+def assert_consistent(state: UserState, expected: dict[str, bytes]) -> int:
+    on_disk, live, usn = reopened(state)
+    assert on_disk == expected  # byte for byte, and no temp or backup file is left
+    assert live == {name: (hashlib.sha1(b).digest(), len(b)) for name, b in expected.items()}
+    assert open_index(state).live_file_count() == len(expected)
+    assert not sync.journal_path(state.folder).exists()
+    return usn
+
+
+@pytest.mark.parametrize("point", BEFORE_COMMIT + AFTER_COMMIT)
+def test_a_crash_leaves_the_old_or_the_new_state(
+    state: UserState, point: str, tmp_path: Path
+) -> None:
+    apply(state, OLD_UPLOAD)
+    assert run_child(state, point, tmp_path) == CRASH_CODE
+    if point in BEFORE_COMMIT:
+        assert assert_consistent(state, OLD_STATE) == 3
+    else:
+        assert assert_consistent(state, NEW_STATE) == 6
+    # The store keeps working: the same upload again gives the new state.
+    apply(state, NEW_UPLOAD)
+    assert_consistent(state, NEW_STATE)
+
+
+def test_a_crash_while_undoing_is_undone_on_the_next_open(
+    state: UserState, tmp_path: Path
+) -> None:
+    apply(state, OLD_UPLOAD)
+    assert run_child(state, "renamed, not committed", tmp_path) == CRASH_CODE
+    assert sync.journal_path(state.folder).exists()
+    assert run_child(state, "undo interrupted", tmp_path) == CRASH_CODE
+    assert assert_consistent(state, OLD_STATE) == 3
+
+
+def test_without_a_crash_the_child_applies_the_upload(state: UserState, tmp_path: Path) -> None:
+    apply(state, OLD_UPLOAD)
+    assert run_child(state, "none", tmp_path) == 0
+    assert assert_consistent(state, NEW_STATE) == 6
+
+
+def test_journal_is_removed_after_a_normal_upload_and_names_are_never_media(
+    state: UserState,
+) -> None:
+    apply(state, OLD_UPLOAD)
+    assert not sync.journal_path(state.folder).exists()
+    assert sync.journal_path(state.folder).parent == state.folder.root
+    assert files.addition_problem(sync.JOURNAL_NAME) is None  # a legal media name, so it must
+    assert sync.journal_path(state.folder).parent != state.folder.media  # live outside media/
