@@ -176,16 +176,41 @@ def usn_and_mtime(db: sqlite3.Connection, table: str, oid: int) -> tuple[int, in
     return None if row is None else (row[0], row[1])
 
 
+def usns_and_mtimes(db: sqlite3.Connection, table: str, ids: list[int]) -> dict[int, tuple[int, int]]:
+    """`usn_and_mtime` of many rows at once: id → (usn, mod) of those that exist."""
+    sql = f"select id, usn, mod from {_checked(table, ('cards', 'notes'))} where id in "
+    found: dict[int, tuple[int, int]] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        for oid, usn, mtime in db.execute(f"{sql}({_marks(len(part))})", part):
+            found[oid] = (usn, mtime)
+    return found
+
+
 def put_card(db: sqlite3.Connection, row: Row) -> None:
-    db.execute(f"insert or replace into cards ({CARD_COLUMNS}) values ({_marks(18)})", row)
+    db.execute(_PUT_CARD, row)
 
 
 def put_note(db: sqlite3.Connection, row: Row) -> None:
-    db.execute(f"insert or replace into notes ({NOTE_COLUMNS}) values ({_marks(11)})", row)
+    db.execute(_PUT_NOTE, row)
+
+
+def put_cards(db: sqlite3.Connection, rows: list[Row]) -> None:
+    """`put_card` for each row, in order (a later row with the same id wins)."""
+    db.executemany(_PUT_CARD, rows)
+
+
+def put_notes(db: sqlite3.Connection, rows: list[Row]) -> None:
+    """`put_note` for each row, in order (a later row with the same id wins)."""
+    db.executemany(_PUT_NOTE, rows)
 
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
+
+
+_PUT_CARD = f"insert or replace into cards ({CARD_COLUMNS}) values ({_marks(18)})"
+_PUT_NOTE = f"insert or replace into notes ({NOTE_COLUMNS}) values ({_marks(11)})"
 
 
 # --- sanity check --------------------------------------------------------------------------

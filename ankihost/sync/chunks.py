@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ankihost.errors import BadRequest
+from ankihost.storage import legacy_json as lj
 from ankihost.storage import note_text, notetypes, objects
 from ankihost.sync.session import ChunkQueue, SyncSession
 from ankihost.sync.values import (
@@ -28,6 +29,7 @@ CHUNK_SIZE = 250
 CARD_TYPES = frozenset({0, 1, 2, 3})
 CARD_QUEUES = frozenset({-3, -2, -1, 0, 1, 2, 3, 4})
 REVLOG_KINDS = frozenset(range(6))
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,10 @@ def _entry(value: Any, size: int, what: str, minimum: int | None = None) -> list
 
 
 def parse_revlog(value: Any) -> tuple[int, ...]:
-    v = _entry(value, 9, "revlog entry", minimum=8)
+    if type(value) is list and 8 <= len(value) <= 9:
+        v = value  # what `_entry` would return, without its calls
+    else:
+        v = _entry(value, 9, "revlog entry", minimum=8)
     kind = v[8] if len(v) > 8 else 0
     kind = kind if isinstance(kind, int) and kind in REVLOG_KINDS else 0
     head = v[:8]
@@ -119,21 +124,27 @@ def parse_revlog(value: Any) -> tuple[int, ...]:
 
 
 def parse_card(value: Any) -> list[Any]:
-    v = _entry(value, 18, "card")
-    card = v[:17]
+    v = value if type(value) is list and len(value) == 18 else _entry(value, 18, "card")
+    card: list[Any] = v[:17]
     if all_plain_ints(card) and type(v[17]) is str:  # the common case: nothing to convert
         card.append(v[17])
         if card[9] < 0:
             card[9] = 0
     else:
-        card = [as_int(x, "card") for x in v[:4]] + [as_truncated_int(v[4], "card mod")]
-        card += [as_int(x, "card") for x in v[5:8]]
-        card += [as_truncated_int(v[8], "due"), max(0, as_truncated_int(v[9], "ivl"))]
-        card += [as_int(x, "card") for x in v[10:14]]
-        card += [as_truncated_int(v[14], "odue"), as_int(v[15], "odid"), as_int(v[16], "flags")]
-        card.append(as_str(v[17], "card data"))
+        card = _converted_card(v)
     if card[6] not in CARD_TYPES or card[7] not in CARD_QUEUES:
         raise BadRequest(f"card {card[0]}: invalid type {card[6]} or queue {card[7]}")
+    return card
+
+
+def _converted_card(v: list[Any]) -> list[Any]:
+    """A card's values read field by field: floats truncated, anything else wrong is a 400."""
+    card: list[Any] = [as_int(x, "card") for x in v[:4]] + [as_truncated_int(v[4], "card mod")]
+    card += [as_int(x, "card") for x in v[5:8]]
+    card += [as_truncated_int(v[8], "due"), max(0, as_truncated_int(v[9], "ivl"))]
+    card += [as_int(x, "card") for x in v[10:14]]
+    card += [as_truncated_int(v[14], "odue"), as_int(v[15], "odid"), as_int(v[16], "flags")]
+    card.append(as_str(v[17], "card data"))
     return card
 
 
@@ -164,25 +175,63 @@ def parse_apply_chunk(body: dict[str, Any]) -> IncomingChunk:
 
 
 def apply_chunk(db: sqlite3.Connection, session: SyncSession, incoming: IncomingChunk) -> None:
-    """Revlog, then cards, then notes; everything stored carries the session's usn."""
+    """Revlog, then cards, then notes; everything stored carries the session's usn.
+
+    Each list is decided against one batched lookup and written with one `executemany`; the
+    result (rows, and on failure which error and what was written before it) is that of
+    looking up and writing object by object, which `_apply_one_by_one` still does when an id
+    is beyond SQLite's integer range (the lookup itself then fails, at that object)."""
     usn = session.server_usn
     objects.add_revlog(db, [(*row[:2], usn, *row[3:]) for row in incoming.revlog])
+    card_ids = [card[0] for card in incoming.cards]
+    note_ids = [note.id for note in incoming.notes]
+    if not (_storable(card_ids) and _storable(note_ids)):
+        _apply_one_by_one(db, session, incoming)
+        return
+    stored = objects.usns_and_mtimes(db, "cards", card_ids) if card_ids else {}
+    card_rows: list[tuple[Any, ...]] = []
+    try:
+        for card in incoming.cards:
+            if _wins(session, stored.get(card[0]), card[4]):
+                stored[card[0]] = (usn, card[4])  # what a later copy in this chunk meets
+                card_rows.append((*card[:5], usn, *card[6:]))
+    finally:  # also on failure: what the objects before it wrote (or the error writing did)
+        objects.put_cards(db, card_rows)
+    stored = objects.usns_and_mtimes(db, "notes", note_ids) if note_ids else {}
+    note_rows: list[tuple[Any, ...]] = []
+    shapes: dict[int, tuple[int, int]] = {}
+    try:
+        for note in incoming.notes:
+            if _wins(session, stored.get(note.id), note.mtime):
+                if note.notetype_id not in shapes:
+                    shapes[note.notetype_id] = _note_shape(db, note.notetype_id)
+                note_rows.append(note_row(note, usn, *shapes[note.notetype_id]))
+                stored[note.id] = (usn, note.mtime)
+    finally:
+        objects.put_notes(db, note_rows)
+
+
+def _storable(ids: list[int]) -> bool:
+    """Whether every id fits SQLite's 64-bit integers (so it can be bound in a lookup)."""
+    return not ids or (min(ids) >= _INT64_MIN and max(ids) <= _INT64_MAX)
+
+
+def _apply_one_by_one(db: sqlite3.Connection, session: SyncSession, incoming: IncomingChunk) -> None:
+    """Cards and notes of `apply_chunk`, one lookup and one write per object."""
+    usn = session.server_usn
     for card in incoming.cards:
-        if _incoming_wins(db, "cards", session, card[0], card[4]):
-            objects.put_card(db, tuple(card[:5] + [usn] + card[6:]))
+        if _wins(session, objects.usn_and_mtime(db, "cards", card[0]), card[4]):
+            objects.put_card(db, (*card[:5], usn, *card[6:]))
     shapes: dict[int, tuple[int, int]] = {}
     for note in incoming.notes:
-        if _incoming_wins(db, "notes", session, note.id, note.mtime):
+        if _wins(session, objects.usn_and_mtime(db, "notes", note.id), note.mtime):
             if note.notetype_id not in shapes:
                 shapes[note.notetype_id] = _note_shape(db, note.notetype_id)
             objects.put_note(db, note_row(note, usn, *shapes[note.notetype_id]))
 
 
-def _incoming_wins(
-    db: sqlite3.Connection, table: str, session: SyncSession, oid: int, mtime: int
-) -> bool:
+def _wins(session: SyncSession, stored: tuple[int, int] | None, mtime: int) -> bool:
     """Rule C: keep ours only if it changed since the client's last sync and is not older."""
-    stored = objects.usn_and_mtime(db, table, oid)
     if stored is None:
         return True
     stored_usn, stored_mtime = stored
@@ -195,8 +244,11 @@ def _note_shape(db: sqlite3.Connection, notetype_id: int) -> tuple[int, int]:
     if shape is None:
         raise BadRequest(f"note uses missing notetype {notetype_id}")
     field_count = shape[0]
-    sort_index = notetypes.to_legacy(db, notetype_id).get("sortf", 0)
-    return max(1, field_count), int(sort_index)
+    sort_index = notetypes.sort_field_index(db, notetype_id)
+    if sort_index is None:  # cannot happen after `shape` found it; keeps the types honest
+        raise BadRequest(f"note uses missing notetype {notetype_id}")
+    # `sortf` as the legacy JSON carries it (a u16), as it was read before
+    return max(1, field_count), lj.wrap(sort_index, 16, signed=False)
 
 
 def note_row(note: NoteEntry, usn: int, field_count: int, sort_index: int) -> tuple[Any, ...]:

@@ -30,7 +30,10 @@ def all_plain_ints(values: list[Any]) -> bool:
 
     The cheap whole-row check of the chunk parsers: such a row passes `as_int` and
     `as_truncated_int` unchanged, so the per-field readers are needed only when it fails."""
-    return all(type(value) is int for value in values)
+    for value in values:  # a plain loop: cheaper than all() over a generator
+        if type(value) is not int:
+            return False
+    return True
 
 
 def as_id(value: Any, what: str = "id") -> int:
