@@ -15,6 +15,15 @@ this cycle:
 5. A syncs and pulls B's reviews                           (normal sync, pull)
 
 Checked afterwards: A and B hold the same cards, notes and review log.
+With ``--mix fullsync`` the timed cycle is instead a burst of full syncs, as when a group
+sets up its devices at once (or restores after moving servers):
+
+1. A full-uploads its collection                           (full upload)
+2. B (empty) syncs and full-downloads it                   (normal start + full download)
+
+This mix puts the server's own work (validating and storing uploads, preparing downloads)
+in front: the official server runs it for one user at a time behind its global lock.
+
 The metric is the wall time from the barrier to the last user done
 (``all users (wall)``); per step, the median over users of its duration is
 reported too (``step1`` ... ``step5``; the client's own work, e.g. answering
@@ -58,8 +67,11 @@ from common import (
 from tests.support.content import build_large_collection
 from tests.support.server import ServerKind
 
-# metric names of the five steps (each the median over users)
-STEPS = ("step1 full upload", "step2 push", "step3 download", "step4 push", "step5 pull")
+# metric names of the steps of each mix (each the median over users)
+STEPS = {
+    "cycle": ("step1 full upload", "step2 push", "step3 download", "step4 push", "step5 pull"),
+    "fullsync": ("step1 full upload", "step2 download"),
+}
 BARRIER_TIMEOUT = 120.0
 ROUND_TIMEOUT = 600.0
 
@@ -102,6 +114,12 @@ def worker_main(index: int, conn: Connection, barrier: mp.synchronize.Barrier) -
             marks = [time.monotonic()]
             a.full_upload()
             marks.append(time.monotonic())
+            if task["mix"] == "fullsync":
+                if b.sync().action != "download":
+                    raise AssertionError("B: expected a full download")
+                marks.append(time.monotonic())
+                finish_round(conn, task, a, b, marks, cpu)
+                continue
             answer_reviews(a.col, 100, seed=seed)
             add_new_notes(a.col, 20, seed=seed)
             expect_normal(a.sync(), "A push")
@@ -114,11 +132,7 @@ def worker_main(index: int, conn: Connection, barrier: mp.synchronize.Barrier) -
             marks.append(time.monotonic())
             expect_normal(a.sync(), "A pull")
             marks.append(time.monotonic())
-            ca, cb = counts(a), counts(b)
-            if ca != cb:
-                raise AssertionError(f"user {task['user']}: cards/notes/revlog A {ca} != B {cb}")
-            cpu = time.process_time() - cpu
-            conn.send(("done", {"marks": marks, "counts": ca, "cpu": cpu}))
+            finish_round(conn, task, a, b, marks, cpu)
         except BaseException:  # noqa: BLE001 - reported to the parent
             barrier.abort()
             conn.send(("error", f"worker {index} ({task.get('user')}):\n{traceback.format_exc()}"))
@@ -130,6 +144,15 @@ def worker_main(index: int, conn: Connection, barrier: mp.synchronize.Barrier) -
                     except Exception:  # noqa: BLE001
                         pass
             shutil.rmtree(task["folder"], ignore_errors=True)
+
+
+def finish_round(conn: Connection, task: dict[str, Any], a: Any, b: Any, marks: list[float],
+                 cpu_start: float) -> None:
+    """Check both devices agree, then report the round to the parent."""
+    ca, cb = counts(a), counts(b)
+    if ca != cb:
+        raise AssertionError(f"user {task['user']}: cards/notes/revlog A {ca} != B {cb}")
+    conn.send(("done", {"marks": marks, "counts": ca, "cpu": time.process_time() - cpu_start}))
 
 
 def expect_normal(result: object, what: str) -> None:
@@ -239,12 +262,13 @@ class Workers:
 
 
 def one_round(kind: ServerKind, workers: Workers, template: Path, work: Path, users: int,
-              results: Results, seed: int) -> float:
+              results: Results, seed: int, mix: str) -> float:
     """Run one round; returns the wall time from the barrier to the last user done."""
     accounts = [(f"user{i + 1}", f"password-{i + 1}") for i in range(users)]
     with bench_server(kind, users=accounts) as server:
         tasks = [dict(folder=str(work / f"r{seed}-{kind}-{user}"), template=str(template),
-                      endpoint=server.endpoint, user=user, password=password, seed=seed * 100 + i)
+                      endpoint=server.endpoint, user=user, password=password, seed=seed * 100 + i,
+                      mix=mix)
                  for i, (user, password) in enumerate(accounts)]
         before: dict[str, float] = {}
 
@@ -260,7 +284,7 @@ def one_round(kind: ServerKind, workers: Workers, template: Path, work: Path, us
     start = min(m[0] for m in marks)
     wall = float(max(m[-1] for m in marks) - start)
     results.add_time("all users (wall)", kind, wall)
-    for step_index, step in enumerate(STEPS):
+    for step_index, step in enumerate(STEPS[mix]):
         per_user = [m[step_index + 1] - m[step_index] for m in marks]
         results.add_time(step, kind, statistics.median(per_user))
     results.add_time("barrier skew", kind, max(m[0] for m in marks) - start)
@@ -274,6 +298,9 @@ def one_round(kind: ServerKind, workers: Workers, template: Path, work: Path, us
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0], rounds=5, notes=5000, extra=[
         (("--users",), dict(type=int, default=8, help="concurrent users / client processes (default 8)")),
+        (("--mix",), dict(choices=sorted(STEPS), default="cycle",
+                          help="cycle: full upload, pushes, download, pull (default); "
+                               "fullsync: a burst of full uploads and downloads")),
     ])
     work = Path(tempfile.mkdtemp(prefix="ankihost-bench-conc-"))
     workers = None
@@ -291,13 +318,14 @@ def main() -> int:
         workers = Workers(args.users)
         print(f"prepared template and {args.users} workers in {time.perf_counter() - started:.1f}s: {info}",
               flush=True)
-        results = Results(f"{args.users} concurrent users, {args.notes} notes each, {args.rounds} rounds",
-                          info=info)
+        results = Results(f"{args.users} concurrent users, mix {args.mix}, {args.notes} notes each, "
+                          f"{args.rounds} rounds", info=info)
         for w in range(args.warmup):  # untimed: first-use costs in the workers and servers
             for kind in args.kinds:
-                one_round(kind, workers, template, work, args.users, Results("warm-up"), seed=1000 + w)
+                one_round(kind, workers, template, work, args.users, Results("warm-up"), seed=1000 + w,
+                          mix=args.mix)
         for r, kind in round_order(args.rounds, args.kinds):
-            wall = one_round(kind, workers, template, work, args.users, results, seed=r)
+            wall = one_round(kind, workers, template, work, args.users, results, seed=r, mix=args.mix)
             print(f"round {r + 1} {kind:<9} all users {wall:.3f}s "
                   f"peak RSS {results.peaks[kind][-1]:.1f} MB", flush=True)
         results.print_table()
