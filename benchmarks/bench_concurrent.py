@@ -34,7 +34,7 @@ CPU seconds of the server and of all clients, and ``other CPU`` (the rest of
 the machine's busy time: this script's own sampler, the kernel, other work on
 the machine - if large, the figures are disturbed).
 
-    PYTHONPATH=. /work/venv/bin/python benchmarks/bench_concurrent.py [--rounds 5] [--users 8] [--notes 5000]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_concurrent.py [--rounds 5] [--users 8] [--notes 5000]
         [--json out.json]
 """
 

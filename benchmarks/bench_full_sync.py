@@ -6,7 +6,7 @@ logs in and full-uploads; an empty client B logs in and full-downloads.
 Logins are not timed. Reports median seconds per kind, the ratio
 ankihost/official, and each server's peak RSS during the transfers.
 
-    PYTHONPATH=. /work/venv/bin/python benchmarks/bench_full_sync.py [--rounds 9] [--notes 20000]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_full_sync.py [--rounds 9] [--notes 20000]
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ cards, notes and review log.
 Reports median seconds per kind, the ratio ankihost/official, and each
 server's peak RSS during the two timed syncs.
 
-    PYTHONPATH=. /work/venv/bin/python benchmarks/bench_incremental.py [--rounds 7] [--notes 20000]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_incremental.py [--rounds 7] [--notes 20000]
         [--reviews 1000] [--new-notes 200] [--json out.json]
 """
 

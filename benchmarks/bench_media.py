@@ -11,7 +11,7 @@ The clients' folder scan is done before the clock starts (`col.media.check()` re
 file in the client's media DB), so the timed `sync_media` is network + server + the client's
 zip work. Logins are not timed. Every download is checked against the uploaded bytes.
 
-    PYTHONPATH=. /work/venv/bin/python benchmarks/bench_media.py [--rounds 5] [--big-rounds 3]
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_media.py [--rounds 5] [--big-rounds 3]
 """
 
 from __future__ import annotations
