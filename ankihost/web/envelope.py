@@ -109,10 +109,16 @@ async def _stream_file(reply: Reply, compressed: bool) -> AsyncIterator[bytes]:
     try:
         with open(reply.path, "rb") as f:
             compressor = zstandard.ZstdCompressor().compressobj() if compressed else None
-            while piece := await anyio.to_thread.run_sync(f.read, WRITE_PIECE_BYTES):
+
+            def next_piece() -> bytes | None:
+                """Read, and compress, the next piece in one worker-thread hop."""
+                piece = f.read(WRITE_PIECE_BYTES)
                 if compressor is None:
-                    yield piece
-                elif out := await anyio.to_thread.run_sync(compressor.compress, piece):
+                    return piece or None
+                return compressor.compress(piece) if piece else None
+
+            while (out := await anyio.to_thread.run_sync(next_piece)) is not None:
+                if out:
                     yield out
             if compressor is not None:
                 yield compressor.flush()
