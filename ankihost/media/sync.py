@@ -2,7 +2,7 @@
 
 They take and return Python values; request parsing and the `{"data", "err"}` envelope live in
 `handlers.py`. The caller holds the user's lock. An upload is validated and staged completely,
-then applied as one database transaction plus one journaled, undoable batch of renames.
+then applied as one database transaction plus one journaled, undoable batch of file changes.
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ def _record_entries(
     """
     plan: dict[str, files.StagedFile | None] = {}  # name → file to place, or None to delete
     outcomes: Counter[str] = Counter()
+    writer.prefetch([entry.name for entry in entries])
     for entry in entries:
         name, staged = entry.name, entry.staged
         if staged is None:
@@ -152,10 +153,11 @@ def _write_zip(
 def _entries_for_download(index: MediaIndex, names: list[str]) -> list[Entry]:
     if len(names) > archive.MAX_FILES_PER_ZIP:
         raise BadRequest(f"{len(names)} files requested; at most {archive.MAX_FILES_PER_ZIP}")
+    live = index.get_live_many([name for name in names if files.path_problem(name) is None])
     entries, total = [], 0
     for name in names:
         files.require_path_name(name)
-        entry = index.get_live(name)
+        entry = live.get(name)
         if entry is None:
             raise SessionConflict(f"requested media file is missing or deleted: {name!r:.300}")
         entries.append(entry)

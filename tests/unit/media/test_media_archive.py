@@ -47,7 +47,26 @@ def test_reads_additions_and_deletions_in_order(tmp_path: Path) -> None:
     a, gone, b = (e.staged for e in upload.entries)
     assert gone is None and a is not None and b is not None
     assert (a.sha1, a.size) == (hashlib.sha1(b"hello").digest(), 5)
-    assert b.path.read_bytes() == b"world!"
+    assert (b.path, b.data) == (None, b"world!")  # small: held in memory, nothing on disk
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_large_files_and_files_past_the_memory_budget_go_to_temp_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: int
+) -> None:
+    monkeypatch.setattr(archive, "IN_MEMORY_FILE_BYTES", 10)
+    monkeypatch.setattr(archive, "UPLOAD_IN_MEMORY_BYTES", 15)
+    body = upload_zip([("big", b"B" * 11), ("a", b"A" * 10), ("b", b"C" * 6), ("c", b"D" * 5)],
+                      method=method)
+    upload = archive.read_upload(body, tmp_path)
+    big, a, b, c = (e.staged for e in upload.entries)
+    assert big is not None and big.data is None and big.path is not None
+    assert big.path.read_bytes() == b"B" * 11 and files.is_temp_name(big.path.name)
+    assert a is not None and a.data == b"A" * 10 and a.path is None
+    assert b is not None and b.data is None and b.path is not None  # 10 + 6 is over 15
+    assert c is not None and c.data == b"D" * 5  # 10 + 5 fits
+    assert (c.sha1, c.size) == (hashlib.sha1(b"D" * 5).digest(), 5)
     upload.discard()
     assert leftovers(tmp_path) == []
 
@@ -85,6 +104,13 @@ def _crc_broken_zip() -> io.BytesIO:
     return io.BytesIO(bytes(raw))
 
 
+def _local_header_patched(old: bytes, new: bytes) -> io.BytesIO:
+    raw = bytearray(upload_zip([("a.txt", b"ABCDEFGHIJ")]).getvalue())
+    at = raw.index(old)  # the first occurrence: in the member's local header
+    raw[at : at + len(old)] = new
+    return io.BytesIO(bytes(raw))
+
+
 def _many_members_zip() -> io.BytesIO:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
@@ -117,6 +143,8 @@ BAD_UPLOADS = {
     "empty body": lambda: io.BytesIO(b""),
     "truncated": lambda: io.BytesIO(upload_zip([("a.txt", b"x" * 1000)]).getvalue()[:-30]),
     "CRC mismatch": _crc_broken_zip,
+    "local header of another name": lambda: _local_header_patched(b"\x000ABCDEF", b"\x009ABCDEF"),
+    "no local header": lambda: _local_header_patched(b"PK\x03\x04", b"PK\x07\x08"),
     "bzip2": _bzip2_zip,
     "too many members": _many_members_zip,
 }
@@ -198,10 +226,9 @@ def test_member_names_are_not_paths(tmp_path: Path) -> None:
         zf.writestr("_meta", json.dumps([["ok.txt", "../../escape"]]))
     upload = archive.read_upload(buf, tmp_path)
     staged = upload.entries[0].staged
-    assert staged is not None and staged.path.parent == tmp_path
+    assert staged is not None and staged.data == b"x"
     upload.discard()
     assert leftovers(tmp_path) == [] and not (tmp_path.parent.parent / "escape").exists()
-    assert files.is_temp_name(staged.path.name)
 
 
 def test_in_memory_download_zip_and_a_streamed_big_member(tmp_path: Path) -> None:
@@ -224,3 +251,22 @@ def test_download_zip_notices_any_size_change(declared: int) -> None:
     with pytest.raises(ValueError):
         out.add("a", io.BytesIO(data), declared)
     out.abandon()
+
+
+def test_in_memory_download_zip_is_byte_for_byte_what_zipfile_writes(tmp_path: Path) -> None:
+    contents = [b"x", b"", bytes(range(256)) * 300, "ünï".encode() * 1000]
+    names = ["a.txt", "empty", "big.bin", "ünïcödé.png"]
+    ours = io.BytesIO()
+    out = archive.DownloadZip(ours)
+    for name, data in zip(names, contents, strict=True):
+        assert out.add(name, io.BytesIO(data), len(data)) == hashlib.sha1(data).digest()
+    out.close()
+    theirs = archive.DownloadZip(tmp_path / "ref.zip")  # the zipfile-based writer
+    for name, data in zip(names, contents, strict=True):
+        theirs.add(name, io.BytesIO(data), len(data))
+    theirs.close()
+    assert ours.getvalue() == (tmp_path / "ref.zip").read_bytes()
+    with zipfile.ZipFile(io.BytesIO(ours.getvalue())) as zf:
+        assert zf.testzip() is None
+        assert [zf.read(str(i)) for i in range(len(contents))] == contents
+        assert json.loads(zf.read("_meta")) == {str(i): n for i, n in enumerate(names)}

@@ -69,6 +69,17 @@ CHILD = textwrap.dedent(
 
     if point == "journal written":
         after(files.FileJournal, "_write_journal")
+    elif point == "direct file half written":
+        write_all, calls = files._write_all, []
+        def half(fd, data):  # 1: the journal, 2: x.txt's temp file, 3: w.txt under its name
+            calls.append(1)
+            if len(calls) == 3:
+                write_all(fd, bytes(data[: len(data) // 2]))
+                crash()
+            write_all(fd, data)
+        files._write_all = half
+    elif point == "files written, not placed":
+        after(files.FileJournal, "_write_files")
     elif point == "between renames":
         on_call(files.FileJournal, "_apply_one", 2)
     elif point == "renamed, not committed":
@@ -76,7 +87,7 @@ CHILD = textwrap.dedent(
     elif point == "committed, not cleaned up":
         files.FileJournal._forget_backups = crash
     elif point == "backups removed, journal left":
-        files._remove_journal = crash
+        files._clear_journal = crash
     elif point == "undo interrupted":
         on_call(files.os, "replace", 2)
     state = UserState(User("alice", "{host_key}", password="pw"), UserFolder(root))
@@ -88,7 +99,10 @@ CHILD = textwrap.dedent(
     """
 ).format(code=CRASH_CODE, host_key=HOST_KEY)
 
-BEFORE_COMMIT = ["journal written", "between renames", "renamed, not committed"]
+BEFORE_COMMIT = [
+    "journal written", "direct file half written", "files written, not placed", "between renames",
+    "renamed, not committed",
+]
 AFTER_COMMIT = ["committed, not cleaned up", "backups removed, journal left"]
 
 
@@ -139,12 +153,17 @@ def reopened(state: UserState) -> tuple[dict[str, bytes], dict[str, tuple[bytes,
     return on_disk, live, index.last_usn()
 
 
+def journal_cleared(state: UserState) -> bool:
+    path = sync.journal_path(state.folder)
+    return not path.exists() or path.read_bytes() == b""
+
+
 def assert_consistent(state: UserState, expected: dict[str, bytes]) -> int:
     on_disk, live, usn = reopened(state)
     assert on_disk == expected  # byte for byte, and no temp or backup file is left
     assert live == {name: (hashlib.sha1(b).digest(), len(b)) for name, b in expected.items()}
     assert open_index(state).live_file_count() == len(expected)
-    assert not sync.journal_path(state.folder).exists()
+    assert journal_cleared(state)
     return usn
 
 
@@ -163,12 +182,27 @@ def test_a_crash_leaves_the_old_or_the_new_state(
     assert_consistent(state, NEW_STATE)
 
 
+@pytest.mark.parametrize(
+    ("point", "w_on_disk"),
+    [("direct file half written", b"w is"), ("files written, not placed", b"w is new")],
+)
+def test_a_file_written_under_a_new_name_is_removed_if_the_upload_did_not_commit(
+    state: UserState, point: str, w_on_disk: bytes, tmp_path: Path
+) -> None:
+    apply(state, OLD_UPLOAD)
+    assert run_child(state, point, tmp_path) == CRASH_CODE
+    # w.txt did not exist, so it was written straight to its name: half or whole, unclaimed.
+    assert (state.folder.media / "w.txt").read_bytes() == w_on_disk
+    assert not journal_cleared(state)
+    assert assert_consistent(state, OLD_STATE) == 3
+
+
 def test_a_crash_while_undoing_is_undone_on_the_next_open(
     state: UserState, tmp_path: Path
 ) -> None:
     apply(state, OLD_UPLOAD)
     assert run_child(state, "renamed, not committed", tmp_path) == CRASH_CODE
-    assert sync.journal_path(state.folder).exists()
+    assert not journal_cleared(state)
     assert run_child(state, "undo interrupted", tmp_path) == CRASH_CODE
     assert assert_consistent(state, OLD_STATE) == 3
 
@@ -179,11 +213,11 @@ def test_without_a_crash_the_child_applies_the_upload(state: UserState, tmp_path
     assert assert_consistent(state, NEW_STATE) == 6
 
 
-def test_journal_is_removed_after_a_normal_upload_and_names_are_never_media(
+def test_journal_is_cleared_after_a_normal_upload_and_names_are_never_media(
     state: UserState,
 ) -> None:
     apply(state, OLD_UPLOAD)
-    assert not sync.journal_path(state.folder).exists()
+    assert sync.journal_path(state.folder).read_bytes() == b""  # kept for the next upload, empty
     assert sync.journal_path(state.folder).parent == state.folder.root
     assert files.addition_problem(sync.JOURNAL_NAME) is None  # a legal media name, so it must
     assert sync.journal_path(state.folder).parent != state.folder.media  # live outside media/

@@ -6,8 +6,10 @@ import hashlib
 import io
 import os
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
 import pytest
 
 from ankihost.errors import BadRequest
@@ -86,6 +88,11 @@ def _staged(folder: Path, data: bytes) -> files.StagedFile:
     return files.stage_stream(folder, io.BytesIO(data), max_bytes=len(data))
 
 
+def _cleared(journal_path: Path) -> bool:
+    """No batch pending: the journal file is absent or empty (it is kept, emptied)."""
+    return not journal_path.exists() or journal_path.read_bytes() == b""
+
+
 def _media(tmp_path: Path) -> tuple[Path, Path]:
     folder = tmp_path / "media"
     folder.mkdir()
@@ -95,27 +102,62 @@ def _media(tmp_path: Path) -> tuple[Path, Path]:
 def test_journal_success_places_files_and_removes_backups(tmp_path: Path) -> None:
     folder, journal_path = _media(tmp_path)
     (folder / "old.txt").write_bytes(b"old")
+    (folder / "old2.txt").write_bytes(b"old2")
     (folder / "gone.txt").write_bytes(b"bye")
     changes = [
-        files.Change("old.txt", _staged(folder, b"new")),
+        files.Change("old.txt", _staged(folder, b"new")),  # a temp file renamed over it
+        files.Change("old2.txt", files.StagedFile.in_memory(b"new2")),  # via a temp file too
         files.Change("fresh.txt", _staged(folder, b"fresh")),
+        files.Change("direct.txt", files.StagedFile.in_memory(b"direct")),  # written in place
         files.Change("gone.txt", None),
-        files.Change("never-existed.txt", None),
+        files.Change("never-existed.txt", None),  # nothing to do on disk: not journaled
     ]
     with files.FileJournal(folder, journal_path) as journal:
         journal.apply(changes, usn=7)
         written = files.Journal.from_bytes(journal_path.read_bytes())  # durable before commit
         assert written.usn == 7
-        assert [(e.name, e.sha1) for e in written.entries] == [
-            ("old.txt", hashlib.sha1(b"new").digest()),
-            ("fresh.txt", hashlib.sha1(b"fresh").digest()),
-            ("gone.txt", None),
-            ("never-existed.txt", None),
+        assert [(e.name, e.sha1, e.backup is None) for e in written.entries] == [
+            ("old.txt", hashlib.sha1(b"new").digest(), False),
+            ("old2.txt", hashlib.sha1(b"new2").digest(), False),
+            ("fresh.txt", hashlib.sha1(b"fresh").digest(), True),
+            ("direct.txt", hashlib.sha1(b"direct").digest(), True),
+            ("gone.txt", None, False),
         ]
-        assert (folder / written.entries[0].backup).read_bytes() == b"old"
-    assert sorted(p.name for p in folder.iterdir()) == ["fresh.txt", "old.txt"]
-    assert (folder / "old.txt").read_bytes() == b"new"
-    assert not journal_path.exists()
+        backups = [e.backup for e in written.entries if e.backup is not None]
+        assert [(folder / b).read_bytes() for b in backups] == [b"old", b"old2", b"bye"]
+    assert _contents(folder) == {
+        "old.txt": b"new", "old2.txt": b"new2", "fresh.txt": b"fresh", "direct.txt": b"direct",
+    }
+    assert _cleared(journal_path)
+
+
+def test_journal_error_removes_files_written_in_place(tmp_path: Path) -> None:
+    folder, journal_path = _media(tmp_path)
+    (folder / "a.txt").write_bytes(b"A")
+    changes = [
+        files.Change("new.txt", files.StagedFile.in_memory(b"N")),
+        files.Change("a.txt", files.StagedFile.in_memory(b"A2")),
+    ]
+    with pytest.raises(RuntimeError), files.FileJournal(folder, journal_path) as journal:
+        journal.apply(changes, usn=3)
+        assert _contents(folder) == {"new.txt": b"N", "a.txt": b"A2"} | {
+            e.backup: b"A" for e in files.Journal.from_bytes(journal_path.read_bytes()).entries
+            if e.backup is not None
+        }
+        raise RuntimeError("the commit failed")
+    assert _contents(folder) == {"a.txt": b"A"}
+    assert _cleared(journal_path)
+
+
+def test_journal_refuses_a_directory_before_touching_anything(tmp_path: Path) -> None:
+    folder, journal_path = _media(tmp_path)
+    (folder / "dir").mkdir()
+    changes = [files.Change("x.txt", files.StagedFile.in_memory(b"X")),
+               files.Change("dir", files.StagedFile.in_memory(b"D"))]
+    with pytest.raises(IsADirectoryError), files.FileJournal(folder, journal_path) as journal:
+        journal.apply(changes, usn=3)
+    assert sorted(p.name for p in folder.iterdir()) == ["dir"]
+    assert _cleared(journal_path)
 
 
 def test_journal_error_restores_every_file(tmp_path: Path) -> None:
@@ -135,7 +177,7 @@ def test_journal_error_restores_every_file(tmp_path: Path) -> None:
     assert names == ["a.txt", "b.txt", "dir"]
     assert (folder / "a.txt").read_bytes() == b"A"
     assert (folder / "b.txt").read_bytes() == b"B"
-    assert not journal_path.exists()
+    assert _cleared(journal_path)
 
 
 def test_an_empty_batch_writes_no_journal(tmp_path: Path) -> None:
@@ -145,10 +187,17 @@ def test_an_empty_batch_writes_no_journal(tmp_path: Path) -> None:
         assert not journal_path.exists()
 
 
-def test_sync_files_syncs_a_batch(tmp_path: Path) -> None:
+def test_sync_fds_syncs_a_batch_and_reports_an_error(tmp_path: Path) -> None:
     staged = [_staged(tmp_path, bytes([i]) * 100) for i in range(5)]
-    files.sync_files(staged)  # no error; contents untouched
-    assert [s.path.read_bytes() for s in staged] == [bytes([i]) * 100 for i in range(5)]
+    fds = [os.open(s.path, os.O_RDONLY) for s in staged if s.path is not None]
+    try:
+        files.sync_fds(fds)  # no error; contents untouched
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert [s.path.read_bytes() for s in staged if s.path] == [bytes([i]) * 100 for i in range(5)]
+    with pytest.raises(OSError):
+        files.sync_fds([fds[0], fds[1]])  # closed descriptors
 
 
 def _crashed_batch(tmp_path: Path) -> tuple[Path, Path, files.Journal]:
@@ -177,7 +226,7 @@ def test_recover_a_committed_batch_removes_only_the_backups(tmp_path: Path) -> N
     folder, journal_path, _ = _crashed_batch(tmp_path)
     assert files.recover(folder, journal_path, 5, lambda name: None)
     assert _contents(folder) == {"a.txt": b"A2", "c.txt": b"C"}
-    assert not journal_path.exists()
+    assert _cleared(journal_path)
 
 
 def test_recover_an_uncommitted_batch_restores_the_old_files(tmp_path: Path) -> None:
@@ -185,7 +234,7 @@ def test_recover_an_uncommitted_batch_restores_the_old_files(tmp_path: Path) -> 
     old = {"a.txt": hashlib.sha1(b"A").digest(), "b.txt": hashlib.sha1(b"B").digest()}
     assert files.recover(folder, journal_path, 2, old.get)
     assert _contents(folder) == {"a.txt": b"A", "b.txt": b"B"}
-    assert not journal_path.exists()
+    assert _cleared(journal_path)
     assert not files.recover(folder, journal_path, 2, old.get)  # nothing left to do
 
 
@@ -203,7 +252,36 @@ def test_recover_ignores_a_torn_journal(tmp_path: Path) -> None:
     (folder / "a.txt").write_bytes(b"A")
     journal_path.write_bytes(b'{"usn": 4, "entries": [["a.t')
     assert files.recover(folder, journal_path, 0, lambda name: None)
-    assert _contents(folder) == {"a.txt": b"A"} and not journal_path.exists()
+    assert _contents(folder) == {"a.txt": b"A"} and _cleared(journal_path)
+
+
+def test_recover_removes_files_written_in_place_complete_or_not(tmp_path: Path) -> None:
+    folder, journal_path = _media(tmp_path)
+    entries = [
+        files.JournalEntry("whole.txt", None, hashlib.sha1(b"whole").digest()),
+        files.JournalEntry("half.txt", None, hashlib.sha1(b"half written").digest()),
+        files.JournalEntry("not yet.txt", None, hashlib.sha1(b"never started").digest()),
+    ]
+    journal_path.write_bytes(files.Journal(9, entries).to_bytes())
+    (folder / "whole.txt").write_bytes(b"whole")
+    (folder / "half.txt").write_bytes(b"half")
+    (folder / "other.txt").write_bytes(b"not in the journal")
+    assert files.recover(folder, journal_path, 8, lambda name: None)
+    assert _contents(folder) == {"other.txt": b"not in the journal"}
+    # Committed: they stay.
+    journal_path.write_bytes(files.Journal(9, entries).to_bytes())
+    (folder / "whole.txt").write_bytes(b"whole")
+    assert files.recover(folder, journal_path, 9, lambda name: None)
+    assert _contents(folder) == {"other.txt": b"not in the journal", "whole.txt": b"whole"}
+
+
+def test_a_journal_of_the_previous_version_still_reads(tmp_path: Path) -> None:
+    backup = files.new_temp_name()
+    raw = orjson.dumps({"usn": 2, "entries": [["a.txt", backup, "00" * 20], ["b", backup, None]]})
+    journal = files.Journal.from_bytes(raw)
+    assert [(e.name, e.backup) for e in journal.entries] == [("a.txt", backup), ("b", backup)]
+    with pytest.raises(ValueError):
+        files.Journal.from_bytes(orjson.dumps({"usn": 2, "entries": [["a", "not-a-temp", None]]}))
 
 
 def test_remove_stray_temps_spares_names_in_use_and_other_files(tmp_path: Path) -> None:
@@ -224,3 +302,38 @@ def test_sha1_of_file_and_symlinks_are_not_followed(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(OSError):
         files.open_for_reading(tmp_path / "link")
+
+
+def test_the_journal_file_is_reused_and_a_stale_committed_one_is_harmless(tmp_path: Path) -> None:
+    folder, journal_path = _media(tmp_path)
+    with files.FileJournal(folder, journal_path) as journal:
+        journal.apply([files.Change("a.txt", files.StagedFile.in_memory(b"A"))], usn=1)
+    inode = journal_path.stat().st_ino
+    with files.FileJournal(folder, journal_path) as journal:
+        journal.apply([files.Change("a.txt", files.StagedFile.in_memory(b"A2"))], usn=2)
+        assert files.Journal.from_bytes(journal_path.read_bytes()).usn == 2
+    assert journal_path.stat().st_ino == inode and journal_path.read_bytes() == b""
+    # A crash may bring back a cleared journal whose batch committed: nothing is undone.
+    backup = files.new_temp_name()
+    entries = [files.JournalEntry("a.txt", backup, hashlib.sha1(b"A2").digest())]
+    journal_path.write_bytes(files.Journal(2, entries).to_bytes())
+    assert files.recover(folder, journal_path, 2, lambda name: hashlib.sha1(b"A2").digest())
+    assert _contents(folder) == {"a.txt": b"A2"} and journal_path.read_bytes() == b""
+    assert not files.recover(folder, journal_path, 2, lambda name: None)  # empty: no journal
+
+
+def test_batches_of_several_users_share_the_sync_threads(tmp_path: Path) -> None:
+    def user(n: int) -> dict[str, bytes]:
+        folder, journal_path = tmp_path / f"u{n}" / "media", tmp_path / f"u{n}" / "journal"
+        folder.mkdir(parents=True)
+        for batch in range(5):
+            changes = [files.Change(f"{batch}-{i}", files.StagedFile.in_memory(b"%d" % (n * i)))
+                       for i in range(10)]
+            with files.FileJournal(folder, journal_path) as journal:
+                journal.apply(changes, usn=batch + 1)
+        return _contents(folder)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(user, range(4)))
+    for n, contents in enumerate(results):
+        assert contents == {f"{b}-{i}": b"%d" % (n * i) for b in range(5) for i in range(10)}

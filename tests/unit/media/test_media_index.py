@@ -164,3 +164,24 @@ def test_an_unknown_version_is_refused_and_left_alone(tmp_path: Path) -> None:
     with pytest.raises(ServerError):
         MediaIndex.open(tmp_path / "media.db")
     assert (tmp_path / "media.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("prefetch", [False, True])
+def test_prefetched_lookups_give_the_same_outcomes(index: MediaIndex, prefetch: bool) -> None:
+    with index.atomic() as w:
+        w.record_addition("a", sha(b"a"), 1)
+        w.record_addition("gone", sha(b"g"), 1)
+    with index.atomic() as w:
+        if prefetch:
+            w.prefetch(["a", "gone", "new", "a", "never"])
+        assert w.record_addition("a", sha(b"a"), 1) is Outcome.IDENTICAL
+        assert w.record_addition("new", sha(b"n"), 1) is Outcome.ADDED
+        assert w.record_addition("new", sha(b"n"), 1) is Outcome.IDENTICAL  # sees its own row
+        assert w.record_addition("new", sha(b"n2"), 2) is Outcome.REPLACED
+        assert w.record_deletion("gone") is Outcome.REMOVED
+        assert w.record_deletion("gone") is Outcome.ALREADY_DELETED
+        assert w.record_deletion("never") is Outcome.ALREADY_DELETED
+        assert w.last_usn == 2 + 3
+    totals = index.totals()
+    assert (totals.last_usn, totals.total_bytes, totals.live_files) == (5, 3, 2)
+    assert index.get_live("gone") is None and index.get("gone") is not None
