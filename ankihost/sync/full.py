@@ -15,7 +15,7 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from ankihost.errors import ServerError
+from ankihost.errors import BadRequest, ServerError
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply, file_reply, text_reply
 from ankihost.registry import UserState
@@ -90,11 +90,15 @@ def refuse_upload(reason: str, uploaded: Path | None) -> Reply:
 def download(state: UserState, request: SyncRequest) -> Reply:
     """Bump usn and mod, then hand out a consistent copy (spec 01 §3.4)."""
     request.json_object()  # clients send {"_pad": null}; any object is accepted
+    if request.is_legacy:
+        raise BadRequest("full downloads need sync protocol 11 (Anki 2.1.57 or later)")
     state.abort_session()
     db = state.collection()
     with collection.atomic(db):
         db.execute("update col set usn = usn + 1, mod = ?", (collection.now_millis(),))
-    db.execute("pragma wal_checkpoint(truncate)")
+    busy, _, _ = db.execute("pragma wal_checkpoint(truncate)").fetchone()
+    if busy:
+        raise ServerError("could not checkpoint the collection for download")
     fd, name = tempfile.mkstemp(prefix=".download-", dir=state.folder.root)
     os.close(fd)
     copy = Path(name)

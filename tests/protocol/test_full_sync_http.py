@@ -229,3 +229,8 @@ def test_leftovers_of_an_interrupted_run_are_removed_at_start_up(tmp_path):
     (folder / "notes.txt").write_text("the operator's own file")
     build(make_settings(tmp_path / "base"))
     assert sorted(p.name for p in folder.iterdir()) == ["media", "notes.txt"]
+
+
+def test_download_refuses_legacy_protocol_versions(wire):
+    """Protocol 8-10 clients would need a schema-11 file; they get a clear 400, not schema 18."""
+    assert wire.post("download", {}, version=10).status_code == 400
