@@ -9,8 +9,6 @@ SYNC_BASE written by one server must be served by the other.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from tests.support.client import NO_CHANGES, FullSyncRequired, SyncClient, is_auth_error
@@ -23,15 +21,6 @@ OTHER_USER, OTHER_PASSWORD = "bob", "b0b:with:colons"
 USERS = [(USER, PASSWORD), (OTHER_USER, OTHER_PASSWORD)]
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def clients() -> Iterator[dict[str, SyncClient]]:
-    """Lazily created clients, all closed at teardown."""
-    made: dict[str, SyncClient] = {}
-    yield made
-    for client in made.values():
-        client.cleanup()
 
 
 def _client(clients: dict[str, SyncClient], name: str, server: SyncServer,

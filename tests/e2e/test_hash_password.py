@@ -41,7 +41,8 @@ def hash_password(password: str) -> str:
         env=env,
         timeout=60,
     )
-    assert proc.returncode == 0, f"hash-password failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}"
+    error = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0, f"hash-password failed ({proc.returncode}): {error}"
     lines = proc.stdout.decode().splitlines()
     assert len(lines) == 1, f"expected one line on stdout, got {lines!r}"
     return lines[0]

@@ -22,7 +22,6 @@ import random
 import sqlite3
 import time
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -81,14 +80,6 @@ EMPTY = {"empty.txt", "also empty (zero bytes).dat"}
 
 
 # -- client-side helpers -----------------------------------------------------------------------
-@pytest.fixture
-def clients() -> Iterator[dict[str, SyncClient]]:
-    made: dict[str, SyncClient] = {}
-    yield made
-    for client in made.values():
-        client.cleanup()
-
-
 _folder_mtimes: dict[Path, int] = {}
 
 

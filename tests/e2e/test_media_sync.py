@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,14 +24,6 @@ USERS = [(USER, PASSWORD)]
 MiB = 1024 * 1024
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def clients() -> Iterator[dict[str, SyncClient]]:
-    made: dict[str, SyncClient] = {}
-    yield made
-    for client in made.values():
-        client.cleanup()
 
 
 def _client(clients: dict[str, SyncClient], name: str, server: SyncServer) -> SyncClient:

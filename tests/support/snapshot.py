@@ -84,7 +84,7 @@ def raw_tables(col: Collection) -> dict[str, dict[str, dict[str, Any]]]:
         kept = [n for n in names if (table, n) not in IGNORED_COLUMNS]
         rows: dict[str, dict[str, Any]] = {}
         for i, row in enumerate(col.db.execute(f"select {', '.join(names)} from {table}")):
-            record = dict(zip(names, row))
+            record = dict(zip(names, row, strict=True))
             key = "|".join(str(record[k]) for k in pk) if pk else str(i)
             rows[key] = {n: _value(record[n]) for n in kept}
         out[table] = rows

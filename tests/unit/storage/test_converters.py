@@ -125,7 +125,7 @@ def assert_same_json(ours: Any, theirs: Any, path: str = "$") -> None:
             assert_same_json(ours[key], theirs[key], f"{path}.{key}")
     elif isinstance(ours, list):
         assert len(ours) == len(theirs), path
-        for i, (a, b) in enumerate(zip(ours, theirs)):
+        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
             assert_same_json(a, b, f"{path}[{i}]")
     else:
         assert ours == theirs, path
@@ -202,7 +202,7 @@ def test_rows_survive_json_round_trip(round_trip: Any, table: str) -> None:
     source, target = round_trip
     before, after = _rows(source, table), _rows(target, table)
     assert len(before) == len(after) > 0
-    for old, new in zip(before, after):
+    for old, new in zip(before, after, strict=True):
         if table == "deck_config" and old[4] != new[4]:
             assert _canonical_other(old[4]) == _canonical_other(new[4])
             assert len(json.loads(pb.parse(pb.DeckConfigConfig, old[4]).other)) > 1
