@@ -234,3 +234,22 @@ def test_leftovers_of_an_interrupted_run_are_removed_at_start_up(tmp_path):
 def test_download_refuses_legacy_protocol_versions(wire):
     """Protocol 8-10 clients would need a schema-11 file; they get a clear 400, not schema 18."""
     assert wire.post("download", {}, version=10).status_code == 400
+
+
+def test_one_log_line_per_request_without_secrets(wire, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    wire.post("hostKey", {"u": "alice", "p": "secret"}, key="")
+    wire.post("hostKey", {"u": "alice", "p": "wrong-secret"}, key="")
+    wire.post("meta", {"v": 11})
+    wire.post("meta", {"v": 11}, key="f" * 40)
+    lines = [r.getMessage() for r in caplog.records if r.name == "ankihost.request"]
+    request_lines = [line for line in lines if line.startswith("POST ")]
+    assert len(request_lines) == 4
+    assert "user=alice" in request_lines[0] and "status=200" in request_lines[0]
+    assert "client=test,1,linux" in request_lines[2] and "ms=" in request_lines[2]
+    assert "ip=" in request_lines[3] and "status=403" in request_lines[3]
+    everything = "\n".join(r.getMessage() for r in caplog.records)
+    for secret in ("secret", "wrong-secret", ALICE_KEY, "f" * 40):
+        assert secret not in everything
