@@ -144,13 +144,15 @@ def finish_col(db: sqlite3.Connection, now_ms: int) -> None:
 
 
 def _fetch(db: sqlite3.Connection, columns: str, table: str, ids: list[int]) -> list[Row]:
-    rows: list[Row] = []
+    """The rows of `ids` (those that exist), in the order of `ids`."""
+    found: dict[int, Row] = {}
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ",".join("?" * len(part))
-        rows += db.execute(f"select {columns} from {table} where id in ({marks})", part)
-    order = {oid: i for i, oid in enumerate(ids)}
-    return sorted(rows, key=lambda row: order[row[0]])
+        rows = db.execute(f"select {columns} from {table} where id in ({marks})", part).fetchall()
+        found.update({row[0]: row for row in rows})
+    get = found.get
+    return [row for row in map(get, ids) if row is not None]
 
 
 def revlog_rows(db: sqlite3.Connection, ids: list[int]) -> list[Row]:
@@ -159,6 +161,18 @@ def revlog_rows(db: sqlite3.Connection, ids: list[int]) -> list[Row]:
 
 def card_rows(db: sqlite3.Connection, ids: list[int]) -> list[Row]:
     return _fetch(db, CARD_COLUMNS, "cards", ids)
+
+
+# `data` as a card goes out to clients: an empty one (text or blob) as "{}". The column has
+# text affinity and is NOT NULL, so these are all its falsy values.
+_CARD_WIRE_COLUMNS = CARD_COLUMNS.replace(
+    "data", "case when data = '' or data = x'' then '{}' else data end"
+)
+
+
+def card_wire_rows(db: sqlite3.Connection, ids: list[int]) -> list[Row]:
+    """`card_rows` with `data` as sent to clients (an empty one as "{}")."""
+    return _fetch(db, _CARD_WIRE_COLUMNS, "cards", ids)
 
 
 def note_rows(db: sqlite3.Connection, ids: list[int]) -> list[Row]:

@@ -61,10 +61,12 @@ def chunk(db: sqlite3.Connection, session: SyncSession) -> dict[str, Any]:
         )
     revlog_ids, card_ids, note_ids, done = take_ids(session.chunk_queue, CHUNK_SIZE)
     reply: dict[str, Any] = {"done": done}
+    # Rows go to the wire as the tuples SQLite returns (orjson writes them as arrays); the
+    # card query already gives an empty `data` as "{}" (`objects.card_wire_rows`).
     if revlog_ids:
-        reply["revlog"] = [list(row) for row in objects.revlog_rows(db, revlog_ids)]
+        reply["revlog"] = objects.revlog_rows(db, revlog_ids)
     if card_ids:
-        reply["cards"] = [card_to_wire(row) for row in objects.card_rows(db, card_ids)]
+        reply["cards"] = objects.card_wire_rows(db, card_ids)
     if note_ids:
         reply["notes"] = [note_to_wire(row) for row in objects.note_rows(db, note_ids)]
     return reply
@@ -73,25 +75,23 @@ def chunk(db: sqlite3.Connection, session: SyncSession) -> dict[str, Any]:
 def take_ids(queue: ChunkQueue, budget: int) -> tuple[list[int], list[int], list[int], bool]:
     """One revlog, one note, one card per round while budget remains (so up to budget + 2).
 
-    `done` is true when the lists ran dry before the budget did."""
-    revlog: list[int] = []
-    cards: list[int] = []
-    notes: list[int] = []
+    `done` is true when the lists ran dry before the budget did. Ids are popped from the
+    ends of the queue's lists; whole rounds are taken at once (a list's share of a run of
+    rounds is its reversed tail), which gives exactly what popping one id at a time gives."""
+    taken: dict[str, list[int]] = {"revlog": [], "notes": [], "cards": []}
+    sources = {"revlog": queue.revlog, "notes": queue.notes, "cards": queue.cards}
     while budget > 0:
-        before = budget
-        for source, target in ((queue.revlog, revlog), (queue.notes, notes), (queue.cards, cards)):
-            if source:
-                target.append(source.pop())
-                budget -= 1
-        if budget == before:
+        live = [name for name, source in sources.items() if source]
+        if not live:
             break
-    return revlog, cards, notes, budget > 0
-
-
-def card_to_wire(row: tuple[Any, ...]) -> list[Any]:
-    values = list(row)
-    values[17] = values[17] or "{}"
-    return values
+        # rounds until the budget runs out (the last one may overshoot) or a list runs dry
+        rounds = min(-(-budget // len(live)), *(len(sources[name]) for name in live))
+        for name in live:
+            source = sources[name]
+            taken[name] += source[: -rounds - 1 : -1]
+            del source[-rounds:]
+        budget -= rounds * len(live)
+    return taken["revlog"], taken["cards"], taken["notes"], budget > 0
 
 
 def note_to_wire(row: tuple[Any, ...]) -> list[Any]:

@@ -63,10 +63,20 @@ def open_target(spool_dir: Path | None) -> IO[bytes]:
 
 async def decompress_body(raw: IO[bytes], target: IO[bytes], limit: int) -> int:
     """Decompress in a worker thread, or right here for a small body (cheaper than a hop;
-    the output is still capped at `limit`)."""
+    the output is still capped at `limit`).
+
+    A small body is first decompressed here with its output capped at
+    INLINE_DECOMPRESS_LIMIT; only if it turns out larger than that (and `limit` allows more)
+    is it decompressed again, whole, in a worker thread."""
     try:
-        if raw.seek(0, 2) <= INLINE_DECOMPRESS_BYTES and limit <= INLINE_DECOMPRESS_LIMIT:
-            return decompress_into(raw, target, limit)
+        if raw.seek(0, 2) <= INLINE_DECOMPRESS_BYTES:
+            if limit <= INLINE_DECOMPRESS_LIMIT:
+                return decompress_into(raw, target, limit)
+            try:
+                return decompress_into(raw, target, INLINE_DECOMPRESS_LIMIT)
+            except PayloadTooLarge:
+                target.seek(0)
+                target.truncate()
         return await anyio.to_thread.run_sync(decompress_into, raw, target, limit)
     finally:
         raw.close()

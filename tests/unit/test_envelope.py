@@ -86,3 +86,20 @@ def test_exact_limit_is_allowed():
 def test_frame_length_counts_only_the_first_frame():
     frame = streamed(b"hello" * 1000)
     assert first_frame_length(io.BytesIO(frame + b"tail")) == len(frame)
+
+
+@pytest.mark.parametrize("size", [10, 1024 * 1024, 1024 * 1024 + 1, 3 * 1024 * 1024])
+def test_small_body_decompresses_whole_whatever_its_decompressed_size(size):
+    """A small body is tried inline (capped); a bigger output is redone in a worker thread."""
+    import anyio
+
+    from ankihost.web.envelope import INLINE_DECOMPRESS_BYTES, decompress_body
+
+    data = os.urandom(64) * (size // 64) + b"x" * (size % 64)
+    frame = streamed(data)
+    assert len(frame) <= INLINE_DECOMPRESS_BYTES
+    out = io.BytesIO()
+    assert anyio.run(decompress_body, io.BytesIO(frame), out, 10 * 1024 * 1024) == size
+    assert out.getvalue() == data
+    with pytest.raises(PayloadTooLarge):
+        anyio.run(decompress_body, io.BytesIO(frame), io.BytesIO(), size - 1)

@@ -46,3 +46,51 @@ def test_chunk_sends_rows_changed_since_min_usn_snapshotted_once(
     insert_cards_later = [(9, 1, 1, 0, 1, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, "")]
     db.executemany(f"insert into cards values ({','.join('?' * 18)})", insert_cards_later)
     assert chunk(db, session) == {"done": True}  # the snapshot is not taken again
+
+
+def _take_ids_one_by_one(queue: ChunkQueue, budget: int) -> tuple[list[int], ...]:
+    """The reference: pop one id per list per round while budget remains."""
+    revlog: list[int] = []
+    cards: list[int] = []
+    notes: list[int] = []
+    while budget > 0:
+        before = budget
+        for source, target in ((queue.revlog, revlog), (queue.notes, notes), (queue.cards, cards)):
+            if source:
+                target.append(source.pop())
+                budget -= 1
+        if budget == before:
+            break
+    return revlog, cards, notes, budget > 0  # type: ignore[return-value]
+
+
+def test_take_ids_matches_popping_one_id_at_a_time() -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(400):
+        lengths = [rng.choice([0, 1, 2, 3, 83, 84, 85, 125, 249, 250, 251, rng.randrange(600)])
+                   for _ in range(3)]
+        budget = rng.choice([1, 2, 3, 250, rng.randrange(1, 400)])
+        lists = [list(rng.sample(range(10_000), n)) for n in lengths]
+        ours = ChunkQueue(revlog=list(lists[0]), cards=list(lists[1]), notes=list(lists[2]))
+        ref = ChunkQueue(revlog=list(lists[0]), cards=list(lists[1]), notes=list(lists[2]))
+        while True:
+            got, want = take_ids(ours, budget), _take_ids_one_by_one(ref, budget)
+            assert got == want and ours == ref, (lengths, budget)
+            if got[3]:
+                break
+
+
+def test_chunk_rows_keep_the_snapshot_order_and_send_empty_card_data_as_braces(
+    db: sqlite3.Connection, session: SyncSession
+) -> None:
+    rows = [
+        (i, 1, 1, 0, 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, data)
+        for i, data in [(5, ""), (3, '{"x":1}'), (8, b""), (1, "")]
+    ]
+    db.executemany(f"insert into cards values ({','.join('?' * 18)})", rows)
+    reply = chunk(db, session)
+    snapshot_order = [r[0] for r in db.execute("select id from cards where usn >= 3")][::-1]
+    assert [c[0] for c in reply["cards"]] == snapshot_order
+    assert {c[0]: c[17] for c in reply["cards"]} == {5: "{}", 3: '{"x":1}', 8: "{}", 1: "{}"}
