@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 from starlette.applications import Starlette
 
+from ankihost import media
 from ankihost.config import ConfigError, Settings
 from ankihost.registry import Registry
 from ankihost.storage.paths import UserFolder, remove_stale_temps
@@ -21,8 +23,9 @@ def build(settings: Settings) -> Starlette:
     try:
         for folder in folders.values():
             folder.ensure()
+            media.prepare(folder)
             if removed := remove_stale_temps(folder):
                 log.info("removed leftovers of an interrupted run in %s: %s", folder.root, removed)
-    except OSError as exc:
-        raise ConfigError(f"SYNC_BASE={settings.base}: cannot create user folders: {exc}") from exc
+    except (OSError, sqlite3.Error) as exc:
+        raise ConfigError(f"SYNC_BASE={settings.base}: cannot prepare user folders: {exc}") from exc
     return create_app(settings, Registry(users, folders))

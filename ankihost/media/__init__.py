@@ -17,7 +17,13 @@ if TYPE_CHECKING:
     from ankihost.registry import UserState
     from ankihost.storage.paths import UserFolder
 
-__all__ = ["MediaIndex", "close_index", "open_index"]
+__all__ = ["MediaIndex", "close_index", "open_index", "prepare"]
+
+
+def prepare(folder: UserFolder) -> None:
+    """At start-up, as the official server does: create or upgrade the user's media.db and
+    finish whatever a crash interrupted, so the first sync pays none of it."""
+    _open(folder).close()
 
 
 def open_index(state: UserState) -> MediaIndex:
