@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.client import SyncClient
+from tests.support.media_files import write_media
 from tests.support.server import ServerKind, SyncServer
 
 USER, PASSWORD = "media-user", "médïa pw"
@@ -80,29 +81,6 @@ EMPTY = {"empty.txt", "also empty (zero bytes).dat"}
 
 
 # -- client-side helpers -----------------------------------------------------------------------
-_folder_mtimes: dict[Path, int] = {}
-
-
-def _touch_folder(folder: Path) -> None:
-    """Move the folder's mtime (seconds) past any earlier one so the client rescans it."""
-    mtime_ns = max(folder.stat().st_mtime_ns, _folder_mtimes.get(folder, 0)) + 2_000_000_000
-    os.utime(folder, ns=(mtime_ns, mtime_ns))
-    _folder_mtimes[folder] = mtime_ns
-
-
-def _write_raw(folder: Path, files: dict[str, bytes | None]) -> None:
-    """Add/replace/delete (None) files behind the client's back, as a user's file manager would;
-    a replaced file's mtime moves past its old one so the client rehashes it."""
-    for name, content in files.items():
-        path = folder / name
-        old_mtime_ns = path.stat().st_mtime_ns if path.exists() else 0
-        if content is None:
-            path.unlink()
-            continue
-        path.write_bytes(content)
-        mtime_ns = max(path.stat().st_mtime_ns, old_mtime_ns + 2_000_000_000)
-        os.utime(path, ns=(mtime_ns, mtime_ns))
-    _touch_folder(folder)
 
 
 def _renamed(stored: set[str] | list[str], wanted: set[str] | list[str] | dict[str, bytes]) -> bool:
@@ -191,13 +169,13 @@ def test_media_scenario_two_clients_and_restarts(kind: ServerKind,
 
         # A: 300+ files, most used by notes
         initial = _initial_files(rng)
-        _write_raw(a.media_dir, initial)
+        write_media(a.media_dir, initial)
         raw_nfd = {name: _blob(rng, rng.randint(100, 3000)) for name in RAW_NFD}
-        _write_raw(a.media_dir, raw_nfd)
+        write_media(a.media_dir, raw_nfd)
         written = {a.col.media.write_data(name, _blob(rng, 2000 + i))
                    for i, name in enumerate(WRITTEN_NFD)}
         assert _renamed(written, WRITTEN_NFD)
-        _write_raw(a.media_dir, {name: f"unreferenced {name}".encode() for name in UNREFERENCED})
+        write_media(a.media_dir, {name: f"unreferenced {name}".encode() for name in UNREFERENCED})
         used = sorted(set(initial) | set(RAW_NFD) | written)
         for i in range(0, len(used), 20):
             _add_note(a, used[i : i + 20])
@@ -230,7 +208,7 @@ def test_media_scenario_two_clients_and_restarts(kind: ServerKind,
         assert b.col.note_count() == a.col.note_count()
         assert all(unicodedata.is_normalized("NFC", n) for n in _folder(b))
         # empty files never leave A; A drops them so that the folders can be compared as a whole
-        _write_raw(a.media_dir, dict.fromkeys(EMPTY))
+        write_media(a.media_dir, dict.fromkeys(EMPTY))
 
         stored, usn = _restart_and_inspect(server)
         assert stored == syncable and usn == len(syncable)
@@ -246,7 +224,7 @@ def test_media_scenario_two_clients_and_restarts(kind: ServerKind,
             _nfd("B’s ñew çlip.mp3"): _blob(rng, 100 * KiB),  # NFD again: needs Check Media
             "B large 4 MiB.webm": _blob(rng, 4 * MiB),
         }
-        _write_raw(b.media_dir, {
+        write_media(b.media_dir, {
             **{n: None for n in removed_raw},
             **{n: _blob(rng, rng.randint(10, 50 * KiB)) for n in replaced},
             **added,

@@ -8,7 +8,6 @@ was written by one server must be served by the other.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from anki.errors import SyncError, SyncErrorKind
 
 from tests.support.client import SyncClient
+from tests.support.media_files import write_media
 from tests.support.server import ServerKind, SyncServer
 
 USER, PASSWORD = "alice", "media pw"
@@ -32,33 +32,6 @@ def _client(clients: dict[str, SyncClient], name: str, server: SyncServer) -> Sy
     return clients[name]
 
 
-_folder_mtimes: dict[Path, int] = {}
-
-
-def _touch_folder(folder: Path) -> None:
-    """Move the folder's mtime past any earlier one, so the client rescans it whatever the
-    clock says (it compares the folder's mtime in seconds with the one it last saw)."""
-    mtime_ns = max(folder.stat().st_mtime_ns, _folder_mtimes.get(folder, 0)) + 2_000_000_000
-    os.utime(folder, ns=(mtime_ns, mtime_ns))
-    _folder_mtimes[folder] = mtime_ns
-
-
-def _write(client: SyncClient, files: dict[str, bytes | None]) -> None:
-    """Add, replace (None: delete) files as a user would, so that the client notices.
-
-    The client only rehashes a file whose mtime (in seconds) changed, so a replaced file's
-    mtime is moved past its old one explicitly instead of waiting for the clock.
-    """
-    for name, content in files.items():
-        path = client.media_dir / name
-        old_mtime_ns = path.stat().st_mtime_ns if path.exists() else 0
-        if content is None:
-            path.unlink()
-            continue
-        path.write_bytes(content)
-        mtime_ns = max(path.stat().st_mtime_ns, old_mtime_ns + 2_000_000_000)
-        os.utime(path, ns=(mtime_ns, mtime_ns))
-    _touch_folder(client.media_dir)
 
 
 def _media(client: SyncClient) -> dict[str, str]:
@@ -90,19 +63,19 @@ def test_media_round_trip_between_two_devices(kind: ServerKind,
                                               clients: dict[str, SyncClient]) -> None:
     with SyncServer(kind, USERS) as server, server.log_on_failure():
         a = _client(clients, "A", server)
-        _write(a, INITIAL)
+        write_media(a.media_dir, INITIAL)
         a.sync_media()
         b = _client(clients, "B", server)
         b.sync_media()
         assert _media(b) == _media(a) and len(_media(a)) == len(INITIAL)
 
-        _write(a, {"note00.txt": b"changed", "note01.txt": None, "added.txt": b"new"})
+        write_media(a.media_dir, {"note00.txt": b"changed", "note01.txt": None, "added.txt": b"new"})
         a.sync_media()
         b.sync_media()
         assert _media(b) == _media(a)
         assert "note01.txt" not in _media(b)
 
-        _write(b, {"from-b.txt": b"b was here", "big0.bin": None})
+        write_media(b.media_dir, {"from-b.txt": b"b was here", "big0.bin": None})
         b.sync_media()
         a.sync_media()
         assert _media(a) == _media(b)
@@ -124,9 +97,9 @@ def test_servers_share_the_media_store(first: ServerKind, second: ServerKind, tm
         up.start()
         with up.log_on_failure():
             a = _client(clients, "A", up)
-            _write(a, INITIAL)
+            write_media(a.media_dir, INITIAL)
             a.sync_media()
-            _write(a, {"note05.txt": None, "note06.txt": b"v2"})
+            write_media(a.media_dir, {"note05.txt": None, "note06.txt": b"v2"})
             a.sync_media()
         up.stop()
         down.start()
@@ -134,7 +107,7 @@ def test_servers_share_the_media_store(first: ServerKind, second: ServerKind, tm
             b = _client(clients, "B", down)
             b.sync_media()
             assert _media(b) == _media(a)
-            _write(b, {"after-switch.txt": b"via the second server", "note07.txt": None})
+            write_media(b.media_dir, {"after-switch.txt": b"via the second server", "note07.txt": None})
             b.sync_media()
             a.use_server(down)
             a.login()
@@ -149,9 +122,9 @@ def test_servers_share_the_media_store(first: ServerKind, second: ServerKind, tm
 def test_meta_reports_the_media_usn(kind: ServerKind, clients: dict[str, SyncClient]) -> None:
     with SyncServer(kind, USERS) as server, server.log_on_failure():
         a = _client(clients, "A", server)
-        _write(a, {"one.txt": b"1", "two.txt": b"2", "three.txt": b"3"})
+        write_media(a.media_dir, {"one.txt": b"1", "two.txt": b"2", "three.txt": b"3"})
         a.sync_media()
-        _write(a, {"two.txt": None})
+        write_media(a.media_dir, {"two.txt": None})
         a.sync_media()
         assert a.sync(on_conflict="upload").server_media_usn == 4
 
@@ -163,7 +136,7 @@ def test_a_wiped_server_store_is_refilled_by_the_client(kind: ServerKind,
     client, the one after re-uploads everything (spec 03 §8)."""
     with SyncServer(kind, USERS) as server, server.log_on_failure():
         a = _client(clients, "A", server)
-        _write(a, INITIAL)
+        write_media(a.media_dir, INITIAL)
         a.sync_media()
         server.stop()
         for leftover in (server.base / USER).glob("media.db*"):
