@@ -58,7 +58,10 @@ def install_upload(state: UserState, uploaded: Path) -> Reply:
 
 def _fold_wal(live: Path) -> None:
     """Make the main file complete before it is kept: after a crash its last commits may
-    still sit in the -wal, which the swap below deletes."""
+    still sit in the -wal, which the swap below deletes. (A clean close already folded and
+    removed it, so there is nothing to do then.)"""
+    if not Path(f"{live}-wal").exists():
+        return
     try:
         collection.checkpoint_file(live)
     except sqlite3.Error as exc:

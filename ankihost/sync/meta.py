@@ -55,7 +55,7 @@ def meta(
 def legacy_meta(state: UserState, request: SyncRequest) -> Reply:
     """Protocol 8–10 clients: refuse with a message the client shows (spec 01 §6 D1)."""
     request.json_object()
-    state.close_collection()
+    state.abort_session()
     return json_reply(_refusal(LEGACY_CLIENT_MESSAGE))
 
 
