@@ -5,19 +5,17 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-from starlette.applications import Starlette
-
 from ankihost import media
 from ankihost.config import ConfigError, Settings
 from ankihost.registry import Registry
 from ankihost.storage.paths import UserFolder, remove_stale_temps
 from ankihost.users import load_users
-from ankihost.web.app import create_app
+from ankihost.web.app import SyncApp
 
 log = logging.getLogger(__name__)
 
 
-def build(settings: Settings) -> Starlette:
+def build(settings: Settings) -> SyncApp:
     users = load_users(settings)
     folders = {user.name: UserFolder(settings.base / user.name) for user in users}
     try:
@@ -28,4 +26,4 @@ def build(settings: Settings) -> Starlette:
                 log.info("removed leftovers of an interrupted run in %s: %s", folder.root, removed)
     except (OSError, sqlite3.Error) as exc:
         raise ConfigError(f"SYNC_BASE={settings.base}: cannot prepare user folders: {exc}") from exc
-    return create_app(settings, Registry(users, folders))
+    return SyncApp(settings, Registry(users, folders))

@@ -28,7 +28,6 @@ from ankihost.web.envelope import decompress_body, framed_response, open_target,
 
 Step = Callable[[UserState, SyncRequest], Reply]
 LOGIN_BODY_LIMIT = 64 * 1024
-LOGIN_THREADS = 4
 # Methods whose bodies are a few small fields. Parsed JSON can take ~30x its text in memory,
 # so these never get the 3 x MAX_SYNC_PAYLOAD_MEGS allowance that carries collection data.
 SMALL_BODY_LIMIT = 1024 * 1024
@@ -54,7 +53,7 @@ SPECIAL_METHODS = ("hostKey", "meta", "upload")
 
 async def dispatch(
     request: Request, area: str, method: str, settings: Settings, registry: Registry,
-    info: dict[str, Any],
+    info: dict[str, Any], login_slots: anyio.CapacityLimiter,
 ) -> Response:
     header_value = request.headers.get(HEADER_NAME)
     if header_value is None:
@@ -65,7 +64,7 @@ async def dispatch(
     if method not in table and not (area == "sync" and method in SPECIAL_METHODS):
         raise BadRequest(f"unknown method {area}/{method}")
     if method == "hostKey":
-        return await _login(request, header, registry, info)
+        return await _login(request, header, registry, info, login_slots)
     state = registry.by_host_key(header.host_key)
     if state is None:
         raise AuthFailed("unknown host key")
@@ -77,16 +76,6 @@ async def dispatch(
         async with state.lock:
             reply = await anyio.to_thread.run_sync(step, state, sync_request)
     return await framed_response(reply, compressed=header.version >= 11)
-
-
-def _login_slots(request: Request) -> anyio.CapacityLimiter:
-    """Password checks (PBKDF2, ~0.3 s each) share a few threads of their own, so a burst of
-    logins can never take the worker threads that sync steps of logged-in users need."""
-    state = request.app.state
-    if getattr(state, "login_slots", None) is None:
-        state.login_slots = anyio.CapacityLimiter(LOGIN_THREADS)
-    slots: anyio.CapacityLimiter = state.login_slots
-    return slots
 
 
 def _meta_step(settings: Settings) -> Step:
@@ -127,12 +116,13 @@ async def _decode_capped(
 
 
 async def _login(
-    request: Request, header: SyncHeader, registry: Registry, info: dict[str, Any]
+    request: Request, header: SyncHeader, registry: Registry, info: dict[str, Any],
+    slots: anyio.CapacityLimiter,
 ) -> Response:
     with await _decode(request, header, "hostKey", LOGIN_BODY_LIMIT) as sync_request:
         info["user"] = "?"
         reply = await anyio.to_thread.run_sync(
-            login.host_key, registry, sync_request, limiter=_login_slots(request)
+            login.host_key, registry, sync_request, limiter=slots
         )
         info["user"] = sync_request.json_object()["u"]
     return await framed_response(reply, compressed=header.version >= 11)
