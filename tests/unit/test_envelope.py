@@ -103,3 +103,34 @@ def test_small_body_decompresses_whole_whatever_its_decompressed_size(size):
     assert out.getvalue() == data
     with pytest.raises(PayloadTooLarge):
         anyio.run(decompress_body, io.BytesIO(frame), io.BytesIO(), size - 1)
+
+
+def test_a_body_after_a_refused_one_decompresses_cleanly():
+    """Each thread reuses one zstd context: a decompression stopped half-way (limit, or a
+    broken frame) must not leak state into the next body on the same thread."""
+    bomb = streamed(bytes(50 * 1024 * 1024))
+    with pytest.raises(PayloadTooLarge):
+        decompress(bomb, limit=1024 * 1024)
+    header = bytes.fromhex("28b52ffd") + bytes([0x00, 0x58])
+    with pytest.raises(BadRequest):
+        decompress(header + ((8 << 3) | (2 << 1) | 1).to_bytes(3, "little") + b"\xff" * 8)
+    data = os.urandom(300_000)
+    assert decompress(streamed(data)) == data
+    assert zstandard.ZstdDecompressor().decompress(compress(data)) == data
+
+
+def test_compressed_replies_carry_their_size_and_round_trip_on_any_thread():
+    import threading
+
+    results: list[bytes] = []
+    payloads = [os.urandom(n) for n in (0, 10, 200_000)]
+
+    def work() -> None:
+        results.extend(zstandard.ZstdDecompressor().decompress(compress(p)) for p in payloads)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == sorted(payloads * 4)
