@@ -62,8 +62,9 @@ def canonical_tag_string(tags: str) -> str:
 
 def strip_media_html(text: str) -> str:
     """HTML to plain text, keeping media file names; entities decoded only when `&` occurs."""
-    text = _MEDIA_TAG.sub(lambda m: f" {m.group(1) or m.group(2) or m.group(3)} ", text)
-    text = _HTML.sub("", text)
+    if "<" in text:  # both patterns start with "<": a text without one is left as it is
+        text = _MEDIA_TAG.sub(lambda m: f" {m.group(1) or m.group(2) or m.group(3)} ", text)
+        text = _HTML.sub("", text)
     if "&" in text:
         decoded = decode_entities(text)
         if decoded is not None:

@@ -23,6 +23,11 @@ def test_checksum_of_the_spec_example() -> None:
         ("one&nbsp;two &amp; three", "one two & three"),
         ("kept\u00a0nbsp", "kept\u00a0nbsp"),
         ("<div>multi\nline</div>", "multi\nline"),
+        # no "<": neither pattern can match, entities are still decoded
+        ("plain text > kept", "plain text > kept"),
+        ("x &lt;b&gt; y", "x <b> y"),
+        ("a & b&nbsp;c", "a & b&nbsp;c"),
+        ("", ""),
     ],
 )
 def test_strip_media_html(html: str, text: str) -> None:
