@@ -2,11 +2,15 @@
 
 A handler returns a `Reply` holding the uncompressed payload, either in memory or in a file
 (streamed and, if `delete_after`, removed once sent). The web layer compresses it as one zstd
-frame with `anki-original-size` for protocol 11, or sends it raw to legacy clients.
+frame with `anki-original-size` for protocol 11, or sends it raw to legacy clients. A reply
+may carry a `follow_up`: work the web layer runs once the reply is sent, under the same
+user's lock, like a step of its own (used to prepare the next `chunk` while the client is
+still busy with this one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +23,15 @@ class Reply:
     data: bytes = b""
     path: Path | None = None
     delete_after: bool = False
+    follow_up: Callable[[], None] | None = None
 
     @property
     def size(self) -> int:
         return self.path.stat().st_size if self.path is not None else len(self.data)
 
 
-def json_reply(value: Any) -> Reply:
-    return Reply(orjson.dumps(value))
+def json_reply(value: Any, follow_up: Callable[[], None] | None = None) -> Reply:
+    return Reply(orjson.dumps(value), follow_up=follow_up)
 
 
 def text_reply(text: str) -> Reply:

@@ -1,6 +1,10 @@
 """`chunk` and `applyChunk`: revlog, cards and notes in bounded batches, both directions.
 
 Outgoing ids are snapshotted at the first `chunk` of a session and handed out ~250 per call.
+While the client stores one chunk, the server already makes the next (`prepare_next_chunk`,
+run by the web layer after the reply is sent, under the user's lock); the client's next
+`chunk` request then gets it at once, or the error making it met, exactly as if it were
+made then.
 Incoming rows follow rule C for cards and notes (the server keeps its own copy only when it
 changed since the client's last sync and is not older) and insert-or-ignore for revlog.
 """
@@ -70,6 +74,28 @@ def chunk(db: sqlite3.Connection, session: SyncSession) -> dict[str, Any]:
     if note_ids:
         reply["notes"] = [note_to_wire(row) for row in objects.note_rows(db, note_ids)]
     return reply
+
+
+def next_chunk(db: sqlite3.Connection, session: SyncSession) -> dict[str, Any]:
+    """The reply to a `chunk` request: the one prepared ahead if any, else made now."""
+    prepared, session.next_chunk = session.next_chunk, None
+    if isinstance(prepared, Exception):
+        raise prepared  # it fails this request, as it would have failed making it now
+    reply = prepared if prepared is not None else chunk(db, session)
+    if reply["done"]:
+        session.chunks_done = True
+    return reply
+
+
+def prepare_next_chunk(db: sqlite3.Connection, session: SyncSession) -> None:
+    """Make the chunk the client will ask for next. The caller holds the user's lock and
+    has checked that `session` is still the active one."""
+    if session.next_chunk is not None or session.chunks_done:
+        return
+    try:
+        session.next_chunk = chunk(db, session)
+    except Exception as exc:  # noqa: BLE001 - handed to the request it was made for
+        session.next_chunk = exc
 
 
 def take_ids(queue: ChunkQueue, budget: int) -> tuple[list[int], list[int], list[int], bool]:

@@ -46,7 +46,15 @@ def handle_apply_changes(state: UserState, request: SyncRequest) -> Reply:
 def handle_chunk(state: UserState, request: SyncRequest) -> Reply:
     current, _ = _begin_step(state, request)
     with session.rolled_back_on_failure(state):
-        return json_reply(chunks.chunk(state.collection(), current))
+        reply = chunks.next_chunk(state.collection(), current)
+    if current.chunks_done:
+        return json_reply(reply)
+
+    def prepare() -> None:  # after the reply is sent, under the user's lock again
+        if state.session is current:  # not ended or replaced meanwhile
+            chunks.prepare_next_chunk(state.collection(), current)
+
+    return json_reply(reply, follow_up=prepare)
 
 
 def handle_apply_chunk(state: UserState, request: SyncRequest) -> Reply:

@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ankihost.errors import BadRequest, ServerError, SessionConflict, SyncError
 from ankihost.storage.collection import read_col
@@ -44,6 +44,11 @@ class SyncSession:
     # `lnewer`: the client's collection was modified after the server's.
     client_is_newer: bool
     chunk_queue: ChunkQueue | None = None
+    # The next `chunk` reply, made ahead of the client's request for it (see sync/chunks.py),
+    # or the error making it raised; None when nothing is prepared.
+    next_chunk: dict[str, Any] | Exception | None = None
+    # A `chunk` reply said `done`: there is nothing more to prepare.
+    chunks_done: bool = False
 
 
 def session_key(request: SyncRequest) -> str:

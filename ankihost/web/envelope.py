@@ -17,6 +17,7 @@ from typing import IO
 
 import anyio
 import zstandard
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -99,18 +100,22 @@ def gunzip_into(data: bytes, target: IO[bytes], limit: int) -> int:
     return written
 
 
-async def framed_response(reply: Reply, compressed: bool) -> Response:
-    """A 200 carrying `reply`: one zstd frame plus anki-original-size, or raw for legacy."""
+async def framed_response(
+    reply: Reply, compressed: bool, after: BackgroundTask | None = None
+) -> Response:
+    """A 200 carrying `reply`: one zstd frame plus anki-original-size, or raw for legacy.
+    `after` runs once the response is sent."""
     if reply.path is None:
         data = reply.data
         if compressed:
             small = len(data) <= INLINE_COMPRESS_BYTES
             data = compress(data) if small else await anyio.to_thread.run_sync(compress, data)
         headers = {ORIGINAL_SIZE_HEADER: str(len(reply.data))} if compressed else {}
-        return Response(data, headers=headers, media_type="application/octet-stream")
+        return Response(data, headers=headers, media_type="application/octet-stream", background=after)
     headers = {ORIGINAL_SIZE_HEADER: str(reply.size)} if compressed else {}
     return StreamingResponse(
-        _stream_file(reply, compressed), headers=headers, media_type="application/octet-stream"
+        _stream_file(reply, compressed), headers=headers, media_type="application/octet-stream",
+        background=after,
     )
 
 

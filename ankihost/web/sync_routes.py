@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -75,7 +76,21 @@ async def dispatch(
     with await _decode(request, header, method, body_limit(method, settings)) as sync_request:
         async with state.lock:
             reply = await anyio.to_thread.run_sync(step, state, sync_request)
-    return await framed_response(reply, compressed=header.version >= 11)
+    return await framed_response(reply, header.version >= 11, _follow_up(state, reply))
+
+
+def _follow_up(state: UserState, reply: Reply) -> BackgroundTask | None:
+    """The reply's follow-up work, run after it is sent like a step: under the user's lock,
+    in a worker thread."""
+    work = reply.follow_up
+    if work is None:
+        return None
+
+    async def run() -> None:
+        async with state.lock:
+            await anyio.to_thread.run_sync(work)
+
+    return BackgroundTask(run)
 
 
 def _meta_step(settings: Settings) -> Step:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 
-from ankihost.sync.chunks import CHUNK_SIZE, chunk, take_ids
+import pytest
+
+from ankihost.sync import chunks
+from ankihost.sync.chunks import CHUNK_SIZE, chunk, next_chunk, prepare_next_chunk, take_ids
 from ankihost.sync.session import ChunkQueue, SyncSession
 
 
@@ -94,3 +97,40 @@ def test_chunk_rows_keep_the_snapshot_order_and_send_empty_card_data_as_braces(
     snapshot_order = [r[0] for r in db.execute("select id from cards where usn >= 3")][::-1]
     assert [c[0] for c in reply["cards"]] == snapshot_order
     assert {c[0]: c[17] for c in reply["cards"]} == {5: "{}", 3: '{"x":1}', 8: "{}", 1: "{}"}
+
+
+def _drain(db: sqlite3.Connection, session: SyncSession, prepare: bool) -> list[dict]:
+    replies = []
+    while not session.chunks_done:
+        replies.append(next_chunk(db, session))
+        if prepare:
+            prepare_next_chunk(db, session)
+    return replies
+
+
+def test_chunks_prepared_ahead_are_the_chunks_made_on_request(
+    db: sqlite3.Connection, session: SyncSession
+) -> None:
+    insert_cards(db, [4] * (2 * CHUNK_SIZE + 10))
+    on_request = _drain(db, SyncSession("a", 5, 3, False), prepare=False)
+    ahead = _drain(db, session, prepare=True)
+    assert len(on_request) == 3 and ahead == on_request
+    assert session.next_chunk is None  # nothing is prepared after the `done` chunk
+    prepare_next_chunk(db, session)
+    assert session.next_chunk is None
+
+
+def test_an_error_preparing_a_chunk_fails_the_request_it_was_made_for(
+    db: sqlite3.Connection, session: SyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    insert_cards(db, [4] * (CHUNK_SIZE + 10))
+    assert next_chunk(db, session)["done"] is False
+
+    def broken(db: sqlite3.Connection, session: SyncSession) -> dict:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(chunks, "chunk", broken)
+    prepare_next_chunk(db, session)  # the error is kept, not raised here
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        next_chunk(db, session)
+    assert session.next_chunk is None

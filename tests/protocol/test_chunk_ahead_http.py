@@ -1,0 +1,87 @@
+"""`chunk` through the real app: the next chunk is made after each reply is sent, and the
+client still gets every pending row exactly once, in order, whatever ends a session."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Wire
+
+
+@pytest.fixture(scope="module")
+def large_collection(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """A real-client collection with 300 notes and 300 cards: three chunks' worth."""
+    from anki.collection import Collection
+
+    path = tmp_path_factory.mktemp("large") / "collection.anki2"
+    col = Collection(str(path))
+    basic = col.models.by_name("Basic")
+    for i in range(300):
+        note = col.new_note(basic)
+        note["Front"], note["Back"] = f"front {i}", f"back {i}"
+        col.add_note(note, col.decks.id("Default"))
+    col.close(downgrade=False)
+    db = sqlite3.connect(path)  # as after a full upload: every row synced, at usn 0
+    with db:
+        for table in ("notes", "cards"):
+            db.execute(f"update {table} set usn = 0")
+    db.close()
+    return path.read_bytes()
+
+
+def start(wire: Wire, session: str) -> None:
+    response = wire.post("start", {"minUsn": 0, "lnewer": False, "graves": None}, session=session)
+    assert response.status_code == 200, response.text
+
+
+def chunks(wire: Wire, session: str, limit: int = 100) -> list[dict]:
+    replies = []
+    while len(replies) < limit:
+        replies.append(wire.json(wire.post("chunk", {}, session=session)))
+        if replies[-1]["done"]:
+            break
+    return replies
+
+
+def prepared(wire: Wire):
+    return wire.http.app.state.registry.by_name("alice").session.next_chunk
+
+
+def test_every_pending_row_arrives_once_in_order(
+    wire: Wire, large_collection: bytes, tmp_path: Path
+) -> None:
+    assert wire.payload(wire.post("upload", large_collection)) == b"OK"
+    wire.json(wire.post("meta", {"v": 11}))
+    start(wire, "s1")
+    first = wire.json(wire.post("chunk", {}, session="s1"))
+    assert first["done"] is False and prepared(wire) is not None  # made after the reply
+    replies = [first, *chunks(wire, "s1")]
+    assert len(replies) == 3 and prepared(wire) is None
+    uploaded = tmp_path / "uploaded.anki2"  # the server holds its file exclusively
+    uploaded.write_bytes(large_collection)
+    db = sqlite3.connect(uploaded)
+    for table, key in (("cards", "cards"), ("notes", "notes")):
+        sent = [row[0] for reply in replies for row in reply.get(key, [])]
+        assert sorted(sent) == [r[0] for r in db.execute(f"select id from {table} order by id")]
+        assert len(set(sent)) == len(sent)
+
+
+def test_a_session_ended_mid_way_starts_over_without_the_prepared_chunk(
+    wire: Wire, large_collection: bytes
+) -> None:
+    assert wire.payload(wire.post("upload", large_collection)) == b"OK"
+    start(wire, "s1")
+    whole = chunks(wire, "s1")
+    start(wire, "s2")
+    wire.json(wire.post("chunk", {}, session="s2"))
+    assert prepared(wire) is not None
+    assert wire.post("abort", {}, session="s2").status_code == 200
+    start(wire, "s3")  # a new session: its first chunk is made fresh, from the start
+    assert chunks(wire, "s3") == whole
+    start(wire, "s4")
+    wire.json(wire.post("chunk", {}, session="s4"))
+    assert wire.post("chunk", {}, session="other").status_code == 409  # another device's key
+    assert chunks(wire, "s4")[-1]["done"] is True  # the running session carries on
