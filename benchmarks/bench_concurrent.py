@@ -203,14 +203,15 @@ def tree_cpu_seconds(pid: int | None) -> float:
 class Workers:
     """N spawned client processes, reused across rounds; always stopped."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, target: Callable[[int, Connection, Any], None] | None = None) -> None:
+        """``target(index, conn, barrier)`` serves the rounds (default: `worker_main`)."""
         ctx = mp.get_context("spawn")
         self.barrier = ctx.Barrier(n + 1)  # the workers and this process
         self.conns: list[Connection] = []
         self.procs: list[mp.process.BaseProcess] = []
         for i in range(n):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(i, child, self.barrier), name=f"bench-user-{i + 1}",
+            proc = ctx.Process(target=target or worker_main, args=(i, child, self.barrier), name=f"bench-user-{i + 1}",
                                daemon=True)
             proc.start()
             child.close()

@@ -19,7 +19,9 @@ upstream answered it, before the answer is passed back
 
 A hook is called once per matching request; :meth:`ForwardingProxy.on` can
 limit it to the first ``times`` matches. Every request path is recorded in
-:attr:`ForwardingProxy.paths` (in arrival order), forwarded or not.
+:attr:`ForwardingProxy.paths` (in arrival order), forwarded or not. With
+``record=True`` every forwarded request and its answer are also kept whole in
+:attr:`ForwardingProxy.exchanges` (e.g. to replay a real client's traffic).
 
 The proxy exposes ``endpoint`` and ``starts`` (the upstream's start counter),
 so a :class:`tests.support.client.SyncClient` can use it as its server::
@@ -34,6 +36,7 @@ from __future__ import annotations
 import http.client
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 
@@ -46,6 +49,19 @@ Hook = Callable[[str], str | None]
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"}
 )
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One forwarded request and the upstream's answer, as they went over the wire."""
+
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...]  # as forwarded (hop-by-hop ones dropped)
+    body: bytes
+    status: int
+    response_headers: tuple[tuple[str, str], ...]
+    response_body: bytes
 
 
 class Upstream(Protocol):
@@ -113,6 +129,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()  # the upstream died: so does the client's request
             return
         conn.close()
+        if proxy.exchanges is not None:
+            exchange = Exchange(self.command, path, tuple(headers.items()), body, response.status,
+                                tuple(response_headers), payload)
+            with proxy.lock:
+                proxy.exchanges.append(exchange)
         if proxy.run_hook(path, after=True) == DROP:
             self._drop()  # the upstream answered; the client never hears it
             return
@@ -146,11 +167,12 @@ class _ProxyServer(ThreadingHTTPServer):
 class ForwardingProxy:
     """Forward 127.0.0.1:<own port> to the upstream server's current port."""
 
-    def __init__(self, upstream: Upstream, timeout: float = 120.0) -> None:
+    def __init__(self, upstream: Upstream, timeout: float = 120.0, *, record: bool = False) -> None:
         self.upstream = upstream
         self.timeout = timeout
         self.lock = threading.Lock()
         self.paths: list[str] = []
+        self.exchanges: list[Exchange] | None = [] if record else None
         self._hooks: dict[tuple[str, bool], list[tuple[Hook, list[int]]]] = {}
         self._httpd = _ProxyServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
