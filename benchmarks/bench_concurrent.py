@@ -262,6 +262,22 @@ class Workers:
                 proc.join()
 
 
+def user_template(work: Path, notes: int, users: int) -> tuple[Path, dict[str, Any]]:
+    """Each user's collection (copied per round): ``notes`` generated notes, 400 cards due."""
+    from anki.collection import Collection
+
+    template = build_template(work, build_large_collection, notes=notes, reviews=60)
+    col = Collection(str(template))
+    try:
+        make_reviews_due(col, 400)
+        info: dict[str, Any] = dict(users=users, notes_per_user=col.note_count(),
+                                    cards_per_user=col.card_count())
+    finally:
+        col.close()
+    info.update(collection_mb=round(template.stat().st_size / 2**20, 1), cpus=os.cpu_count())
+    return template, info
+
+
 def one_round(kind: ServerKind, workers: Workers, template: Path, work: Path, users: int,
               results: Results, seed: int, mix: str) -> float:
     """Run one round; returns the wall time from the barrier to the last user done."""
@@ -307,15 +323,7 @@ def main() -> int:
     workers = None
     try:
         started = time.perf_counter()
-        template = build_template(work, build_large_collection, notes=args.notes, reviews=60)
-        from anki.collection import Collection
-
-        col = Collection(str(template))
-        make_reviews_due(col, 400)
-        info = dict(users=args.users, notes_per_user=col.note_count(), cards_per_user=col.card_count())
-        col.close()
-        info["collection_mb"] = round(template.stat().st_size / 2**20, 1)
-        info["cpus"] = os.cpu_count()
+        template, info = user_template(work, args.notes, args.users)
         workers = Workers(args.users)
         print(f"prepared template and {args.users} workers in {time.perf_counter() - started:.1f}s: {info}",
               flush=True)

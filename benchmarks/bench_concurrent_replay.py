@@ -48,20 +48,17 @@ from typing import Any
 
 import orjson
 import zstandard
-from bench_concurrent import Workers, machine_busy_seconds, tree_cpu_seconds
+from bench_concurrent import Workers, machine_busy_seconds, tree_cpu_seconds, user_template
 from common import (
     Results,
     add_new_notes,
     answer_reviews,
     bench_server,
-    build_template,
     client_from_template,
-    make_reviews_due,
     parse_args,
     round_order,
 )
 
-from tests.support.content import build_large_collection
 from tests.support.proxy import Exchange, ForwardingProxy
 from tests.support.server import ServerKind
 
@@ -202,14 +199,7 @@ def main() -> int:
     workers = None
     try:
         started = time.perf_counter()
-        template = build_template(work, build_large_collection, notes=args.notes, reviews=60)
-        from anki.collection import Collection
-
-        col = Collection(str(template))
-        make_reviews_due(col, 400)
-        info: dict[str, Any] = dict(users=args.users, notes_per_user=col.note_count(),
-                                    cards_per_user=col.card_count())
-        col.close()
+        template, info = user_template(work, args.notes, args.users)
         exchanges = record_cycle(template)
         info.update(requests_per_user=len(exchanges),
                     upload_mb=round(sum(len(e.body) for e in exchanges) / 2**20, 2),
