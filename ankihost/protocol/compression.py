@@ -70,7 +70,7 @@ def decompress_into(source: IO[bytes], target: IO[bytes], limit: int) -> int:
     written = 0
     try:
         frame = cast(IO[bytes], _Bounded(source, frame_end))
-        pieces = _contexts().decompressor.read_to_iter(
+        pieces = _CONTEXTS.decompressor.read_to_iter(
             frame, read_size=READ_PIECE_BYTES, write_size=DECOMPRESS_PIECE_BYTES
         )
         for piece in pieces:
@@ -100,7 +100,7 @@ class _Bounded:
 
 def compress(data: bytes) -> bytes:
     """One zstd frame with the content size, at the default level, as clients expect."""
-    return _contexts().compressor.compress(data)
+    return _CONTEXTS.compressor.compress(data)
 
 
 class _Contexts(threading.local):
@@ -113,11 +113,7 @@ class _Contexts(threading.local):
         self.decompressor = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW_BYTES)
 
 
-_contexts_of_threads = _Contexts()
-
-
-def _contexts() -> _Contexts:
-    return _contexts_of_threads
+_CONTEXTS = _Contexts()
 
 
 def compress_file(source: IO[bytes], target: IO[bytes]) -> None:
