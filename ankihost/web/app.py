@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -76,7 +75,6 @@ class SyncApp:
         # Password checks (PBKDF2, ~0.3 s each) share a few threads of their own, so a burst
         # of logins can never take the worker threads that sync steps of logged-in users need.
         self.login_slots = anyio.CapacityLimiter(LOGIN_THREADS)
-        self.state = SimpleNamespace(registry=registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -47,7 +47,7 @@ def chunks(wire: Wire, session: str, limit: int = 100) -> list[dict]:
 
 
 def prepared(wire: Wire):
-    return wire.http.app.state.registry.by_name("alice").session.next_chunk
+    return wire.http.app.registry.by_name("alice").session.next_chunk
 
 
 def test_every_pending_row_arrives_once_in_order(

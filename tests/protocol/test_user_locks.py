@@ -18,7 +18,7 @@ def meta_request(key: str) -> dict:
 @pytest.mark.anyio
 async def test_a_busy_user_does_not_block_another(settings):
     app = build(settings)
-    alice = app.state.registry.by_name("alice")
+    alice = app.registry.by_name("alice")
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
         results: dict[str, int] = {}
