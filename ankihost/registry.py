@@ -1,8 +1,9 @@
 """All mutable state shared across requests: one `UserState` per configured user.
 
 Each user has their own lock; nothing here is global to all users, so one user's upload never
-waits for another's. The web layer takes `state.lock` (an asyncio lock, so waiting costs no
-thread) and then runs the synchronous core in a worker thread with the state in hand.
+waits for another's. The web layer runs the synchronous core through `UserState.locked`: it
+takes `state.lock` (an asyncio lock, so waiting costs no thread), then runs the work in a
+worker thread with the state in hand.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+import anyio
 
 from ankihost import media
 from ankihost.storage import schema
@@ -19,6 +23,7 @@ from ankihost.storage.paths import UserFolder
 from ankihost.users import User
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -32,6 +37,12 @@ class UserState:
     session: Any = None
     # The media index of this user, opened lazily by ankihost.media (None = not open).
     media: Any = None
+
+    async def locked(self, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in a worker thread, holding this user's lock throughout (anyio waits
+        for the thread even if the caller is cancelled, so the lock never outlives it)."""
+        async with self.lock:
+            return await anyio.to_thread.run_sync(work, *args)
 
     def collection(self) -> sqlite3.Connection:
         """The open collection, opened (and for a new user created empty) on first use."""

@@ -53,8 +53,7 @@ async def close_all(registry: Registry) -> None:
     user's lock so no step still running in a worker thread shares a connection with us."""
     for state in registry.all():
         with anyio.move_on_after(SHUTDOWN_WAIT_SECS) as waited:
-            async with state.lock:
-                await anyio.to_thread.run_sync(registry.close_user, state)
+            await state.locked(registry.close_user, state)
         if waited.cancelled_caught:
             log.warning("%s was still busy at shutdown; SQLite rolls back on next start",
                         state.user.name)

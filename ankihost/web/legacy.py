@@ -49,8 +49,7 @@ async def dispatch(
         if state is None:
             raise AuthFailed("unknown host key")
         info["user"] = state.user.name
-        async with state.lock:
-            reply = await anyio.to_thread.run_sync(meta.legacy_meta, state, sync_request)
+        reply = await state.locked(meta.legacy_meta, state, sync_request)
     return await framed_response(reply, compressed=False)
 
 

@@ -74,8 +74,7 @@ async def dispatch(
         return await _upload(request, header, state, settings)
     step = table.get(method) or _meta_step(settings)
     with await _decode(request, header, method, body_limit(method, settings)) as sync_request:
-        async with state.lock:
-            reply = await anyio.to_thread.run_sync(step, state, sync_request)
+        reply = await state.locked(step, state, sync_request)
     return await framed_response(reply, header.version >= 11, _follow_up(state, reply))
 
 
@@ -86,11 +85,7 @@ def _follow_up(state: UserState, reply: Reply) -> BackgroundTask | None:
     if work is None:
         return None
 
-    async def run() -> None:
-        async with state.lock:
-            await anyio.to_thread.run_sync(work)
-
-    return BackgroundTask(run)
+    return BackgroundTask(state.locked, work)
 
 
 def _meta_step(settings: Settings) -> Step:
@@ -163,6 +158,5 @@ async def _upload(
     problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
     if problem:
         return await framed_response(full.refuse_upload(problem, path), compressed)
-    async with state.lock:
-        reply = await anyio.to_thread.run_sync(full.install_upload, state, path)
+    reply = await state.locked(full.install_upload, state, path)
     return await framed_response(reply, compressed)
