@@ -5,12 +5,18 @@ While the client stores one chunk, the server already makes the next (`prepare_n
 run by the web layer after the reply is sent, under the user's lock); the client's next
 `chunk` request then gets it at once, or the error making it met, exactly as if it were
 made then.
+`applyChunk` works the other way round: a body is parsed (a malformed one is refused at once),
+answered, and written after the reply is sent, while the client makes its next chunk
+(`apply_unapplied`, run the same way). Every later request of the session first writes what is
+still unwritten (`settle`), so each step sees every earlier chunk, and an error writing one
+fails that next request, as the session's transaction is rolled back.
 Incoming rows follow rule C for cards and notes (the server keeps its own copy only when it
 changed since the client's last sync and is not older) and insert-or-ignore for revlog.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +40,8 @@ CARD_TYPES = frozenset({0, 1, 2, 3})
 CARD_QUEUES = frozenset({-3, -2, -1, 0, 1, 2, 3, 4})
 REVLOG_KINDS = frozenset(range(6))
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -198,6 +206,30 @@ def parse_apply_chunk(body: dict[str, Any]) -> IncomingChunk:
 
 
 # --- client → server: applying ---------------------------------------------------------
+
+
+def apply_unapplied(db: sqlite3.Connection, session: SyncSession) -> None:
+    """Write the chunks answered but not yet written; an error is kept for `settle`. The
+    caller holds the user's lock and has checked that `session` is still the active one."""
+    try:
+        settle(db, session)
+    except Exception as exc:  # noqa: BLE001 - handed to the session's next request
+        session.unapplied.clear()
+        session.apply_error = exc
+
+
+def settle(db: sqlite3.Connection, session: SyncSession) -> None:
+    """Before any step: write every unwritten chunk, oldest first, or raise the error that
+    writing one met (the caller rolls the session back)."""
+    error, session.apply_error = session.apply_error, None
+    try:
+        if error is not None:
+            raise error
+        while session.unapplied:
+            apply_chunk(db, session, session.unapplied.pop(0))
+    except Exception as exc:
+        log.info("an applyChunk answered earlier in this sync could not be written: %r", exc)
+        raise
 
 
 def apply_chunk(db: sqlite3.Connection, session: SyncSession, incoming: IncomingChunk) -> None:

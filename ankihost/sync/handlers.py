@@ -1,8 +1,10 @@
 """The normal-sync methods as the web layer calls them: `METHODS[name](state, request)`.
 
-Each handler checks the session key, parses the body (a malformed body is a 400 that leaves
-the session alone), runs one step under `rolled_back_on_failure`, and wraps the JSON reply.
-The caller holds the user's lock. `meta`, `abort`, `upload` and `download` live elsewhere.
+Each handler checks the session key, writes any chunk the session sent earlier that is still
+unwritten, parses the body (a malformed body is a 400 that leaves the session alone), runs one
+step under `rolled_back_on_failure`, and wraps the JSON reply. A reply's `follow_up` is run by
+the web layer after the reply is sent (`chunk`: make the next chunk; `applyChunk`: write this
+one). The caller holds the user's lock. `meta`, `abort`, `upload` and `download` live elsewhere.
 """
 
 from __future__ import annotations
@@ -59,10 +61,13 @@ def handle_chunk(state: UserState, request: SyncRequest) -> Reply:
 
 def handle_apply_chunk(state: UserState, request: SyncRequest) -> Reply:
     current, body = _begin_step(state, request)
-    incoming = chunks.parse_apply_chunk(body)
-    with session.rolled_back_on_failure(state):
-        chunks.apply_chunk(state.collection(), current, incoming)
-    return json_reply(None)
+    current.unapplied.append(chunks.parse_apply_chunk(body))
+
+    def write() -> None:  # after the reply is sent, under the user's lock again
+        if state.session is current:  # not ended or replaced meanwhile
+            chunks.apply_unapplied(state.collection(), current)
+
+    return json_reply(None, follow_up=write)
 
 
 def handle_sanity_check(state: UserState, request: SyncRequest) -> Reply:
@@ -84,8 +89,12 @@ def handle_finish(state: UserState, request: SyncRequest) -> Reply:
 
 
 def _begin_step(state: UserState, request: SyncRequest) -> tuple[session.SyncSession, Any]:
-    """The caller's session (400 empty key, 409 none or another's) and its JSON body."""
+    """The caller's session (400 empty key, 409 none or another's), with every chunk it sent
+    written (an error writing one fails this step), and the request's JSON body."""
     current = session.active_session(state, session.session_key(request))
+    if current.unapplied or current.apply_error is not None:
+        with session.rolled_back_on_failure(state):
+            chunks.settle(state.collection(), current)
     return current, request.json_object()
 
 

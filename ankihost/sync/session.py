@@ -21,6 +21,7 @@ from ankihost.storage.collection import read_col
 if TYPE_CHECKING:
     from ankihost.protocol.request import SyncRequest
     from ankihost.registry import UserState
+    from ankihost.sync.chunks import IncomingChunk
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class SyncSession:
     next_chunk: dict[str, Any] | Exception | None = None
     # A `chunk` reply said `done`: there is nothing more to prepare.
     chunks_done: bool = False
+    # `applyChunk` bodies already answered but not yet written (see sync/chunks.py), oldest
+    # first, and the error writing one of them raised, for the session's next request.
+    unapplied: list[IncomingChunk] = field(default_factory=list)
+    apply_error: Exception | None = None
 
 
 def session_key(request: SyncRequest) -> str:

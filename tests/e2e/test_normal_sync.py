@@ -36,7 +36,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import orjson
 import pytest
+import zstandard
 from anki.collection import Collection
 from anki.decks import DeckId
 from anki.errors import NetworkError, SyncError
@@ -651,6 +653,45 @@ def test_server_killed_after_commit_before_reply(pair: Pair) -> None:
     assert_made(a, made, "A")
     assert_devices_equal(a, b, "A and B after a server killed after commit", without_usns=True)
     assert_in_sync(b, server)
+
+
+def bogus_note_added(body: bytes) -> bytes:
+    """An applyChunk body with one more note, of a notetype no device has: the server
+    answers the chunk at once and only meets the problem when it writes it."""
+    chunk = orjson.loads(zstandard.ZstdDecompressor().decompressobj().decompress(body))
+    chunk["chunk"].setdefault("notes", []).append(
+        [1, "bogus-guid", 424242, 1, -1, "", "front\x1fback", "", "", 0, ""]
+    )
+    return zstandard.ZstdCompressor().compress(orjson.dumps(chunk))
+
+
+def test_chunk_that_cannot_be_written_fails_the_sync_and_loses_nothing(pair: Pair) -> None:
+    """The server writes each applyChunk after answering it. One that then fails to be
+    written fails the client's next request instead: the client reports the failed sync,
+    the server rolls the whole session back, and the next sync goes through whole."""
+    a, b, server = pair.a, pair.b, pair.server
+    made = make_changes(a, PLAN_A)
+    b_before = round_snapshot(b.col)
+    committed = sessions(server)
+    with ForwardingProxy(server) as proxy:
+        a.use_server(proxy)
+        proxy.edit("/sync/applyChunk", bogus_note_added, times=1)
+        with pytest.raises(SyncError):
+            a.sync()
+        after_chunk = proxy.paths[proxy.paths.index("/sync/applyChunk") + 1]
+        assert after_chunk in ("/sync/applyChunk", "/sync/sanityCheck2"), proxy.paths
+        log = server.log_text()
+        assert re.search(rf"POST /sync/applyChunk user={USER} .*status=200", log)
+        assert re.search(rf"POST {after_chunk} user={USER} .*status=400", log)
+        assert "note uses missing notetype 424242" in log
+        assert sessions(server) == committed
+        assert_made(a, made, "A after its failed sync (client rolled back, changes kept)")
+        assert_in_sync(b, server)  # the server's collection did not change
+        assert_same(b_before, round_snapshot(b.col), "B after checking with the server")
+        sync_normal(a)  # the same changes again, unedited
+    sync_normal(b)
+    assert_made(b, made, "B")
+    assert_devices_equal(a, b, "A and B after a failed and a clean sync")
 
 
 # --- 7: two devices at the same time ------------------------------------------------------

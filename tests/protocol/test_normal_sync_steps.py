@@ -16,6 +16,7 @@ from anki.collection import Collection
 
 from ankihost.errors import BadRequest, SessionConflict
 from ankihost.registry import UserState
+from ankihost.sync.handlers import METHODS
 from tests.support.content import build_rich_collection
 from tests.support.sync_steps import (
     StepClient,
@@ -24,6 +25,7 @@ from tests.support.sync_steps import (
     mark_uploaded,
     new_client,
     server_content,
+    sync_request,
     user_state,
 )
 
@@ -99,12 +101,15 @@ def server_as_client(state: UserState, tmp_path: Path) -> Collection:
 # --- whole sequences ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("follow_ups", [False, True], ids=["on-next-request", "after-reply"])
 def test_full_sequence_stores_everything_the_client_sent(
-    device: Path, state: UserState, tmp_path: Path
+    device: Path, state: UserState, tmp_path: Path, follow_ups: bool
 ) -> None:
+    """Chunks written after their replies (as the web layer does) or only when the next
+    request comes: the server ends with exactly what the client sent, either way."""
     col = Collection(str(device))
     build_rich_collection(col, notes=700, reviews=60)
-    client = StepClient(col, state)
+    client = StepClient(col, state, follow_ups=follow_ups)
     replies = client.sync_upward()
 
     assert replies["start"] == {"cards": [], "decks": [], "notes": []}
@@ -306,7 +311,32 @@ def prepared_client(device: Path, state: UserState) -> tuple[Collection, StepCli
     return col, StepClient(col, state)
 
 
-def test_failed_step_is_400_rolls_back_and_clears_the_session(
+@pytest.mark.parametrize("next_step", ["applyChunk", "sanityCheck2", "finish"])
+def test_failed_chunk_write_is_400_on_the_next_step_and_rolls_back(
+    device: Path, state: UserState, next_step: str
+) -> None:
+    """A chunk is written after it is answered: an error writing it fails the session's next
+    request (whichever it is), and the whole session is rolled back."""
+    before = server_content(state)
+    col, client = prepared_client(device, state)
+    client.start()
+    client.apply_graves()
+    client.apply_changes()
+    good, bad = client.rows("notes")[:2]
+    bad[2] = 424242  # a notetype the server never received
+    assert call(state, "applyChunk", {"chunk": {"done": False, "notes": [good, bad]}}) is None
+    assert state.session is not None and state.session.unapplied
+    bodies = {"applyChunk": {"chunk": {"done": True}}, "sanityCheck2": {"client": client.counts()}}
+    with pytest.raises(BadRequest, match="missing notetype 424242"):
+        call(state, next_step, bodies.get(next_step))
+    col.close()
+    assert state.session is None
+    assert server_content(state) == before
+    with pytest.raises(SessionConflict):
+        call(state, "finish")
+
+
+def test_chunk_write_failing_after_the_reply_fails_the_next_step(
     device: Path, state: UserState
 ) -> None:
     before = server_content(state)
@@ -314,15 +344,39 @@ def test_failed_step_is_400_rolls_back_and_clears_the_session(
     client.start()
     client.apply_graves()
     client.apply_changes()
-    note = client.rows("notes")[0]
-    note[2] = 424242  # a notetype the server never received
-    with pytest.raises(BadRequest):
-        call(state, "applyChunk", {"chunk": {"done": True, "notes": [note]}})
+    bad = client.rows("notes")[0]
+    bad[2] = 424242
+    call(state, "applyChunk", {"chunk": {"done": True, "notes": [bad]}}, follow_up=True)
+    session = state.session
+    assert session is not None and not session.unapplied  # tried, and failed
+    assert isinstance(session.apply_error, BadRequest)
+    with pytest.raises(BadRequest, match="missing notetype 424242"):
+        client.sanity()
     col.close()
     assert state.session is None
     assert server_content(state) == before
-    with pytest.raises(SessionConflict):
-        call(state, "finish")
+
+
+def test_unwritten_chunk_of_a_replaced_session_is_never_written(
+    device: Path, state: UserState
+) -> None:
+    col, client = prepared_client(device, state)
+    client.start()
+    client.apply_graves()
+    client.apply_changes()
+    revlog, cards = client.rows("revlog"), client.rows("cards")
+    sent = METHODS["applyChunk"](
+        state, sync_request("applyChunk", {"chunk": {"done": True, "revlog": revlog, "cards": cards}})
+    )
+    col.close()
+    call(state, "start", {"minUsn": 0, "lnewer": False, "graves": None}, key="other")
+    assert sent.follow_up is not None
+    sent.follow_up()  # runs after the other device's `start`: too late, and harmless
+    assert state.session is not None and state.session.key == "other"
+    assert not state.session.unapplied and state.session.apply_error is None
+    db = state.collection()  # inside the other session's transaction
+    for table, rows in (("revlog", revlog), ("cards", cards)):
+        assert rows and db.execute(f"select 1 from {table} where id = ?", (rows[0][0],)).fetchone() is None
 
 
 def test_notetype_field_count_change_is_400_and_rolls_back(device: Path, state: UserState) -> None:

@@ -7,6 +7,8 @@ headers, body bytes). Request bodies sent with ``Transfer-Encoding: chunked``
 are read completely and forwarded with a ``Content-Length`` (same bytes); a
 chunked response is passed back as one chunk (same bytes).
 
+A request body can be replaced before it is forwarded (:meth:`ForwardingProxy.edit`).
+
 Hooks are keyed by the request path (e.g. ``"/sync/finish"``) and run either
 **before** a request is forwarded (:meth:`ForwardingProxy.on`) or **after** the
 upstream answered it, before the answer is passed back
@@ -110,6 +112,7 @@ class _Handler(BaseHTTPRequestHandler):
         if proxy.run_hook(path) == DROP:
             self._drop()
             return
+        body = proxy.edited(path, body)
         port = proxy.upstream.port
         if port is None:
             self._drop()
@@ -174,6 +177,7 @@ class ForwardingProxy:
         self.paths: list[str] = []
         self.exchanges: list[Exchange] | None = [] if record else None
         self._hooks: dict[tuple[str, bool], list[tuple[Hook, list[int]]]] = {}
+        self._edits: dict[str, list[tuple[Callable[[bytes], bytes], list[int]]]] = {}
         self._httpd = _ProxyServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self
         self._thread: threading.Thread | None = None
@@ -214,9 +218,29 @@ class ForwardingProxy:
         with self.lock:
             self._hooks.setdefault((path, after), []).append((hook, remaining))
 
+    def edit(self, path: str, editor: Callable[[bytes], bytes], times: int | None = None) -> None:
+        """Forward ``editor(body)`` instead of the body of a request for ``path`` (after
+        the ``on`` hooks; at most ``times`` times, always if None): a client that sends
+        something else than it meant to, e.g. to see what a server makes of bad input."""
+        remaining = [-1 if times is None else times]
+        with self.lock:
+            self._edits.setdefault(path, []).append((editor, remaining))
+
+    def edited(self, path: str, body: bytes) -> bytes:
+        with self.lock:
+            due = []
+            for editor, remaining in self._edits.get(path, []):
+                if remaining[0] != 0:
+                    remaining[0] -= 1 if remaining[0] > 0 else 0
+                    due.append(editor)
+        for editor in due:
+            body = editor(body)
+        return body
+
     def clear_hooks(self) -> None:
         with self.lock:
             self._hooks.clear()
+            self._edits.clear()
 
     def run_hook(self, path: str, after: bool = False) -> str | None:
         with self.lock:

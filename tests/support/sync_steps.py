@@ -88,11 +88,17 @@ def sync_request(method: str, body: Any, key: str = "sess1") -> SyncRequest:
     )
 
 
-def call(state: UserState, method: str, body: Any = None, key: str = "sess1") -> Any:
-    """Run one step like the web layer would and decode its JSON reply."""
+def call(
+    state: UserState, method: str, body: Any = None, key: str = "sess1", follow_up: bool = False
+) -> Any:
+    """Run one step like the web layer would and decode its JSON reply; with `follow_up`,
+    also the work the web layer runs after sending the reply (as it would, before the
+    client's next request)."""
     reply = METHODS[method](
         state, sync_request(method, {"_pad": None} if body is None else body, key)
     )
+    if follow_up and reply.follow_up is not None:
+        reply.follow_up()
     return orjson.loads(reply.data)
 
 
@@ -115,12 +121,14 @@ def server_content(state: UserState) -> dict[str, list[tuple]]:
 class StepClient:
     """The client side of one normal sync, over an open client collection."""
 
-    def __init__(self, col: Collection, state: UserState, key: str = "sess1") -> None:
-        self.col, self.state, self.key = col, state, key
+    def __init__(
+        self, col: Collection, state: UserState, key: str = "sess1", follow_ups: bool = False
+    ) -> None:
+        self.col, self.state, self.key, self.follow_ups = col, state, key, follow_ups
         self.replies: dict[str, Any] = {"chunks": []}
 
     def _call(self, method: str, body: Any = None) -> Any:
-        return call(self.state, method, body, self.key)
+        return call(self.state, method, body, self.key, follow_up=self.follow_ups)
 
     def _pending(self, table: str) -> list[int]:
         return self.col.db.list(f"select id from {table} where usn = -1")

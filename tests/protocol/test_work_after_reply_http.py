@@ -1,8 +1,13 @@
-"""`chunk` through the real app: the next chunk is made after each reply is sent, and the
-client still gets every pending row exactly once, in order, whatever ends a session."""
+"""Work done after a reply is sent, through the real app.
+
+`chunk`: the next chunk is made after each reply, and the client still gets every pending row
+exactly once, in order, whatever ends a session. `applyChunk`: a chunk is written after its
+reply, and an error writing it fails the session's next request and rolls the session back.
+"""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
 
@@ -85,3 +90,36 @@ def test_a_session_ended_mid_way_starts_over_without_the_prepared_chunk(
     wire.json(wire.post("chunk", {}, session="s4"))
     assert wire.post("chunk", {}, session="other").status_code == 409  # another device's key
     assert chunks(wire, "s4")[-1]["done"] is True  # the running session carries on
+
+
+def test_a_chunk_that_fails_after_its_reply_fails_the_next_request(
+    wire: Wire, large_collection: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ankihost")
+    assert wire.payload(wire.post("upload", large_collection)) == b"OK"
+    uploaded = tmp_path / "uploaded.anki2"
+    uploaded.write_bytes(large_collection)
+    db = sqlite3.connect(uploaded)
+    card = list(db.execute("select * from cards order by id limit 1").fetchone())
+    note = list(db.execute("select * from notes order by id limit 1").fetchone())
+    db.close()
+    card[4], card[8] = card[4] + 1000, 99_999  # newer: the server would take it
+    note[0], note[2] = 1, 424242  # a new note of a notetype the server lacks
+    start(wire, "s1")
+    assert chunks(wire, "s1")[-1]["done"] is True
+    assert wire.json(wire.post("applyChunk", {"chunk": {"done": False, "cards": [card]}}, session="s1")) is None
+    assert wire.json(wire.post("applyChunk", {"chunk": {"done": True, "notes": [note]}}, session="s1")) is None
+    failed = wire.post("sanityCheck2", {"client": [[0, 0, 0], 300, 300, 0, 0, 1, 1, 1]}, session="s1")
+    assert failed.status_code == 400
+    assert "answered earlier in this sync could not be written" in caplog.text
+    assert "sanityCheck2 refused (400): note uses missing notetype 424242" in caplog.text
+    assert wire.post("finish", {}, session="s1").status_code == 409  # rolled back and ended
+
+    downloaded = tmp_path / "downloaded.anki2"
+    downloaded.write_bytes(wire.payload(wire.post("download", {})))
+    db = sqlite3.connect(downloaded)
+    try:
+        assert db.execute("select due, mod from cards where id = ?", (card[0],)).fetchone() != (99_999, card[4])
+        assert db.execute("select count() from notes").fetchone() == (300,)
+    finally:
+        db.close()
