@@ -3,7 +3,7 @@
 Each user has their own lock; nothing here is global to all users, so one user's upload never
 waits for another's. The web layer runs the synchronous core through `UserState.locked`: it
 takes `state.lock` (an asyncio lock, so waiting costs no thread), then runs the work in a
-worker thread with the state in hand.
+worker thread with the state in hand, or, for work known to be tiny, right on the event loop.
 """
 
 from __future__ import annotations
@@ -38,10 +38,17 @@ class UserState:
     # The media index of this user, opened lazily by ankihost.media (None = not open).
     media: Any = None
 
-    async def locked(self, work: Callable[..., T], *args: Any) -> T:
-        """`work(*args)` in a worker thread, holding this user's lock throughout (anyio waits
-        for the thread even if the caller is cancelled, so the lock never outlives it)."""
+    async def locked(
+        self, work: Callable[..., T], *args: Any, light: Callable[[], bool] | None = None
+    ) -> T:
+        """`work(*args)` holding this user's lock throughout: in a worker thread (anyio waits
+        for the thread even if the caller is cancelled, so the lock never outlives it), or
+        right here when `light()`, asked under the lock, says the work is a few hundred
+        microseconds at most (waking a worker thread and then the event loop would cost
+        more than the work)."""
         async with self.lock:
+            if light is not None and light():
+                return work(*args)
             return await anyio.to_thread.run_sync(work, *args)
 
     def collection(self) -> sqlite3.Connection:

@@ -52,6 +52,15 @@ def meta(
     })
 
 
+def is_light(state: UserState, request: SyncRequest) -> bool:
+    """`meta` with the collection and media index open and no session to roll back: then
+    it is a few small reads (see `UserState.locked`)."""
+    return (
+        state.db is not None and state.media is not None and state.session is None
+        and not state.db.in_transaction and request.body_size <= 4096
+    )
+
+
 def legacy_meta(state: UserState, request: SyncRequest) -> Reply:
     """Protocol 8–10 clients: refuse with a message the client shows (spec 01 §6 D1)."""
     request.json_object()

@@ -1,7 +1,9 @@
 """`/sync/<method>` and `/msync/<method>`: decode the envelope, authenticate, run the step.
 
-Each step runs in a worker thread while the user's own lock is held; reading and
-decompressing bodies, password checks and upload validation happen outside that lock.
+Each step runs while the user's own lock is held: in a worker thread, or on the event loop
+when the step's `LIGHT_STEPS` check says it is only a few small reads or a parse (a thread
+hop costs ~0.5 ms of latency here, more than such a step). Reading and decompressing bodies,
+password checks and upload validation happen outside that lock.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ COLLECTION_METHODS: dict[str, Step] = {
     "download": full.download,
     **normal_handlers.METHODS,
 }
+LIGHT_STEPS: dict[str, normal_handlers.LightCheck] = {
+    "meta": meta.is_light, **normal_handlers.LIGHT,
+}
 # Handled on their own paths below; listed so the full method set is visible in one place.
 SPECIAL_METHODS = ("hostKey", "meta", "upload")
 
@@ -74,7 +79,11 @@ async def dispatch(
         return await _upload(request, header, state, settings)
     step = table.get(method) or _meta_step(settings)
     with await _decode(request, header, method, body_limit(method, settings)) as sync_request:
-        reply = await state.locked(step, state, sync_request)
+        light = LIGHT_STEPS.get(method) if area == "sync" else None
+        reply = await state.locked(
+            step, state, sync_request,
+            light=None if light is None else (lambda: light(state, sync_request)),
+        )
     return await framed_response(reply, header.version >= 11, _follow_up(state, reply))
 
 

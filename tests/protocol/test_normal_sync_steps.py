@@ -16,7 +16,7 @@ from anki.collection import Collection
 
 from ankihost.errors import BadRequest, SessionConflict
 from ankihost.registry import UserState
-from ankihost.sync.handlers import METHODS
+from ankihost.sync.handlers import LIGHT, LIGHT_BODY_BYTES, METHODS
 from tests.support.content import build_rich_collection
 from tests.support.sync_steps import (
     StepClient,
@@ -284,6 +284,32 @@ def test_abort_from_a_new_key_ends_the_session(state: UserState) -> None:
     state.close_collection()  # what the web layer's `abort` (any key) does
     with pytest.raises(SessionConflict):
         call(state, "chunk", key="first")
+
+
+def test_chunk_steps_are_light_only_when_the_work_is_done_ahead(state: UserState) -> None:
+    """`chunk` with its reply made ahead, and `applyChunk` with nothing earlier left to
+    write, may run on the event loop (`UserState.locked`); otherwise a worker thread."""
+    light_chunk, light_apply = LIGHT["chunk"], LIGHT["applyChunk"]
+    chunk_request = sync_request("chunk", {"_pad": None})
+    start(state)
+    assert not light_chunk(state, chunk_request)
+    call(state, "applyChanges", {"changes": {"models": [], "decks": [[], []], "tags": []}},
+         follow_up=True)
+    assert light_chunk(state, chunk_request)  # the first chunk is made ahead
+    assert not light_chunk(state, sync_request("chunk", {"_pad": None}, key="other"))
+    assert call(state, "chunk", follow_up=True)["done"] is True
+    assert not light_chunk(state, chunk_request)  # nothing is made after `done`
+
+    small = sync_request("applyChunk", {"chunk": {"done": False}})
+    assert light_apply(state, small)
+    call(state, "applyChunk", {"chunk": {"done": False}})  # its write is still due
+    assert not light_apply(state, small)
+    call(state, "applyChunk", {"chunk": {"done": False}}, follow_up=True)
+    assert light_apply(state, small)
+    big = sync_request("applyChunk", {"chunk": {"done": False}, "pad": "x" * LIGHT_BODY_BYTES})
+    assert not light_apply(state, big)
+    state.close_collection()
+    assert not light_apply(state, small) and not light_chunk(state, chunk_request)
 
 
 def test_malformed_body_is_400_and_keeps_the_session(state: UserState) -> None:

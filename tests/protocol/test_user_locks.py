@@ -39,3 +39,46 @@ async def test_a_busy_user_does_not_block_another(settings):
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_light_work_runs_on_the_event_loop_and_other_work_in_a_worker_thread(settings):
+    import threading
+
+    alice = build(settings).registry.by_name("alice")
+    loop_thread = threading.get_ident()
+    asked: list[bool] = []
+
+    def light() -> bool:
+        asked.append(alice.lock.locked())  # asked while the lock is held
+        return True
+
+    assert await alice.locked(threading.get_ident, light=light) == loop_thread
+    assert asked == [True]
+    assert await alice.locked(threading.get_ident, light=lambda: False) != loop_thread
+    assert await alice.locked(threading.get_ident) != loop_thread
+    assert not alice.lock.locked()
+
+
+@pytest.mark.anyio
+async def test_meta_is_light_only_with_everything_open_and_no_session(settings):
+    """The first `meta` opens the databases (worker thread); later ones are small reads,
+    unless a session is open (`meta` then rolls it back, which can take a while)."""
+    from ankihost.sync import meta
+    from ankihost.sync.session import SyncSession
+    from tests.support.sync_steps import sync_request
+
+    app = build(settings)
+    alice = app.registry.by_name("alice")
+    request = sync_request("meta", {"v": 11})
+    assert not meta.is_light(alice, request)
+    transport = httpx2.ASGITransport(app=app)
+    async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.post("/sync/meta", **meta_request(ALICE_KEY))).status_code == 200
+    assert meta.is_light(alice, request)
+    alice.session = SyncSession("s", 0, 0, False)
+    assert not meta.is_light(alice, request)
+    alice.session = None
+    assert not meta.is_light(alice, sync_request("meta", {"v": 11, "pad": "x" * 5000}))
+    alice.close_collection()
+    assert not meta.is_light(alice, request)

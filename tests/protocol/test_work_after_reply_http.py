@@ -92,6 +92,18 @@ def test_a_session_ended_mid_way_starts_over_without_the_prepared_chunk(
     assert chunks(wire, "s4")[-1]["done"] is True  # the running session carries on
 
 
+def test_the_first_chunk_is_made_after_apply_changes(wire: Wire, large_collection: bytes) -> None:
+    assert wire.payload(wire.post("upload", large_collection)) == b"OK"
+    start(wire, "s1")
+    whole = chunks(wire, "s1")
+    start(wire, "s2")
+    assert prepared(wire) is None
+    no_changes = {"changes": {"models": [], "decks": [[], []], "tags": []}}
+    assert "models" in wire.json(wire.post("applyChanges", no_changes, session="s2"))
+    assert prepared(wire) is not None  # the client's next request is its first chunk
+    assert chunks(wire, "s2") == whole
+
+
 def test_a_chunk_that_fails_after_its_reply_fails_the_next_request(
     wire: Wire, large_collection: bytes, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
