@@ -21,7 +21,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from ankihost.errors import BadRequest
+from ankihost.errors import BadRequest, ServerError
 from ankihost.storage import legacy_json as lj
 from ankihost.storage import note_text, notetypes, objects
 from ankihost.sync.session import ChunkQueue, SyncSession
@@ -216,15 +216,19 @@ def apply_unapplied(db: sqlite3.Connection, session: SyncSession) -> None:
     except Exception as exc:  # noqa: BLE001 - handed to the session's next request
         session.unapplied.clear()
         session.apply_error = exc
+    except BaseException:  # the thread is being torn down: never let `finish` commit
+        session.unapplied.clear()
+        session.apply_error = ServerError("writing a chunk was interrupted")
+        raise
 
 
 def settle(db: sqlite3.Connection, session: SyncSession) -> None:
     """Before any step: write every unwritten chunk, oldest first, or raise the error that
     writing one met (the caller rolls the session back)."""
     error, session.apply_error = session.apply_error, None
+    if error is not None:
+        raise error  # logged when it happened
     try:
-        if error is not None:
-            raise error
         while session.unapplied:
             apply_chunk(db, session, session.unapplied.pop(0))
     except Exception as exc:

@@ -15,6 +15,7 @@ from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply, json_reply
 from ankihost.registry import UserState
 from ankihost.storage import collection
+from ankihost.sync.handlers import SMALL_BODY_BYTES
 
 LEGACY_CLIENT_MESSAGE = (
     "This sync server (ankihost) needs Anki 2.1.57 or later, AnkiDroid 2.16 or later, or a "
@@ -57,7 +58,7 @@ def is_light(state: UserState, request: SyncRequest) -> bool:
     it is a few small reads (see `UserState.locked`)."""
     return (
         state.db is not None and state.media is not None and state.session is None
-        and not state.db.in_transaction and request.body_size <= 4096
+        and not state.db.in_transaction and request.body_size <= SMALL_BODY_BYTES
     )
 
 

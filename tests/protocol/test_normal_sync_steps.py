@@ -16,7 +16,8 @@ from anki.collection import Collection
 
 from ankihost.errors import BadRequest, SessionConflict
 from ankihost.registry import UserState
-from ankihost.sync.handlers import LIGHT, LIGHT_BODY_BYTES, METHODS
+from ankihost.sync.chunks import IncomingChunk
+from ankihost.sync.handlers import LIGHT, LIGHT_BODY_BYTES, METHODS, SMALL_BODY_BYTES
 from tests.support.content import build_rich_collection
 from tests.support.sync_steps import (
     StepClient,
@@ -296,6 +297,14 @@ def test_chunk_steps_are_light_only_when_the_work_is_done_ahead(state: UserState
     call(state, "applyChanges", {"changes": {"models": [], "decks": [[], []], "tags": []}},
          follow_up=True)
     assert light_chunk(state, chunk_request)  # the first chunk is made ahead
+    current = state.session
+    current.unapplied.append(IncomingChunk(revlog=[], cards=[], notes=[]))
+    assert not light_chunk(state, chunk_request)  # a chunk to write first
+    current.unapplied.clear()
+    made, current.next_chunk = current.next_chunk, BadRequest("failed while made ahead")
+    assert not light_chunk(state, chunk_request)  # raising it rolls the session back
+    current.next_chunk = made
+    assert not light_chunk(state, sync_request("chunk", {"pad": "x" * SMALL_BODY_BYTES}))
     assert not light_chunk(state, sync_request("chunk", {"_pad": None}, key="other"))
     assert call(state, "chunk", follow_up=True)["done"] is True
     assert not light_chunk(state, chunk_request)  # nothing is made after `done`
@@ -403,6 +412,34 @@ def test_unwritten_chunk_of_a_replaced_session_is_never_written(
     db = state.collection()  # inside the other session's transaction
     for table, rows in (("revlog", revlog), ("cards", cards)):
         assert rows and db.execute(f"select 1 from {table} where id = ?", (rows[0][0],)).fetchone() is None
+
+
+def test_a_late_follow_up_after_the_session_committed_writes_nothing(
+    device: Path, state: UserState
+) -> None:
+    """The follow-up of `applyChunk` can run after the client's next requests (another
+    connection, or a pipelined one): by then `settle` wrote the chunk, and if the session
+    has even finished, the follow-up must not write anything (again) or fail."""
+    col, client = prepared_client(device, state)
+    client.start()
+    client.apply_graves()
+    client.apply_changes()
+    client.fetch_chunks()
+    rows = client.rows("revlog")
+    first = METHODS["applyChunk"](
+        state, sync_request("applyChunk", {"chunk": {"done": False, "revlog": rows}})
+    )
+    rest = {"done": True, "cards": client.rows("cards"), "notes": client.rows("notes")}
+    call(state, "applyChunk", {"chunk": rest})
+    assert client.sanity()["status"] == "ok"
+    client.finish()
+    col.close()
+    after_commit = server_content(state)
+    assert first.follow_up is not None
+    first.follow_up()  # stale: the session it belongs to has ended
+    assert state.session is None and not state.collection().in_transaction
+    assert server_content(state) == after_commit
+    assert len(after_commit["revlog"]) == len(rows)
 
 
 def test_notetype_field_count_change_is_400_and_rolls_back(device: Path, state: UserState) -> None:

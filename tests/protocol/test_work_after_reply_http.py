@@ -135,3 +135,34 @@ def test_a_chunk_that_fails_after_its_reply_fails_the_next_request(
         assert db.execute("select count() from notes").fetchone() == (300,)
     finally:
         db.close()
+
+
+def test_light_steps_run_on_the_event_loop_and_the_rest_in_worker_threads(
+    wire: Wire, large_collection: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `dispatch` hands `UserState.locked`: `chunk` with its reply made ahead and
+    `applyChunk` run where the event loop runs; `start`, `applyChanges`, `sanityCheck2`
+    and `finish` in worker threads (anyio names them "AnyIO worker thread")."""
+    import threading
+
+    from ankihost.web import sync_routes
+
+    ran: list[tuple[str, bool]] = []
+    for name in ("start", "applyChanges", "chunk", "applyChunk", "sanityCheck2", "finish"):
+        def spy(state, request, step=sync_routes.COLLECTION_METHODS[name], name=name):
+            ran.append((name, threading.current_thread().name == "AnyIO worker thread"))
+            return step(state, request)
+
+        monkeypatch.setitem(sync_routes.COLLECTION_METHODS, name, spy)
+    assert wire.payload(wire.post("upload", large_collection)) == b"OK"
+    start(wire, "s1")
+    no_changes = {"changes": {"models": [], "decks": [[], []], "tags": []}}
+    wire.json(wire.post("applyChanges", no_changes, session="s1"))
+    assert len(chunks(wire, "s1")) == 3
+    assert wire.json(wire.post("applyChunk", {"chunk": {"done": True}}, session="s1")) is None
+    wire.json(wire.post("sanityCheck2", {"client": [[0, 0, 0], 300, 300, 0, 0, 6, 1, 1]}, session="s1"))
+    assert ran == [
+        ("start", True), ("applyChanges", True),
+        ("chunk", False), ("chunk", False), ("chunk", False),
+        ("applyChunk", False), ("sanityCheck2", True),
+    ]
