@@ -119,22 +119,36 @@ def _light_chunk(state: UserState, request: SyncRequest) -> bool:
     only hands the reply over."""
     current = state.session
     return (
-        current is not None and current.key == request.session_key
-        and isinstance(current.next_chunk, dict) and not current.unapplied
-        and current.apply_error is None and request.body_size <= SMALL_BODY_BYTES
+        _settled(state) and current.key == request.session_key
+        and isinstance(current.next_chunk, dict) and request.body_size <= SMALL_BODY_BYTES
     )
 
 
 def _light_apply_chunk(state: UserState, request: SyncRequest) -> bool:
     """`applyChunk` with nothing earlier left to write: the handler only parses."""
+    return _settled(state) and request.body_size <= LIGHT_BODY_BYTES
+
+
+def _light_apply_graves(state: UserState, request: SyncRequest) -> bool:
+    """`applyGraves` with a few graves (~20 bytes each) and nothing left to write first."""
+    return _settled(state) and request.body_size <= SMALL_BODY_BYTES
+
+
+def _light_apply_changes(state: UserState, request: SyncRequest) -> bool:
+    """`applyChanges` with a small body. Its work is converting a few notetypes, decks and
+    config entries between rows and JSON, both ways: Python that holds the GIL, so a worker
+    thread would not let other users' requests run meanwhile anyway."""
+    return _settled(state) and request.body_size <= LIGHT_BODY_BYTES
+
+
+def _settled(state: UserState) -> bool:
     current = state.session
-    return (
-        current is not None and not current.unapplied and current.apply_error is None
-        and request.body_size <= LIGHT_BODY_BYTES
-    )
+    return current is not None and not current.unapplied and current.apply_error is None
 
 
 LIGHT: dict[str, LightCheck] = {
+    "applyGraves": _light_apply_graves,
+    "applyChanges": _light_apply_changes,
     "chunk": _light_chunk,
     "applyChunk": _light_apply_chunk,
 }

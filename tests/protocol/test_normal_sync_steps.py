@@ -292,14 +292,23 @@ def test_chunk_steps_are_light_only_when_the_work_is_done_ahead(state: UserState
     write, may run on the event loop (`UserState.locked`); otherwise a worker thread."""
     light_chunk, light_apply = LIGHT["chunk"], LIGHT["applyChunk"]
     chunk_request = sync_request("chunk", {"_pad": None})
+    no_changes = {"changes": {"models": [], "decks": [[], []], "tags": []}}
+    no_graves = {"chunk": {"cards": [], "notes": [], "decks": []}}
+    assert not LIGHT["applyChanges"](state, sync_request("applyChanges", no_changes))
     start(state)
     assert not light_chunk(state, chunk_request)
-    call(state, "applyChanges", {"changes": {"models": [], "decks": [[], []], "tags": []}},
-         follow_up=True)
+    assert LIGHT["applyGraves"](state, sync_request("applyGraves", no_graves))
+    many_graves = {"chunk": {**no_graves["chunk"], "cards": list(range(10**12, 10**12 + 400))}}
+    assert not LIGHT["applyGraves"](state, sync_request("applyGraves", many_graves))
+    assert LIGHT["applyChanges"](state, sync_request("applyChanges", no_changes))
+    big_changes = {"changes": {**no_changes["changes"], "tags": ["t" * 100] * 1000}}
+    assert not LIGHT["applyChanges"](state, sync_request("applyChanges", big_changes))
+    call(state, "applyChanges", no_changes, follow_up=True)
     assert light_chunk(state, chunk_request)  # the first chunk is made ahead
     current = state.session
     current.unapplied.append(IncomingChunk(revlog=[], cards=[], notes=[]))
     assert not light_chunk(state, chunk_request)  # a chunk to write first
+    assert not LIGHT["applyChanges"](state, sync_request("applyChanges", no_changes))
     current.unapplied.clear()
     made, current.next_chunk = current.next_chunk, BadRequest("failed while made ahead")
     assert not light_chunk(state, chunk_request)  # raising it rolls the session back
