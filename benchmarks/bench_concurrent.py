@@ -23,6 +23,13 @@ sets up its devices at once (or restores after moving servers):
 
 This mix puts the server's own work (validating and storing uploads, preparing downloads)
 in front: the official server runs it for one user at a time behind its global lock.
+With ``--mix normal`` only normal syncs are timed, as on an ordinary day when a group's
+devices sync at once. Before the barrier (untimed) A full-uploads, B downloads, A answers
+100 cards and adds 20 notes, B answers 50 cards; then, timed:
+
+1. A syncs                                                  (normal sync, push)
+2. B syncs                                                  (normal sync, push and pull)
+3. A syncs                                                  (normal sync, pull)
 
 The metric is the wall time from the barrier to the last user done
 (``all users (wall)``); per step, the median over users of its duration is
@@ -71,6 +78,7 @@ from tests.support.server import ServerKind
 STEPS = {
     "cycle": ("step1 full upload", "step2 push", "step3 download", "step4 push", "step5 pull"),
     "fullsync": ("step1 full upload", "step2 download"),
+    "normal": ("step1 A push", "step2 B push+pull", "step3 A pull"),
 }
 BARRIER_TIMEOUT = 120.0
 ROUND_TIMEOUT = 600.0
@@ -109,9 +117,22 @@ def worker_main(index: int, conn: Connection, barrier: mp.synchronize.Barrier) -
             a.login()
             b.login()
             seed = task["seed"]
+            if task["mix"] == "normal":  # untimed: both devices set up, reviews done
+                a.full_upload()
+                if b.sync().action != "download":
+                    raise AssertionError("B: expected a full download")
+                answer_reviews(a.col, 100, seed=seed)
+                add_new_notes(a.col, 20, seed=seed)
+                answer_reviews(b.col, 50, seed=seed + 1)
             barrier.wait(BARRIER_TIMEOUT)
             cpu = time.process_time()  # all threads of this client process
             marks = [time.monotonic()]
+            if task["mix"] == "normal":
+                for client, what in ((a, "A push"), (b, "B push and pull"), (a, "A pull")):
+                    expect_normal(client.sync(), what)
+                    marks.append(time.monotonic())
+                finish_round(conn, task, a, b, marks, cpu)
+                continue
             a.full_upload()
             marks.append(time.monotonic())
             if task["mix"] == "fullsync":
@@ -317,7 +338,8 @@ def main() -> int:
         (("--users",), dict(type=int, default=8, help="concurrent users / client processes (default 8)")),
         (("--mix",), dict(choices=sorted(STEPS), default="cycle",
                           help="cycle: full upload, pushes, download, pull (default); "
-                               "fullsync: a burst of full uploads and downloads")),
+                               "fullsync: a burst of full uploads and downloads; "
+                               "normal: only normal syncs (set-up untimed)")),
     ])
     work = Path(tempfile.mkdtemp(prefix="ankihost-bench-conc-"))
     workers = None
