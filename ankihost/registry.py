@@ -3,7 +3,8 @@
 Each user has their own lock; nothing here is global to all users, so one user's upload never
 waits for another's. The web layer runs the synchronous core through `UserState.locked`: it
 takes `state.lock` (an asyncio lock, so waiting costs no thread), then runs the work in a
-worker thread with the state in hand, or, for work known to be tiny, right on the event loop.
+worker thread with the state in hand, or, for bounded work that does not wait on the disk,
+right on the event loop.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ class UserState:
     media: Any = None
 
     async def locked(
-        self, work: Callable[..., T], *args: Any, light: Callable[[], bool] | None = None
+        self, work: Callable[..., T], *args: Any, inline: Callable[[], bool] | None = None
     ) -> T:
-        """`work(*args)` holding this user's lock throughout: in a worker thread (anyio waits
-        for the thread even if the caller is cancelled, so the lock never outlives it), or
-        right here when `light()`, asked under the lock, says the work is a few hundred
-        microseconds at most (waking a worker thread and then the event loop would cost
-        more than the work)."""
+        """`work(*args)` holding this user's lock throughout: right here on the event loop
+        when `inline()`, asked under the lock, says so (bounded work that does not wait on
+        the disk; see `sync/handlers.py: INLINE` for why), else in a worker thread (anyio
+        waits for the thread even if the caller is cancelled, so the lock never outlives
+        it)."""
         async with self.lock:
-            if light is not None and light():
+            if inline is not None and inline():
                 return work(*args)
             return await anyio.to_thread.run_sync(work, *args)
 

@@ -5,7 +5,8 @@ A handler returns a `Reply` holding the uncompressed payload, either in memory o
 frame with `anki-original-size` for protocol 11, or sends it raw to legacy clients. A reply
 may carry a `follow_up`: work the web layer runs once the reply is sent, under the same
 user's lock, like a step of its own (used to prepare the next `chunk` while the client is
-still busy with this one).
+still busy with this one, and to write an `applyChunk` after answering it), on the event loop
+if `follow_up_inline`, else in a worker thread.
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ class Reply:
     path: Path | None = None
     delete_after: bool = False
     follow_up: Callable[[], None] | None = None
+    # run the follow-up on the event loop (bounded work) rather than in a worker thread
+    follow_up_inline: bool = False
 
     @property
     def size(self) -> int:
         return self.path.stat().st_size if self.path is not None else len(self.data)
 
 
-def json_reply(value: Any, follow_up: Callable[[], None] | None = None) -> Reply:
-    return Reply(orjson.dumps(value), follow_up=follow_up)
+def json_reply(
+    value: Any, follow_up: Callable[[], None] | None = None, follow_up_inline: bool = False
+) -> Reply:
+    return Reply(orjson.dumps(value), follow_up=follow_up, follow_up_inline=follow_up_inline)
 
 
 def text_reply(text: str) -> Reply:

@@ -3,8 +3,9 @@
 Each handler checks the session key, writes any chunk the session sent earlier that is still
 unwritten, parses the body (a malformed body is a 400 that leaves the session alone), runs one
 step under `rolled_back_on_failure`, and wraps the JSON reply. A reply's `follow_up` is run by
-the web layer after the reply is sent (`chunk`: make the next chunk; `applyChunk`: write this
-one). The caller holds the user's lock. `meta`, `abort`, `upload` and `download` live elsewhere.
+the web layer after the reply is sent (`applyChanges`, `chunk`: make the next chunk;
+`applyChunk`: write this one). The caller holds the user's lock; `INLINE` below says which
+steps it may run on the event loop. `meta`, `abort`, `upload` and `download` live elsewhere.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from ankihost.registry import UserState
 
 Handler = Callable[["UserState", "SyncRequest"], Reply]
-LightCheck = Callable[["UserState", "SyncRequest"], bool]
+InlineCheck = Callable[["UserState", "SyncRequest"], bool]
 
 
 def handle_start(state: UserState, request: SyncRequest) -> Reply:
@@ -45,7 +46,7 @@ def handle_apply_changes(state: UserState, request: SyncRequest) -> Reply:
     with session.rolled_back_on_failure(state):
         reply = changes.apply_changes(state.collection(), current, message)
     # the client's next request is its first `chunk`
-    return json_reply(reply, follow_up=_chunk_preparer(state, current))
+    return json_reply(reply, follow_up=_chunk_preparer(state, current), follow_up_inline=True)
 
 
 def handle_chunk(state: UserState, request: SyncRequest) -> Reply:
@@ -54,11 +55,12 @@ def handle_chunk(state: UserState, request: SyncRequest) -> Reply:
         reply = chunks.next_chunk(state.collection(), current)
     if current.chunks_done:
         return json_reply(reply)
-    return json_reply(reply, follow_up=_chunk_preparer(state, current))
+    return json_reply(reply, follow_up=_chunk_preparer(state, current), follow_up_inline=True)
 
 
 def _chunk_preparer(state: UserState, current: session.SyncSession) -> Callable[[], None]:
-    """Follow-up work: make the session's next chunk while the client handles this reply."""
+    """Follow-up work: make the session's next chunk while the client handles this reply
+    (bounded: one scan of an index for the ids, then at most ~250 rows)."""
 
     def prepare() -> None:  # after the reply is sent, under the user's lock again
         if state.session is current:  # not ended or replaced meanwhile
@@ -69,13 +71,15 @@ def _chunk_preparer(state: UserState, current: session.SyncSession) -> Callable[
 
 def handle_apply_chunk(state: UserState, request: SyncRequest) -> Reply:
     current, body = _begin_step(state, request)
-    current.unapplied.append(chunks.parse_apply_chunk(body))
+    incoming = chunks.parse_apply_chunk(body)
+    current.unapplied.append(incoming)
 
     def write() -> None:  # after the reply is sent, under the user's lock again
         if state.session is current:  # not ended or replaced meanwhile
             chunks.apply_unapplied(state.collection(), current)
 
-    return json_reply(None, follow_up=write)
+    size = len(incoming.revlog) + len(incoming.cards) + len(incoming.notes)
+    return json_reply(None, follow_up=write, follow_up_inline=size <= INLINE_CHUNK_OBJECTS)
 
 
 def handle_sanity_check(state: UserState, request: SyncRequest) -> Reply:
@@ -106,51 +110,49 @@ def _begin_step(state: UserState, request: SyncRequest) -> tuple[session.SyncSes
     return current, request.json_object()
 
 
-# `applyChunk` bodies up to this size may be parsed on the event loop (`LIGHT`). A real
-# client's chunk of ~250 objects is 20-60 KiB (~0.3 ms to parse); 64 KiB of the smallest
-# possible rows takes ~5 ms, no longer than the GIL would hold the loop off for if the parse
-# ran in a worker thread. `chunk`, `meta` and other bodies are `{"_pad": null}`-sized.
-LIGHT_BODY_BYTES = 64 * 1024
+# Where steps run (`UserState.locked`): on the event loop when `INLINE` says the step is
+# bounded by a small request and does not wait on the disk, else in a worker thread.
+# CPython runs one thread of Python at a time, and SQLite lets go of the GIL on every row,
+# so threads doing row-sized SQLite work mostly hand the GIL back and forth: with 8 users
+# syncing at once, steps in threads cost ~2x the CPU per user (context switches, the GIL
+# changing hands on every row) of the same steps on the event loop, and finished later.
+# Threads remain for what waits on the disk (`finish`'s commit, rollbacks that close the
+# collection, uploads, downloads, media) and for bodies too big to be handled in a few ms.
+#
+# Bodies up to this size are handled inline: a real client's chunk of ~250 objects is
+# 20-60 KiB (~0.3 ms to parse); 64 KiB of the smallest possible rows parses in ~5 ms.
+INLINE_BODY_BYTES = 64 * 1024
 SMALL_BODY_BYTES = 4096
+# A chunk with up to this many objects is written inline after its reply (~2 ms per 250).
+INLINE_CHUNK_OBJECTS = 1000
 
 
-def _light_chunk(state: UserState, request: SyncRequest) -> bool:
-    """`chunk` with its reply already made and nothing left to write first: the handler
-    only hands the reply over."""
-    current = state.session
+def _inline_start(state: UserState, request: SyncRequest) -> bool:
+    """`start` with no session to roll back (that may close and reopen the collection)."""
+    db = state.db
     return (
-        _settled(state) and current.key == request.session_key
-        and isinstance(current.next_chunk, dict) and request.body_size <= SMALL_BODY_BYTES
+        state.session is None and db is not None and not db.in_transaction
+        and request.body_size <= INLINE_BODY_BYTES
     )
 
 
-def _light_apply_chunk(state: UserState, request: SyncRequest) -> bool:
-    """`applyChunk` with nothing earlier left to write: the handler only parses."""
-    return _settled(state) and request.body_size <= LIGHT_BODY_BYTES
-
-
-def _light_apply_graves(state: UserState, request: SyncRequest) -> bool:
-    """`applyGraves` with a few graves (~20 bytes each) and nothing left to write first."""
-    return _settled(state) and request.body_size <= SMALL_BODY_BYTES
-
-
-def _light_apply_changes(state: UserState, request: SyncRequest) -> bool:
-    """`applyChanges` with a small body. Its work is converting a few notetypes, decks and
-    config entries between rows and JSON, both ways: Python that holds the GIL, so a worker
-    thread would not let other users' requests run meanwhile anyway."""
-    return _settled(state) and request.body_size <= LIGHT_BODY_BYTES
-
-
-def _settled(state: UserState) -> bool:
+def _inline_step(state: UserState, request: SyncRequest) -> bool:
+    """A session step with a bounded body and no chunk left to write first."""
     current = state.session
-    return current is not None and not current.unapplied and current.apply_error is None
+    return (
+        current is not None and not current.unapplied and current.apply_error is None
+        and request.body_size <= INLINE_BODY_BYTES
+    )
 
 
-LIGHT: dict[str, LightCheck] = {
-    "applyGraves": _light_apply_graves,
-    "applyChanges": _light_apply_changes,
-    "chunk": _light_chunk,
-    "applyChunk": _light_apply_chunk,
+INLINE: dict[str, InlineCheck] = {
+    "start": _inline_start,
+    "applyGraves": _inline_step,
+    "applyChanges": _inline_step,
+    "chunk": _inline_step,
+    "applyChunk": _inline_step,
+    "sanityCheck2": _inline_step,
+    # `finish` commits (an fsync): always a worker thread
 }
 
 METHODS: dict[str, Handler] = {

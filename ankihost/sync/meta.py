@@ -53,9 +53,9 @@ def meta(
     })
 
 
-def is_light(state: UserState, request: SyncRequest) -> bool:
-    """`meta` with the collection and media index open and no session to roll back: then
-    it is a few small reads (see `UserState.locked`)."""
+def runs_inline(state: UserState, request: SyncRequest) -> bool:
+    """`meta` may run on the event loop (see `sync/handlers.py: INLINE`) with the
+    collection and media index open and no session to roll back: a few small reads."""
     return (
         state.db is not None and state.media is not None and state.session is None
         and not state.db.in_transaction and request.body_size <= SMALL_BODY_BYTES

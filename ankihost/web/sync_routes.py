@@ -1,9 +1,9 @@
 """`/sync/<method>` and `/msync/<method>`: decode the envelope, authenticate, run the step.
 
-Each step runs while the user's own lock is held: in a worker thread, or on the event loop
-when the step's `LIGHT_STEPS` check says it is only a few small reads or a parse (a thread
-hop costs ~0.5 ms of latency here, more than such a step). Reading and decompressing bodies,
-password checks and upload validation happen outside that lock.
+Each step runs while the user's own lock is held: on the event loop when the step's
+`INLINE_STEPS` check says it is bounded and does not wait on the disk, else in a worker thread
+(`sync/handlers.py: INLINE` says why). Reading and decompressing bodies, password checks and
+upload validation happen outside that lock.
 """
 
 from __future__ import annotations
@@ -50,8 +50,8 @@ COLLECTION_METHODS: dict[str, Step] = {
     "download": full.download,
     **normal_handlers.METHODS,
 }
-LIGHT_STEPS: dict[str, normal_handlers.LightCheck] = {
-    "meta": meta.is_light, **normal_handlers.LIGHT,
+INLINE_STEPS: dict[str, normal_handlers.InlineCheck] = {
+    "meta": meta.runs_inline, **normal_handlers.INLINE,
 }
 # Handled on their own paths below; listed so the full method set is visible in one place.
 SPECIAL_METHODS = ("hostKey", "meta", "upload")
@@ -79,22 +79,22 @@ async def dispatch(
         return await _upload(request, header, state, settings)
     step = table.get(method) or _meta_step(settings)
     with await _decode(request, header, method, body_limit(method, settings)) as sync_request:
-        light = LIGHT_STEPS.get(method) if area == "sync" else None
+        check = INLINE_STEPS.get(method) if area == "sync" else None
         reply = await state.locked(
             step, state, sync_request,
-            light=None if light is None else (lambda: light(state, sync_request)),
+            inline=None if check is None else (lambda: check(state, sync_request)),
         )
     return await framed_response(reply, header.version >= 11, _follow_up(state, reply))
 
 
 def _follow_up(state: UserState, reply: Reply) -> BackgroundTask | None:
     """The reply's follow-up work, run after it is sent like a step: under the user's lock,
-    in a worker thread."""
+    on the event loop or in a worker thread as the reply says."""
     work = reply.follow_up
     if work is None:
         return None
-
-    return BackgroundTask(state.locked, work)
+    inline = reply.follow_up_inline
+    return BackgroundTask(state.locked, work, inline=lambda: inline)
 
 
 def _meta_step(settings: Settings) -> Step:

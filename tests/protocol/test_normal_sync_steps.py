@@ -17,7 +17,7 @@ from anki.collection import Collection
 from ankihost.errors import BadRequest, SessionConflict
 from ankihost.registry import UserState
 from ankihost.sync.chunks import IncomingChunk
-from ankihost.sync.handlers import LIGHT, LIGHT_BODY_BYTES, METHODS, SMALL_BODY_BYTES
+from ankihost.sync.handlers import INLINE, INLINE_BODY_BYTES, INLINE_CHUNK_OBJECTS, METHODS
 from tests.support.content import build_rich_collection
 from tests.support.sync_steps import (
     StepClient,
@@ -287,47 +287,47 @@ def test_abort_from_a_new_key_ends_the_session(state: UserState) -> None:
         call(state, "chunk", key="first")
 
 
-def test_chunk_steps_are_light_only_when_the_work_is_done_ahead(state: UserState) -> None:
-    """`chunk` with its reply made ahead, and `applyChunk` with nothing earlier left to
-    write, may run on the event loop (`UserState.locked`); otherwise a worker thread."""
-    light_chunk, light_apply = LIGHT["chunk"], LIGHT["applyChunk"]
-    chunk_request = sync_request("chunk", {"_pad": None})
-    no_changes = {"changes": {"models": [], "decks": [[], []], "tags": []}}
-    no_graves = {"chunk": {"cards": [], "notes": [], "decks": []}}
-    assert not LIGHT["applyChanges"](state, sync_request("applyChanges", no_changes))
+SESSION_STEPS = ("applyGraves", "applyChanges", "chunk", "applyChunk", "sanityCheck2")
+
+
+def test_which_steps_run_on_the_event_loop(state: UserState) -> None:
+    """`INLINE`: bounded steps run on the event loop; a step with a chunk still to write
+    first, with a big body, or that may roll back or commit goes to a worker thread."""
+    small = {name: sync_request(name, {"_pad": None}) for name in ("start", *SESSION_STEPS)}
+    big = {name: sync_request(name, {"pad": "x" * INLINE_BODY_BYTES}) for name in small}
+    assert "finish" not in INLINE  # its commit waits for an fsync
+    assert not INLINE["start"](state, small["start"])  # the collection is not open yet
+    state.collection()
+    assert INLINE["start"](state, small["start"])
+    assert not INLINE["start"](state, big["start"])
+    for name in SESSION_STEPS:
+        assert not INLINE[name](state, small[name]), name  # no session
     start(state)
-    assert not light_chunk(state, chunk_request)
-    assert LIGHT["applyGraves"](state, sync_request("applyGraves", no_graves))
-    many_graves = {"chunk": {**no_graves["chunk"], "cards": list(range(10**12, 10**12 + 400))}}
-    assert not LIGHT["applyGraves"](state, sync_request("applyGraves", many_graves))
-    assert LIGHT["applyChanges"](state, sync_request("applyChanges", no_changes))
-    big_changes = {"changes": {**no_changes["changes"], "tags": ["t" * 100] * 1000}}
-    assert not LIGHT["applyChanges"](state, sync_request("applyChanges", big_changes))
-    call(state, "applyChanges", no_changes, follow_up=True)
-    assert light_chunk(state, chunk_request)  # the first chunk is made ahead
+    assert not INLINE["start"](state, small["start"])  # it would roll this session back
+    for name in SESSION_STEPS:
+        assert INLINE[name](state, small[name]), name
+        assert not INLINE[name](state, big[name]), name
     current = state.session
     current.unapplied.append(IncomingChunk(revlog=[], cards=[], notes=[]))
-    assert not light_chunk(state, chunk_request)  # a chunk to write first
-    assert not LIGHT["applyChanges"](state, sync_request("applyChanges", no_changes))
+    for name in SESSION_STEPS:
+        assert not INLINE[name](state, small[name]), name  # a chunk to write first
     current.unapplied.clear()
-    made, current.next_chunk = current.next_chunk, BadRequest("failed while made ahead")
-    assert not light_chunk(state, chunk_request)  # raising it rolls the session back
-    current.next_chunk = made
-    assert not light_chunk(state, sync_request("chunk", {"pad": "x" * SMALL_BODY_BYTES}))
-    assert not light_chunk(state, sync_request("chunk", {"_pad": None}, key="other"))
-    assert call(state, "chunk", follow_up=True)["done"] is True
-    assert not light_chunk(state, chunk_request)  # nothing is made after `done`
+    current.apply_error = BadRequest("writing a chunk failed")
+    for name in SESSION_STEPS:
+        assert not INLINE[name](state, small[name]), name  # the error rolls it back
 
-    small = sync_request("applyChunk", {"chunk": {"done": False}})
-    assert light_apply(state, small)
-    call(state, "applyChunk", {"chunk": {"done": False}})  # its write is still due
-    assert not light_apply(state, small)
-    call(state, "applyChunk", {"chunk": {"done": False}}, follow_up=True)
-    assert light_apply(state, small)
-    big = sync_request("applyChunk", {"chunk": {"done": False}, "pad": "x" * LIGHT_BODY_BYTES})
-    assert not light_apply(state, big)
-    state.close_collection()
-    assert not light_apply(state, small) and not light_chunk(state, chunk_request)
+
+def test_chunk_follow_ups_run_inline_when_bounded(state: UserState) -> None:
+    no_changes = {"changes": {"models": [], "decks": [[], []], "tags": []}}
+    start(state)
+    reply = METHODS["applyChanges"](state, sync_request("applyChanges", no_changes))
+    assert reply.follow_up is not None and reply.follow_up_inline  # makes the first chunk
+    revlog = [[10**12 + i, 1, 0, 3, 1, 1, 2500, 100, 1] for i in range(INLINE_CHUNK_OBJECTS + 1)]
+    for rows, inline in ((revlog[:-1], True), (revlog, False)):
+        reply = METHODS["applyChunk"](
+            state, sync_request("applyChunk", {"chunk": {"done": False, "revlog": rows}})
+        )
+        assert reply.follow_up is not None and reply.follow_up_inline is inline, len(rows)
 
 
 def test_malformed_body_is_400_and_keeps_the_session(state: UserState) -> None:

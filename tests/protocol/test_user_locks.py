@@ -42,26 +42,26 @@ def anyio_backend():
 
 
 @pytest.mark.anyio
-async def test_light_work_runs_on_the_event_loop_and_other_work_in_a_worker_thread(settings):
+async def test_inline_work_runs_on_the_event_loop_and_other_work_in_a_worker_thread(settings):
     import threading
 
     alice = build(settings).registry.by_name("alice")
     loop_thread = threading.get_ident()
     asked: list[bool] = []
 
-    def light() -> bool:
+    def inline() -> bool:
         asked.append(alice.lock.locked())  # asked while the lock is held
         return True
 
-    assert await alice.locked(threading.get_ident, light=light) == loop_thread
+    assert await alice.locked(threading.get_ident, inline=inline) == loop_thread
     assert asked == [True]
-    assert await alice.locked(threading.get_ident, light=lambda: False) != loop_thread
+    assert await alice.locked(threading.get_ident, inline=lambda: False) != loop_thread
     assert await alice.locked(threading.get_ident) != loop_thread
     assert not alice.lock.locked()
 
 
 @pytest.mark.anyio
-async def test_meta_is_light_only_with_everything_open_and_no_session(settings):
+async def test_meta_runs_inline_only_with_everything_open_and_no_session(settings):
     """The first `meta` opens the databases (worker thread); later ones are small reads,
     unless a session is open (`meta` then rolls it back, which can take a while)."""
     from ankihost.sync import meta
@@ -71,14 +71,14 @@ async def test_meta_is_light_only_with_everything_open_and_no_session(settings):
     app = build(settings)
     alice = app.registry.by_name("alice")
     request = sync_request("meta", {"v": 11})
-    assert not meta.is_light(alice, request)
+    assert not meta.runs_inline(alice, request)
     transport = httpx2.ASGITransport(app=app)
     async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.post("/sync/meta", **meta_request(ALICE_KEY))).status_code == 200
-    assert meta.is_light(alice, request)
+    assert meta.runs_inline(alice, request)
     alice.session = SyncSession("s", 0, 0, False)
-    assert not meta.is_light(alice, request)
+    assert not meta.runs_inline(alice, request)
     alice.session = None
-    assert not meta.is_light(alice, sync_request("meta", {"v": 11, "pad": "x" * 5000}))
+    assert not meta.runs_inline(alice, sync_request("meta", {"v": 11, "pad": "x" * 5000}))
     alice.close_collection()
-    assert not meta.is_light(alice, request)
+    assert not meta.runs_inline(alice, request)

@@ -137,32 +137,49 @@ def test_a_chunk_that_fails_after_its_reply_fails_the_next_request(
         db.close()
 
 
-def test_light_steps_run_on_the_event_loop_and_the_rest_in_worker_threads(
+def test_steps_run_on_the_event_loop_or_in_worker_threads_as_inline_says(
     wire: Wire, large_collection: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What `dispatch` hands `UserState.locked`: a small `applyChanges`, `chunk` with its
-    reply made ahead and `applyChunk` run where the event loop runs; `start`,
-    `sanityCheck2` and `finish` in worker threads (anyio names them "AnyIO worker thread")."""
+    """What `dispatch` hands `UserState.locked`: `start` right after an upload (the
+    collection is not open yet) and `finish` (an fsync) in worker threads (anyio names them
+    "AnyIO worker thread"); the other steps of a session on the event loop."""
     import threading
 
+    from ankihost.sync import chunks as chunks_module
     from ankihost.web import sync_routes
 
     ran: list[tuple[str, bool]] = []
-    for name in ("start", "applyChanges", "chunk", "applyChunk", "sanityCheck2", "finish"):
+    names = ("start", "applyChanges", "chunk", "applyChunk", "sanityCheck2", "finish")
+    for name in names:
         def spy(state, request, step=sync_routes.COLLECTION_METHODS[name], name=name):
             ran.append((name, threading.current_thread().name == "AnyIO worker thread"))
             return step(state, request)
 
         monkeypatch.setitem(sync_routes.COLLECTION_METHODS, name, spy)
+    follow_ups = {  # both bounded here
+        "prepare_next_chunk": chunks_module.prepare_next_chunk,
+        "apply_unapplied": chunks_module.apply_unapplied,
+    }
+    for name, work in follow_ups.items():
+        def follow_up_spy(*args, work=work, name=name):
+            ran.append((name, threading.current_thread().name == "AnyIO worker thread"))
+            return work(*args)
+
+        monkeypatch.setattr(chunks_module, name, follow_up_spy)
     assert wire.payload(wire.post("upload", large_collection)) == b"OK"
     start(wire, "s1")
     no_changes = {"changes": {"models": [], "decks": [[], []], "tags": []}}
     wire.json(wire.post("applyChanges", no_changes, session="s1"))
     assert len(chunks(wire, "s1")) == 3
     assert wire.json(wire.post("applyChunk", {"chunk": {"done": True}}, session="s1")) is None
-    wire.json(wire.post("sanityCheck2", {"client": [[0, 0, 0], 300, 300, 0, 0, 6, 1, 1]}, session="s1"))
+    sanity = {"client": [[0, 0, 0], 300, 300, 0, 0, 6, 1, 1]}
+    assert wire.json(wire.post("sanityCheck2", sanity, session="s1"))["status"] == "ok"
+    assert isinstance(wire.json(wire.post("finish", {}, session="s1")), int)
+    start(wire, "s2")  # the collection is open now, and no session is running
     assert ran == [
-        ("start", True), ("applyChanges", False),
-        ("chunk", False), ("chunk", False), ("chunk", False),
-        ("applyChunk", False), ("sanityCheck2", True),
+        ("start", True), ("applyChanges", False), ("prepare_next_chunk", False),
+        ("chunk", False), ("prepare_next_chunk", False),
+        ("chunk", False), ("prepare_next_chunk", False), ("chunk", False),
+        ("applyChunk", False), ("apply_unapplied", False),
+        ("sanityCheck2", False), ("finish", True), ("start", False),
     ]
