@@ -31,6 +31,10 @@ devices sync at once. Before the barrier (untimed) A full-uploads, B downloads, 
 2. B syncs                                                  (normal sync, push and pull)
 3. A syncs                                                  (normal sync, pull)
 
+With ``--mix incremental`` (meant with ``--notes 20000``), every user runs the scenario of
+`bench_incremental.py` at once: untimed, A answers 1,000 cards and adds 200 notes; timed,
+A's normal sync pushes them and B's pulls them.
+
 The metric is the wall time from the barrier to the last user done
 (``all users (wall)``); per step, the median over users of its duration is
 reported too (``step1`` ... ``step5``; the client's own work, e.g. answering
@@ -79,6 +83,12 @@ STEPS = {
     "cycle": ("step1 full upload", "step2 push", "step3 download", "step4 push", "step5 pull"),
     "fullsync": ("step1 full upload", "step2 download"),
     "normal": ("step1 A push", "step2 B push+pull", "step3 A pull"),
+    "incremental": ("step1 A push", "step2 B pull"),
+}
+# The mixes that time normal syncs only: (device, what) per timed sync.
+NORMAL_ONLY = {
+    "normal": (("A", "A push"), ("B", "B push and pull"), ("A", "A pull")),
+    "incremental": (("A", "A push"), ("B", "B pull")),
 }
 BARRIER_TIMEOUT = 120.0
 ROUND_TIMEOUT = 600.0
@@ -117,19 +127,25 @@ def worker_main(index: int, conn: Connection, barrier: mp.synchronize.Barrier) -
             a.login()
             b.login()
             seed = task["seed"]
-            if task["mix"] == "normal":  # untimed: both devices set up, reviews done
+            timed = NORMAL_ONLY.get(task["mix"])
+            if timed is not None:  # untimed: both devices set up, reviews done
                 a.full_upload()
                 if b.sync().action != "download":
                     raise AssertionError("B: expected a full download")
-                answer_reviews(a.col, 100, seed=seed)
-                add_new_notes(a.col, 20, seed=seed)
-                answer_reviews(b.col, 50, seed=seed + 1)
+                if task["mix"] == "normal":
+                    answer_reviews(a.col, 100, seed=seed)
+                    add_new_notes(a.col, 20, seed=seed)
+                    answer_reviews(b.col, 50, seed=seed + 1)
+                else:
+                    if answer_reviews(a.col, 1000, seed=seed) != 1000:
+                        raise AssertionError("A: fewer than 1,000 cards to answer")
+                    add_new_notes(a.col, 200, seed=seed)
             barrier.wait(BARRIER_TIMEOUT)
             cpu = time.process_time()  # all threads of this client process
             marks = [time.monotonic()]
-            if task["mix"] == "normal":
-                for client, what in ((a, "A push"), (b, "B push and pull"), (a, "A pull")):
-                    expect_normal(client.sync(), what)
+            if timed is not None:
+                for device, what in timed:
+                    expect_normal((a if device == "A" else b).sync(), what)
                     marks.append(time.monotonic())
                 finish_round(conn, task, a, b, marks, cpu)
                 continue
@@ -283,14 +299,14 @@ class Workers:
                 proc.join()
 
 
-def user_template(work: Path, notes: int, users: int) -> tuple[Path, dict[str, Any]]:
-    """Each user's collection (copied per round): ``notes`` generated notes, 400 cards due."""
+def user_template(work: Path, notes: int, users: int, due: int = 400) -> tuple[Path, dict[str, Any]]:
+    """Each user's collection (copied per round): ``notes`` generated notes, ``due`` cards due."""
     from anki.collection import Collection
 
     template = build_template(work, build_large_collection, notes=notes, reviews=60)
     col = Collection(str(template))
     try:
-        make_reviews_due(col, 400)
+        make_reviews_due(col, due)
         info: dict[str, Any] = dict(users=users, notes_per_user=col.note_count(),
                                     cards_per_user=col.card_count())
     finally:
@@ -339,13 +355,16 @@ def main() -> int:
         (("--mix",), dict(choices=sorted(STEPS), default="cycle",
                           help="cycle: full upload, pushes, download, pull (default); "
                                "fullsync: a burst of full uploads and downloads; "
-                               "normal: only normal syncs (set-up untimed)")),
+                               "normal: only normal syncs (set-up untimed); incremental: "
+                               "bench_incremental's push and pull for every user at once")),
     ])
     work = Path(tempfile.mkdtemp(prefix="ankihost-bench-conc-"))
     workers = None
     try:
         started = time.perf_counter()
-        template, info = user_template(work, args.notes, args.users)
+        # "incremental": 1,000 answers, and "Again" answers come back as relearning cards
+        due = 1500 if args.mix == "incremental" else 400
+        template, info = user_template(work, args.notes, args.users, due=due)
         workers = Workers(args.users)
         print(f"prepared template and {args.users} workers in {time.perf_counter() - started:.1f}s: {info}",
               flush=True)
