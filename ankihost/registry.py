@@ -59,9 +59,20 @@ class UserState:
         return self.db
 
     def abort_session(self) -> None:
-        """End an active sync session with a rollback; an idle collection stays open."""
-        if self.session is not None or (self.db is not None and self.db.in_transaction):
-            self.close_collection()
+        """End an active sync session with a rollback; the collection stays open.
+
+        A rollback only drops the session's pages from the WAL, so this is cheap enough
+        for the event loop; closing would checkpoint and fsync. The collection is closed
+        (and reopened on next use) only if the rollback itself fails."""
+        self.session = None
+        db = self.db
+        if db is not None and db.in_transaction:
+            try:
+                db.execute("rollback")
+            except sqlite3.Error:
+                log.warning("rollback failed; closing the collection", exc_info=True)
+                self.db = None
+                db.close()  # closing drops the uncommitted transaction too
 
     def close_collection(self) -> None:
         """Roll back anything uncommitted (an abandoned sync) and close the collection."""

@@ -216,7 +216,7 @@ def apply_unapplied(db: sqlite3.Connection, session: SyncSession) -> None:
     except Exception as exc:  # noqa: BLE001 - handed to the session's next request
         session.unapplied.clear()
         session.apply_error = exc
-    except BaseException:  # the thread is being torn down: never let `finish` commit
+    except BaseException:  # the server is going down: never let `finish` commit
         session.unapplied.clear()
         session.apply_error = ServerError("writing a chunk was interrupted")
         raise

@@ -60,7 +60,7 @@ def handle_chunk(state: UserState, request: SyncRequest) -> Reply:
 
 def _chunk_preparer(state: UserState, current: session.SyncSession) -> Callable[[], None]:
     """Follow-up work: make the session's next chunk while the client handles this reply
-    (bounded: one scan of an index for the ids, then at most ~250 rows)."""
+    (for the first chunk one scan of the usn indexes for the ids, then ~250 rows)."""
 
     def prepare() -> None:  # after the reply is sent, under the user's lock again
         if state.session is current:  # not ended or replaced meanwhile
@@ -78,8 +78,9 @@ def handle_apply_chunk(state: UserState, request: SyncRequest) -> Reply:
         if state.session is current:  # not ended or replaced meanwhile
             chunks.apply_unapplied(state.collection(), current)
 
-    size = len(incoming.revlog) + len(incoming.cards) + len(incoming.notes)
-    return json_reply(None, follow_up=write, follow_up_inline=size <= INLINE_CHUNK_OBJECTS)
+    objects = len(incoming.revlog) + len(incoming.cards) + len(incoming.notes)
+    inline = objects <= INLINE_CHUNK_OBJECTS and request.body_size <= INLINE_BODY_BYTES
+    return json_reply(None, follow_up=write, follow_up_inline=inline)
 
 
 def handle_sanity_check(state: UserState, request: SyncRequest) -> Reply:
@@ -110,25 +111,30 @@ def _begin_step(state: UserState, request: SyncRequest) -> tuple[session.SyncSes
     return current, request.json_object()
 
 
-# Where steps run (`UserState.locked`): on the event loop when `INLINE` says the step is
-# bounded by a small request and does not wait on the disk, else in a worker thread.
-# CPython runs one thread of Python at a time, and SQLite lets go of the GIL on every row,
-# so threads doing row-sized SQLite work mostly hand the GIL back and forth: with 8 users
-# syncing at once, steps in threads cost ~2x the CPU per user (context switches, the GIL
-# changing hands on every row) of the same steps on the event loop, and finished later.
-# Threads remain for what waits on the disk (`finish`'s commit, rollbacks that close the
-# collection, uploads, downloads, media) and for bodies too big to be handled in a few ms.
+# Where steps run (`UserState.locked`): on the event loop when `INLINE` says so, else in a
+# worker thread. CPython runs one thread of Python at a time, and SQLite lets go of the GIL
+# on every row, so threads doing row-sized SQLite work mostly hand the GIL back and forth:
+# with 8 users syncing at once, steps in threads cost ~2x the CPU per user (context switches,
+# the GIL changing hands on every row) of the same steps on the event loop, and finished
+# later. So a step runs inline when its work is proportional to a small request or to what
+# the session has to send anyway (a chunk, the counts of `sanityCheck2`, the ids of the
+# first `chunk`), with at worst a few ms of SQLite reads and writes in the page cache.
+# Threads remain for what waits on the disk (`finish`'s commit, a collection that has to be
+# opened, uploads, downloads, media) and for bodies too big to be handled in a few ms.
+# Ending a session early (a failed step, a bad sanity check) is a rollback, which only drops
+# the session's pages from the WAL (`UserState.abort_session`).
 #
 # Bodies up to this size are handled inline: a real client's chunk of ~250 objects is
 # 20-60 KiB (~0.3 ms to parse); 64 KiB of the smallest possible rows parses in ~5 ms.
 INLINE_BODY_BYTES = 64 * 1024
 SMALL_BODY_BYTES = 4096
-# A chunk with up to this many objects is written inline after its reply (~2 ms per 250).
+# The write of a chunk that came in an inline-sized body and has up to this many objects
+# runs inline after its reply (~2 ms per 250 objects of a real client's size).
 INLINE_CHUNK_OBJECTS = 1000
 
 
 def _inline_start(state: UserState, request: SyncRequest) -> bool:
-    """`start` with no session to roll back (that may close and reopen the collection)."""
+    """`start` with the collection open and no session to roll back."""
     db = state.db
     return (
         state.session is None and db is not None and not db.in_transaction
@@ -136,18 +142,24 @@ def _inline_start(state: UserState, request: SyncRequest) -> bool:
     )
 
 
-def _inline_step(state: UserState, request: SyncRequest) -> bool:
-    """A session step with a bounded body and no chunk left to write first."""
+def _inline_step(state: UserState, request: SyncRequest, limit: int = INLINE_BODY_BYTES) -> bool:
+    """A session step with a bounded body, no chunk left to write first and no error made
+    ahead waiting to be raised."""
     current = state.session
     return (
         current is not None and not current.unapplied and current.apply_error is None
-        and request.body_size <= INLINE_BODY_BYTES
+        and not isinstance(current.next_chunk, Exception) and request.body_size <= limit
     )
+
+
+def _inline_apply_graves(state: UserState, request: SyncRequest) -> bool:
+    """`applyGraves` deletes row by row: a few hundred graves (~20 bytes each) at most."""
+    return _inline_step(state, request, SMALL_BODY_BYTES)
 
 
 INLINE: dict[str, InlineCheck] = {
     "start": _inline_start,
-    "applyGraves": _inline_step,
+    "applyGraves": _inline_apply_graves,
     "applyChanges": _inline_step,
     "chunk": _inline_step,
     "applyChunk": _inline_step,

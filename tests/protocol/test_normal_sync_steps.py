@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from anki.collection import Collection
 
-from ankihost.errors import BadRequest, SessionConflict
+from ankihost.errors import BadRequest, ServerError, SessionConflict
 from ankihost.registry import UserState
 from ankihost.sync.chunks import IncomingChunk
 from ankihost.sync.handlers import INLINE, INLINE_BODY_BYTES, INLINE_CHUNK_OBJECTS, METHODS
@@ -315,6 +315,12 @@ def test_which_steps_run_on_the_event_loop(state: UserState) -> None:
     current.apply_error = BadRequest("writing a chunk failed")
     for name in SESSION_STEPS:
         assert not INLINE[name](state, small[name]), name  # the error rolls it back
+    current.apply_error = None
+    current.next_chunk = ServerError("failed while made ahead")
+    assert not INLINE["chunk"](state, small["chunk"])  # raised by this request
+    current.next_chunk = None
+    many_graves = {"chunk": {"cards": list(range(10**12, 10**12 + 400)), "notes": [], "decks": []}}
+    assert not INLINE["applyGraves"](state, sync_request("applyGraves", many_graves))
 
 
 def test_chunk_follow_ups_run_inline_when_bounded(state: UserState) -> None:
@@ -323,10 +329,10 @@ def test_chunk_follow_ups_run_inline_when_bounded(state: UserState) -> None:
     reply = METHODS["applyChanges"](state, sync_request("applyChanges", no_changes))
     assert reply.follow_up is not None and reply.follow_up_inline  # makes the first chunk
     revlog = [[10**12 + i, 1, 0, 3, 1, 1, 2500, 100, 1] for i in range(INLINE_CHUNK_OBJECTS + 1)]
-    for rows, inline in ((revlog[:-1], True), (revlog, False)):
-        reply = METHODS["applyChunk"](
-            state, sync_request("applyChunk", {"chunk": {"done": False, "revlog": rows}})
-        )
+    padded = {"pad": "x" * INLINE_BODY_BYTES}  # few objects, but a big body
+    for rows, extra, inline in ((revlog[:-1], {}, True), (revlog, {}, False), (revlog[:1], padded, False)):
+        body = {"chunk": {"done": False, "revlog": rows}, **extra}
+        reply = METHODS["applyChunk"](state, sync_request("applyChunk", body))
         assert reply.follow_up is not None and reply.follow_up_inline is inline, len(rows)
 
 

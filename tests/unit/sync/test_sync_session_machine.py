@@ -74,8 +74,43 @@ def test_abandon_rolls_back_and_is_idempotent(state: UserState) -> None:
     state.collection().execute("delete from decks")
     session.abandon(state)
     session.abandon(state)
-    assert state.session is None and state.db is None
+    assert state.session is None
+    db = state.db  # still open: a rollback is enough, closing would checkpoint and fsync
+    assert db is not None and not db.in_transaction
+    assert db.execute("select count() from decks").fetchone() == (1,)
+    state.close_collection()
     assert deck_count(state.folder.collection) == 1
+
+
+class _RollbackFails:
+    """A collection connection whose rollback fails (e.g. the disk went away)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.closed = False
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.in_transaction
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "rollback":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, *args)
+
+    def close(self) -> None:
+        self.closed = True
+        self.db.close()
+
+
+def test_abandon_closes_the_collection_when_its_rollback_fails(state: UserState) -> None:
+    session.open_session(state, "k1", 2, False)
+    state.collection().execute("delete from decks")
+    failing = _RollbackFails(state.collection())
+    state.db = failing  # type: ignore[assignment]
+    session.abandon(state)
+    assert state.session is None and state.db is None and failing.closed
+    assert deck_count(state.folder.collection) == 1  # closing rolled it back
 
 
 @pytest.mark.parametrize(
@@ -94,7 +129,8 @@ def test_failure_inside_a_step_rolls_back_and_clears(
     with pytest.raises(expected), session.rolled_back_on_failure(state):
         state.collection().execute("delete from decks")
         raise raised
-    assert state.session is None
+    assert state.session is None and not state.collection().in_transaction
+    state.close_collection()
     assert deck_count(state.folder.collection) == 1
 
 
