@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -87,3 +88,30 @@ def test_sigterm_mid_sync_rolls_back_and_exits_cleanly(client_collection, tmp_pa
         db = sqlite3.connect(server.base / "alice" / "collection.anki2")
         assert db.execute("select count() from cards").fetchone()[0] == len(card_ids)
         assert db.execute("select count() from graves").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("ip_header", "logged"),
+    [
+        (None, "127.0.0.1"),  # the default, ConnectInfo: the socket peer, whatever headers say
+        ("RightmostXForwardedFor", "203.0.113.9"),
+        ("XRealIp", "198.51.100.4"),
+    ],
+)
+def test_the_logged_client_address_follows_sync_ip_header_only(ip_header, logged):
+    """SYNC_IP_HEADER alone decides where the address in the request log comes from, as in
+    the official server; headers a client sends are ignored unless it names one of them."""
+    import httpx2
+
+    from tests.support.server import SyncServer
+
+    env = {"SYNC_IP_HEADER": ip_header} if ip_header else {}
+    headers = {"X-Forwarded-For": "192.0.2.1, 203.0.113.9", "X-Real-IP": "198.51.100.4"}
+    with SyncServer("ankihost", (("user", "pass"),), env=env) as server:
+        response = httpx2.post(f"{server.endpoint}sync/meta", headers=headers, content=b"")
+        assert response.status_code == 400  # no anki-sync header: still a logged request
+        deadline = time.monotonic() + 10
+        while not (lines := [x for x in server.log_text().splitlines() if "POST /sync/meta" in x]):
+            assert time.monotonic() < deadline, server.log_text()
+            time.sleep(0.05)
+    assert lines[0].endswith(f"ip={logged}"), lines[0]
