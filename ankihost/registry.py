@@ -58,6 +58,10 @@ class UserState:
             self.db = schema.open_or_create(self.folder.collection)
         return self.db
 
+    def idle_and_open(self) -> bool:
+        """The collection is open, with no sync session and no transaction running."""
+        return self.session is None and self.db is not None and not self.db.in_transaction
+
     def abort_session(self) -> None:
         """End an active sync session with a rollback; the collection stays open.
 

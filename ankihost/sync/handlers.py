@@ -17,6 +17,8 @@ from ankihost.protocol.response import Reply, json_reply
 from ankihost.sync import changes, chunks, finish, sanity, session, start
 
 if TYPE_CHECKING:
+    import sqlite3
+
     from ankihost.protocol.request import SyncRequest
     from ankihost.registry import UserState
 
@@ -61,23 +63,28 @@ def handle_chunk(state: UserState, request: SyncRequest) -> Reply:
 def _chunk_preparer(state: UserState, current: session.SyncSession) -> Callable[[], None]:
     """Follow-up work: make the session's next chunk while the client handles this reply
     (for the first chunk one scan of the usn indexes for the ids, then ~250 rows)."""
+    return _for_session(state, current, chunks.prepare_next_chunk)
 
-    def prepare() -> None:  # after the reply is sent, under the user's lock again
-        if state.session is current:  # not ended or replaced meanwhile
-            chunks.prepare_next_chunk(state.collection(), current)
 
-    return prepare
+def _for_session(
+    state: UserState, current: session.SyncSession,
+    work: Callable[[sqlite3.Connection, session.SyncSession], None],
+) -> Callable[[], None]:
+    """Follow-up work on `current`, run after the reply is sent (under the user's lock
+    again): skipped if the session has ended or been replaced meanwhile."""
+
+    def follow_up() -> None:
+        if state.session is current:
+            work(state.collection(), current)
+
+    return follow_up
 
 
 def handle_apply_chunk(state: UserState, request: SyncRequest) -> Reply:
     current, body = _begin_step(state, request)
     incoming = chunks.parse_apply_chunk(body)
     current.unapplied.append(incoming)
-
-    def write() -> None:  # after the reply is sent, under the user's lock again
-        if state.session is current:  # not ended or replaced meanwhile
-            chunks.apply_unapplied(state.collection(), current)
-
+    write = _for_session(state, current, chunks.apply_unapplied)
     objects = len(incoming.revlog) + len(incoming.cards) + len(incoming.notes)
     inline = objects <= INLINE_CHUNK_OBJECTS and request.body_size <= INLINE_BODY_BYTES
     return json_reply(None, follow_up=write, follow_up_inline=inline)
@@ -105,7 +112,7 @@ def _begin_step(state: UserState, request: SyncRequest) -> tuple[session.SyncSes
     """The caller's session (400 empty key, 409 none or another's), with every chunk it sent
     written (an error writing one fails this step), and the request's JSON body."""
     current = session.active_session(state, session.session_key(request))
-    if current.unapplied or current.apply_error is not None:
+    if current.unsettled:
         with session.rolled_back_on_failure(state):
             chunks.settle(state.collection(), current)
     return current, request.json_object()
@@ -135,11 +142,7 @@ INLINE_CHUNK_OBJECTS = 1000
 
 def _inline_start(state: UserState, request: SyncRequest) -> bool:
     """`start` with the collection open and no session to roll back."""
-    db = state.db
-    return (
-        state.session is None and db is not None and not db.in_transaction
-        and request.body_size <= INLINE_BODY_BYTES
-    )
+    return state.idle_and_open() and request.body_size <= INLINE_BODY_BYTES
 
 
 def _inline_step(state: UserState, request: SyncRequest, limit: int = INLINE_BODY_BYTES) -> bool:
@@ -147,7 +150,7 @@ def _inline_step(state: UserState, request: SyncRequest, limit: int = INLINE_BOD
     ahead waiting to be raised."""
     current = state.session
     return (
-        current is not None and not current.unapplied and current.apply_error is None
+        current is not None and not current.unsettled
         and not isinstance(current.next_chunk, Exception) and request.body_size <= limit
     )
 

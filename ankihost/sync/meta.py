@@ -56,10 +56,7 @@ def meta(
 def runs_inline(state: UserState, request: SyncRequest) -> bool:
     """`meta` may run on the event loop (see `sync/handlers.py: INLINE`) with the
     collection and media index open and no session to roll back: a few small reads."""
-    return (
-        state.db is not None and state.media is not None and state.session is None
-        and not state.db.in_transaction and request.body_size <= SMALL_BODY_BYTES
-    )
+    return state.idle_and_open() and state.media is not None and request.body_size <= SMALL_BODY_BYTES
 
 
 def legacy_meta(state: UserState, request: SyncRequest) -> Reply:

@@ -55,6 +55,11 @@ class SyncSession:
     unapplied: list[IncomingChunk] = field(default_factory=list)
     apply_error: Exception | None = None
 
+    @property
+    def unsettled(self) -> bool:
+        """A chunk is still to be written, or writing one failed: `chunks.settle` first."""
+        return bool(self.unapplied) or self.apply_error is not None
+
 
 def session_key(request: SyncRequest) -> str:
     """The request's session key; an empty one is a malformed request (400)."""
