@@ -369,9 +369,7 @@ def test_failed_chunk_write_is_400_on_the_next_step_and_rolls_back(
     request (whichever it is), and the whole session is rolled back."""
     before = server_content(state)
     col, client = prepared_client(device, state)
-    client.start()
-    client.apply_graves()
-    client.apply_changes()
+    client.through_changes()
     good, bad = client.rows("notes")[:2]
     bad[2] = 424242  # a notetype the server never received
     assert call(state, "applyChunk", {"chunk": {"done": False, "notes": [good, bad]}}) is None
@@ -391,9 +389,7 @@ def test_chunk_write_failing_after_the_reply_fails_the_next_step(
 ) -> None:
     before = server_content(state)
     col, client = prepared_client(device, state)
-    client.start()
-    client.apply_graves()
-    client.apply_changes()
+    client.through_changes()
     bad = client.rows("notes")[0]
     bad[2] = 424242
     call(state, "applyChunk", {"chunk": {"done": True, "notes": [bad]}}, follow_up=True)
@@ -411,9 +407,7 @@ def test_unwritten_chunk_of_a_replaced_session_is_never_written(
     device: Path, state: UserState
 ) -> None:
     col, client = prepared_client(device, state)
-    client.start()
-    client.apply_graves()
-    client.apply_changes()
+    client.through_changes()
     revlog, cards = client.rows("revlog"), client.rows("cards")
     sent = METHODS["applyChunk"](
         state, sync_request("applyChunk", {"chunk": {"done": True, "revlog": revlog, "cards": cards}})
@@ -436,9 +430,7 @@ def test_a_late_follow_up_after_the_session_committed_writes_nothing(
     connection, or a pipelined one): by then `settle` wrote the chunk, and if the session
     has even finished, the follow-up must not write anything (again) or fail."""
     col, client = prepared_client(device, state)
-    client.start()
-    client.apply_graves()
-    client.apply_changes()
+    client.through_changes()
     client.fetch_chunks()
     rows = client.rows("revlog")
     first = METHODS["applyChunk"](
@@ -479,9 +471,7 @@ def test_notetype_field_count_change_is_400_and_rolls_back(device: Path, state: 
 def test_bad_sanity_check_rolls_back_and_ends_the_session(device: Path, state: UserState) -> None:
     before = server_content(state)
     col, client = prepared_client(device, state)
-    client.start()
-    client.apply_graves()
-    client.apply_changes()
+    client.through_changes()
     client.fetch_chunks()
     client.send_chunks()
     counts = client.counts()
@@ -500,9 +490,7 @@ def test_abandoned_session_leaves_the_collection_as_before_start(
 ) -> None:
     before = server_content(state)
     col, client = prepared_client(device, state)
-    client.start()
-    client.apply_graves()
-    client.apply_changes()
+    client.through_changes()
     client.fetch_chunks()
     client.send_chunks(size=50)
     col.close()
@@ -517,9 +505,7 @@ def _sync_then_die(device: str, root: str) -> None:
     state = UserState(User("alice", "hostkey"), UserFolder(Path(root)))
     col = Collection(device)
     client = StepClient(col, state)
-    client.start()
-    client.apply_graves()
-    client.apply_changes()
+    client.through_changes()
     client.fetch_chunks()
     client.send_chunks()
     client.sanity()

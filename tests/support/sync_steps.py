@@ -220,11 +220,15 @@ class StepClient:
         self.replies["finish"] = self._call("finish")
         return self.replies["finish"]
 
-    def sync_upward(self) -> dict[str, Any]:
-        """A whole sync where the server has nothing the client lacks."""
+    def through_changes(self) -> None:
+        """The steps before the chunks: `start`, `applyGraves`, `applyChanges`."""
         self.start()
         self.apply_graves()
         self.apply_changes()
+
+    def sync_upward(self) -> dict[str, Any]:
+        """A whole sync where the server has nothing the client lacks."""
+        self.through_changes()
         self.fetch_chunks()
         self.send_chunks()
         self.sanity()
