@@ -64,9 +64,11 @@ def _base(value: str) -> Path:
 @dataclass(frozen=True)
 class Setting:
     name: str
+    # the default as `--help` shows it (None: required, or unset)
     default: str | None
     help: str
-    parse: Callable[[str], Any]
+    # how a value is read and checked; None for the two that have readers of their own below
+    parse: Callable[[str], Any] | None = None
 
 
 def _default_base(environ: Mapping[str, str]) -> str | None:
@@ -75,12 +77,27 @@ def _default_base(environ: Mapping[str, str]) -> str | None:
 
 
 SETTINGS = (
-    Setting("SYNC_BASE", None, "data folder; one sub-folder per user (default ~/.syncserver)", _base),
+    Setting("SYNC_USERn", None, "SYNC_USER1, SYNC_USER2, …: 'username:password' (or "
+            "'username:<PHC hash>'), numbered from 1 without gaps; at least SYNC_USER1"),
+    Setting("PASSWORDS_HASHED", None, "if set (to anything), every SYNC_USERn holds a PHC hash "
+            "(see `ankihost hash-password`)"),
+    Setting("SYNC_BASE", "~/.syncserver", "data folder; one sub-folder per user", _base),
     Setting("SYNC_HOST", "0.0.0.0", "address to listen on: an IPv4 or IPv6 literal", _ip_literal),
-    Setting("SYNC_PORT", "8080", "TCP port to listen on", _port),
-    Setting("MAX_SYNC_PAYLOAD_MEGS", "100", "largest upload in MiB (collections up to 3x this)", _megs),
-    Setting("SYNC_IP_HEADER", "ConnectInfo", "where the client IP in the log comes from", _ip_header),
+    Setting("SYNC_PORT", "8080", "TCP port to listen on (0-65535)", _port),
+    Setting("MAX_SYNC_PAYLOAD_MEGS", "100", "largest upload in MiB, at least 1 (collections up to "
+            "3x this)", _megs),
+    Setting("SYNC_IP_HEADER", "ConnectInfo", "where the client IP in the log comes from: "
+            + ", ".join(IP_HEADERS), _ip_header),
 )
+
+
+def describe_settings() -> str:
+    """Every setting, one per line, with its default: the `environment:` part of `--help`."""
+    lines = []
+    for setting in SETTINGS:
+        default = f" (default: {setting.default})" if setting.default is not None else ""
+        lines.append(f"  {setting.name:<22} {setting.help}{default}")
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -107,6 +124,8 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
         values: dict[str, Any] = {}
         for setting in SETTINGS:
+            if setting.parse is None:
+                continue
             raw = environ.get(setting.name)
             if raw is None:
                 raw = _default_base(environ) if setting.name == "SYNC_BASE" else setting.default

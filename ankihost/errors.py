@@ -4,13 +4,15 @@
     ├── BadRequest (400)              malformed input, or a sync step that failed and was rolled back
     ├── AuthFailed (403)              bad credentials or unknown host key; clients log the user out
     ├── NotFound (404)                no such route
+    ├── MethodNotAllowed (405)        a route asked with the wrong HTTP method; carries `allow`
     ├── SessionConflict (409)         no sync session, or another device's session
     ├── PayloadTooLarge (413)         body over the configured limit (used where 400 is not required)
     ├── ClientTooOld (501)            meta body version outside the supported range
     └── ServerError (500)             transient or internal failure; the client says "try later"
 
 Third-party errors (zstd, zip, sqlite3, orjson) are turned into these where they happen.
-`web/app.py` is the only place that maps them to responses.
+`web/app.py: error_response` is the only place that maps them to responses of the sync
+surface.
 """
 
 from __future__ import annotations
@@ -34,6 +36,14 @@ class AuthFailed(SyncError):
 
 class NotFound(SyncError):
     status = 404
+
+
+class MethodNotAllowed(SyncError):
+    status = 405
+
+    def __init__(self, allow: tuple[str, ...]) -> None:
+        super().__init__(f"allowed: {', '.join(allow)}")
+        self.allow = allow
 
 
 class SessionConflict(SyncError):

@@ -1,10 +1,12 @@
-"""All mutable state shared across requests: one `UserState` per configured user.
+"""All mutable state shared across requests: one `UserState` per user, made when first needed.
 
-Each user has their own lock; nothing here is global to all users, so one user's upload never
-waits for another's. The web layer runs the synchronous core through `UserState.locked`: it
-takes `state.lock` (an asyncio lock, so waiting costs no thread), then runs the work in a
-worker thread with the state in hand, or, for bounded work that does not wait on the disk,
-right on the event loop.
+The registry asks its account source who a host key belongs to and keeps one `UserState` per
+account name, created on first use. Each user has their own lock; nothing here is global to all
+users, so one user's upload never waits for another's. The web layer runs the synchronous core
+through `UserState.locked`: it takes `state.lock` (an asyncio lock, so waiting costs no
+thread), then runs the work in a worker thread with the state in hand, or, for bounded work
+that does not wait on the disk, right on the event loop. `Registry.evict` closes one user's
+databases under that user's lock (what removing, revoking, restoring and moving need).
 """
 
 from __future__ import annotations
@@ -14,30 +16,40 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-from ankihost import media
-from ankihost.storage import schema
+from ankihost.accounts.source import Account, AccountSource
+from ankihost.errors import AuthFailed
+from ankihost.media.user_media import UserMedia
 from ankihost.storage.paths import UserFolder
-from ankihost.users import User
+from ankihost.sync.session import UserCollection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass
+@dataclass(eq=False)
 class UserState:
-    user: User
+    account: Account
     folder: UserFolder
+    collection: UserCollection
+    media: UserMedia
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # The open collection connection, kept across requests (None = closed).
-    db: sqlite3.Connection | None = None
-    # The active normal-sync session (ankihost.sync.session.SyncSession) or None.
-    session: Any = None
-    # The media index of this user, opened lazily by ankihost.media (None = not open).
-    media: Any = None
+    # The folder was checked and cleaned of a crash's leftovers (once per process).
+    prepared: bool = False
+    # The account is gone: requests still waiting for the lock are refused.
+    removed: bool = False
+
+    @classmethod
+    def create(cls, account: Account, folder: UserFolder) -> UserState:
+        return cls(account, folder, UserCollection(folder), UserMedia(folder))
+
+    @property
+    def name(self) -> str:
+        return self.account.name
 
     async def locked(
         self, work: Callable[..., T], *args: Any, inline: Callable[[], bool] | None = None
@@ -46,74 +58,93 @@ class UserState:
         when `inline()`, asked under the lock, says so (bounded work that does not wait on
         the disk; see `sync/handlers.py: INLINE` for why), else in a worker thread (anyio
         waits for the thread even if the caller is cancelled, so the lock never outlives
-        it)."""
+        it). A user removed meanwhile is refused (403), as their next request would be."""
         async with self.lock:
-            if inline is not None and inline():
+            if self.removed:
+                raise AuthFailed(f"user {self.name!r} was removed")
+            if self.prepared and inline is not None and inline():
                 return work(*args)
-            return await anyio.to_thread.run_sync(work, *args)
+            return await anyio.to_thread.run_sync(self._prepared_then, work, *args)
 
-    def collection(self) -> sqlite3.Connection:
-        """The open collection, opened (and for a new user created empty) on first use."""
-        if self.db is None:
-            self.db = schema.open_or_create(self.folder.collection)
-        return self.db
+    def _prepared_then(self, work: Callable[..., T], *args: Any) -> T:
+        if not self.prepared:
+            self.prepare()
+        return work(*args)
+
+    def prepare(self) -> None:
+        """Create the folder, remove what an interrupted run of this process's predecessor
+        left, and finish or undo a media upload a crash interrupted (the official server
+        creates or upgrades media.db at start-up too). Before any other work of this user."""
+        self.folder.ensure()
+        if removed := self.folder.remove_leftovers():
+            log.info("removed leftovers of an interrupted run in %s: %s", self.folder.root, removed)
+        self.media.index()
+        self.prepared = True
 
     def idle_and_open(self) -> bool:
-        """The collection is open, with no sync session and no transaction running."""
-        return self.session is None and self.db is not None and not self.db.in_transaction
+        """Collection and media index open, no sync session: `meta` can run on the loop."""
+        return self.collection.idle_and_open() and self.media.is_open
 
-    def abort_session(self) -> None:
-        """End an active sync session with a rollback; the collection stays open.
-
-        A rollback only drops the session's pages from the WAL, so this is cheap enough
-        for the event loop; closing would checkpoint and fsync. The collection is closed
-        (and reopened on next use) only if the rollback itself fails."""
-        self.session = None
-        db = self.db
-        if db is not None and db.in_transaction:
-            try:
-                db.execute("rollback")
-            except sqlite3.Error:
-                log.warning("rollback failed; closing the collection", exc_info=True)
-                self.db = None
-                db.close()  # closing drops the uncommitted transaction too
-
-    def close_collection(self) -> None:
-        """Roll back anything uncommitted (an abandoned sync) and close the collection."""
-        self.session = None
-        if self.db is not None:
-            db, self.db = self.db, None
-            try:
-                if db.in_transaction:
-                    db.execute("rollback")
-            finally:
-                db.close()
-
-
-class Registry:
-    def __init__(self, users: list[User], folders: dict[str, UserFolder]) -> None:
-        self._by_key = {u.host_key: UserState(u, folders[u.name]) for u in users}
-        self._by_name = {s.user.name: s for s in self._by_key.values()}
-
-    def by_host_key(self, host_key: str) -> UserState | None:
-        return self._by_key.get(host_key) if host_key else None
-
-    def by_name(self, name: str) -> UserState | None:
-        return self._by_name.get(name)
-
-    def decoy_hash(self) -> Any:
-        """A configured user's password hash, verified for unknown names to equalise timing."""
-        return next((s.user.password_hash for s in self._by_name.values() if s.user.password_hash), None)
-
-    def all(self) -> list[UserState]:
-        return list(self._by_name.values())
-
-    @staticmethod
-    def close_user(state: UserState) -> None:
+    def close(self) -> None:
         """Roll back the user's open sync session and close their databases; the caller
         holds the user's lock."""
         try:
-            state.close_collection()
-            media.close_index(state)
+            self.collection.close()
+            self.media.close()
         except sqlite3.Error:
-            log.exception("closing the databases of %s", state.user.name)
+            log.exception("closing the databases of %s", self.name)
+
+
+class Registry:
+    def __init__(self, accounts: AccountSource, base: Path) -> None:
+        self.accounts = accounts
+        self.base = base
+        self._states: dict[str, UserState] = {}
+
+    def by_host_key(self, host_key: str) -> UserState | None:
+        """The state of the user a device's key belongs to; None for an unknown key."""
+        account = self.accounts.by_host_key(host_key) if host_key else None
+        return None if account is None else self._state_of(account)
+
+    def by_name(self, name: str) -> UserState | None:
+        """The state of the user of that name; None when there is no such account."""
+        account = self.accounts.by_name(name)
+        return None if account is None else self._state_of(account)
+
+    def _state_of(self, account: Account) -> UserState:
+        state = self._states.get(account.name)
+        if state is None:
+            state = self._states[account.name] = UserState.create(account, self.folder(account.name))
+        else:
+            state.account = account  # the source's current record (e.g. after a change)
+        return state
+
+    def folder(self, name: str) -> UserFolder:
+        return UserFolder(self.base / name)
+
+    def prepare_all(self) -> None:
+        """At start-up, before serving: prepare every known user's folder, as the official
+        server does, so no first sync pays for it."""
+        for name in self.accounts.names():
+            account = self.accounts.by_name(name)
+            if account is not None:
+                state = self._state_of(account)
+                state.prepare()
+                state.media.close()  # opened again by the user's first sync
+
+    def all(self) -> list[UserState]:
+        """Every user state made so far."""
+        return list(self._states.values())
+
+    async def evict(self, name: str, *, removed: bool = False) -> None:
+        """Under the user's lock: roll back their sync session and close their databases.
+        With `removed`, also forget them: requests still waiting for the lock are refused."""
+        state = self._states.get(name)
+        if state is None:
+            return
+        async with state.lock:
+            await anyio.to_thread.run_sync(state.close)
+            if removed:
+                state.removed = True
+                if self._states.get(name) is state:
+                    del self._states[name]

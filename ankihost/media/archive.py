@@ -23,7 +23,7 @@ from typing import IO
 import orjson
 
 from ankihost.errors import BadRequest, PayloadTooLarge
-from ankihost.media import files
+from ankihost.media import names, staging
 
 # Limits of the official server (rslib/src/sync/media/mod.rs and zip.rs).
 MAX_META_BYTES = 50 * 1024
@@ -69,7 +69,7 @@ class UploadEntry:
     """One `_meta` entry: a deletion when `staged` is None."""
 
     name: str
-    staged: files.StagedFile | None
+    staged: staging.StagedFile | None
 
 
 @dataclass
@@ -150,9 +150,9 @@ def _meta_entry(item: object) -> tuple[str, str | None]:
     name, member = item
     if member is not None and not isinstance(member, str):
         raise BadRequest(f"bad _meta member for {name!r:.100}")
-    problem = files.protocol_problem(name)
+    problem = names.protocol_problem(name)
     if problem is None and member:
-        problem = files.addition_problem(name)
+        problem = names.addition_problem(name)
     if problem is not None:
         raise BadRequest(f"media file name {name!r:.300} {problem}")
     return name, member or None
@@ -160,7 +160,7 @@ def _meta_entry(item: object) -> tuple[str, str | None]:
 
 def _stage_member(
     zf: zipfile.ZipFile, body: IO[bytes], member: str, folder: Path, held: int
-) -> files.StagedFile:
+) -> staging.StagedFile:
     """The member read and checked: in memory when small (`held` bytes are so far), else
     streamed to a temp file in `folder`."""
     info = zf.getinfo(member)
@@ -178,9 +178,9 @@ def _stage_member(
                 data = source.read(info.file_size + 1)
             if len(data) != info.file_size:
                 raise zipfile.BadZipFile(f"member {member!r:.50} is not its declared size")
-        return files.StagedFile.in_memory(data)
+        return staging.StagedFile.in_memory(data)
     with zf.open(info) as source:  # reading to the end also checks the member's CRC-32
-        staged = files.stage_stream(folder, source, MAX_FILE_BYTES)
+        staged = staging.stage_stream(folder, source, MAX_FILE_BYTES)
     if staged.size == 0:
         staged.discard()
         raise BadRequest(f"zip member {member!r:.50} is empty")
@@ -232,7 +232,7 @@ class DownloadZip:
         Fewer or more bytes than `size` means the file changed under us: ValueError.
         """
         member = str(len(self._names))
-        if size <= files.COPY_CHUNK_BYTES:
+        if size <= staging.COPY_CHUNK_BYTES:
             sha1 = self._add_whole(member, real_name, source, size)
         else:
             sha1 = self._add_streamed(member, real_name, source, size)
@@ -262,7 +262,7 @@ class DownloadZip:
         info.file_size = size
         digest, written = hashlib.sha1(), 0
         with self._zip.open(info, "w") as out:
-            while chunk := source.read(min(files.COPY_CHUNK_BYTES, size + 1 - written)):
+            while chunk := source.read(min(staging.COPY_CHUNK_BYTES, size + 1 - written)):
                 written += len(chunk)
                 if written > size:
                     break

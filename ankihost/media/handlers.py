@@ -1,4 +1,4 @@
-"""The `/msync/<method>` handlers as the web layer calls them: `METHODS[name](state, request)`.
+"""The `/msync/<method>` handlers as the web layer calls them: `METHODS[name].run(state, request)`.
 
 Each one parses the request, calls `media.sync`, and wraps the result in the media envelope
 `{"data": …, "err": ""}` (except `downloadFiles`, which answers a bare zip). The caller holds
@@ -14,8 +14,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ankihost.errors import BadRequest, ServerError
-from ankihost.media import open_index, sync
+from ankihost.media import sync
+from ankihost.protocol.request import Step
 from ankihost.protocol.response import Reply, file_reply, json_reply
+from ankihost.protocol.values import int_in_range
 
 if TYPE_CHECKING:
     from ankihost.protocol.request import SyncRequest
@@ -34,7 +36,7 @@ def _server_errors(handler: Handler) -> Handler:
         try:
             return handler(state, request)
         except (sqlite3.Error, OSError) as exc:
-            log.exception("media %s failed for %s", request.method, state.user.name)
+            log.exception("media %s failed for %s", request.method, state.name)
             raise ServerError(f"media {request.method}: {type(exc).__name__}") from exc
 
     return guarded
@@ -44,41 +46,24 @@ def _ok(data: Any) -> Reply:
     return json_reply({"data": data, "err": ""})
 
 
-def _int_field(body: dict[str, Any], key: str, low: int, high: int) -> int:
-    value = body.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise BadRequest(f"{key!r} must be an integer in [{low}, {high}], got {value!r:.50}")
-    return value
-
-
-def last_usn(state: UserState) -> int:
-    """The media USN for the collection sync's `meta` reply (`media_usn`)."""
-    try:
-        return open_index(state).last_usn()
-    except sqlite3.Error as exc:
-        raise ServerError(f"media index: {exc}") from exc
-
-
 @_server_errors
 def begin(state: UserState, request: SyncRequest) -> Reply:
-    version = request.extra.get("v") or request.json_object().get("v")
+    version = request.json_object().get("v")
     if not isinstance(version, str) or not version:
         raise BadRequest("begin: missing client version")
-    index = open_index(state)
-    return _ok({"usn": index.last_usn(), "sk": request.host_key})
+    return _ok({"usn": state.media.index().last_usn(), "sk": request.host_key})
 
 
 @_server_errors
 def media_changes(state: UserState, request: SyncRequest) -> Reply:
-    after = _int_field(request.json_object(), "lastUsn", USN_MIN, USN_MAX)
-    return _ok(sync.changes_since(open_index(state), after))
+    after = int_in_range(request.json_object(), "lastUsn", USN_MIN, USN_MAX)
+    return _ok(sync.changes_since(state.media.index(), after))
 
 
 @_server_errors
 def upload_changes(state: UserState, request: SyncRequest) -> Reply:
-    index = open_index(state)
     request.body.seek(0)
-    processed, usn = sync.apply_upload(index, state.folder, request.body)
+    processed, usn = sync.apply_upload(state.media.index(), state.folder, request.body)
     return _ok([processed, usn])
 
 
@@ -87,8 +72,7 @@ def download_files(state: UserState, request: SyncRequest) -> Reply:
     names = request.json_object().get("files")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadRequest("downloadFiles: 'files' must be a list of names")
-    index = open_index(state)
-    built = sync.build_download(index, state.folder.media, names, state.folder.root)
+    built = sync.build_download(state.media.index(), state.folder, names)
     if isinstance(built, bytes):
         return Reply(data=built)
     return file_reply(built, delete_after=True)
@@ -96,14 +80,16 @@ def download_files(state: UserState, request: SyncRequest) -> Reply:
 
 @_server_errors
 def media_sanity(state: UserState, request: SyncRequest) -> Reply:
-    local = _int_field(request.json_object(), "local", 0, COUNT_MAX)
-    return _ok(sync.sanity(open_index(state), local))
+    local = int_in_range(request.json_object(), "local", 0, COUNT_MAX)
+    return _ok(sync.sanity(state.media.index(), local))
 
 
-METHODS: dict[str, Handler] = {
-    "begin": begin,
-    "mediaChanges": media_changes,
-    "uploadChanges": upload_changes,
-    "downloadFiles": download_files,
-    "mediaSanity": media_sanity,
+# One row per method; all run in a worker thread (they wait on the disk). Only
+# `uploadChanges` carries file data.
+METHODS: dict[str, Step] = {
+    "begin": Step(begin, small_body=True),
+    "mediaChanges": Step(media_changes, small_body=True),
+    "uploadChanges": Step(upload_changes),
+    "downloadFiles": Step(download_files, small_body=True),
+    "mediaSanity": Step(media_sanity, small_body=True),
 }

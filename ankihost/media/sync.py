@@ -10,14 +10,13 @@ from __future__ import annotations
 import io
 import logging
 import os
-import secrets
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NoReturn
 
 from ankihost.errors import BadRequest, SessionConflict
-from ankihost.media import archive, files
+from ankihost.media import archive, journal, names, staging
 from ankihost.media.index import Entry, MediaIndex, Outcome, Writer
 
 if TYPE_CHECKING:
@@ -25,12 +24,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD_PREFIX = ".ankihost-download-"
 # A download zip whose files total at most this is built in memory and sent from there; a bigger
 # one (any file may be up to 100 MiB) goes through a temp file. Clients ask for ~2.5 MiB at once.
 IN_MEMORY_ZIP_MAX_BYTES = 8 * 1024 * 1024
-# The upload journal, in the user's folder (beside media.db, never a media file name).
-JOURNAL_NAME = "media.ankihost-journal"
 SANITY_OK = "OK"
 SANITY_FAILED = "mediaSanity"
 
@@ -48,24 +44,20 @@ def apply_upload(index: MediaIndex, folder: UserFolder, body: IO[bytes]) -> tupl
     `recover_after_crash`) either the old or the new state.
     """
     upload = archive.read_upload(body, folder.media)
-    journal = files.FileJournal(folder.media, journal_path(folder))
+    batch = journal.FileJournal(folder.media, folder.media_journal)
     try:
-        with journal, index.atomic() as writer:
+        with batch, index.atomic() as writer:
             changes = _record_entries(writer, folder.media, upload.entries)
-            journal.apply(changes, writer.last_usn)
+            batch.apply(changes, writer.last_usn)
         return len(upload.entries), writer.last_usn
     finally:
-        upload.discard(journal.placed)
-
-
-def journal_path(folder: UserFolder) -> Path:
-    return folder.root / JOURNAL_NAME
+        upload.discard(batch.placed)
 
 
 def recover_after_crash(index: MediaIndex, folder: UserFolder) -> None:
     """Complete or undo an upload a crash interrupted (call when opening the index)."""
     last_usn = index.last_usn()
-    files.recover(folder.media, journal_path(folder), last_usn, _live_sha1(index))
+    journal.recover(folder.media, folder.media_journal, last_usn, _live_sha1(index))
 
 
 def _live_sha1(index: MediaIndex) -> Callable[[str], bytes | None]:
@@ -78,12 +70,12 @@ def _live_sha1(index: MediaIndex) -> Callable[[str], bytes | None]:
 
 def _record_entries(
     writer: Writer, folder: Path, entries: list[archive.UploadEntry]
-) -> list[files.Change]:
+) -> list[journal.Change]:
     """Record each entry (one USN per effective change); the net file change per name.
 
     Each entry is logged at DEBUG, the request's totals per outcome at INFO (one line).
     """
-    plan: dict[str, files.StagedFile | None] = {}  # name → file to place, or None to delete
+    plan: dict[str, staging.StagedFile | None] = {}  # name → file to place, or None to delete
     outcomes: Counter[str] = Counter()
     writer.prefetch([entry.name for entry in entries])
     for entry in entries:
@@ -100,12 +92,12 @@ def _record_entries(
         log.debug("media upload: %s %r (usn %d)", outcome.value, name, writer.last_usn)
     summary = ", ".join(f"{value} {count}" for value, count in sorted(outcomes.items()))
     log.info("media upload: %s; %d files to change (usn %d)", summary, len(plan), writer.last_usn)
-    return [files.Change(name, staged) for name, staged in plan.items()]
+    return [journal.Change(name, staged) for name, staged in plan.items()]
 
 
 def _record_deletion(writer: Writer, name: str) -> Outcome:
     # A name we could never have stored is, by definition, already deleted.
-    if files.path_problem(name) is not None:
+    if names.path_problem(name) is not None:
         return Outcome.ALREADY_DELETED
     return writer.record_deletion(name)
 
@@ -114,27 +106,25 @@ def _holds(folder: Path, name: str, sha1: bytes) -> bool:
     """Whether the folder has `name` with this content. An upload of a file the index already
     has repairs it on disk when it went missing or differs (say, after a crash mid-upload)."""
     try:
-        return files.sha1_of_file(files.media_path(folder, name)) == sha1
+        return staging.sha1_of_file(names.media_path(folder, name)) == sha1
     except FileNotFoundError:
         return False
 
 
-def build_download(
-    index: MediaIndex, folder: Path, names: list[str], work_dir: Path
-) -> bytes | Path:
-    """A download zip for a non-empty prefix of `names`: its bytes when the files total at most
-    IN_MEMORY_ZIP_MAX_BYTES, else a new file in `work_dir` (memory stays bounded).
+def build_download(index: MediaIndex, folder: UserFolder, wanted: list[str]) -> bytes | Path:
+    """A download zip for a non-empty prefix of `wanted`: its bytes when the files total at most
+    IN_MEMORY_ZIP_MAX_BYTES, else a new file in the user's folder (memory stays bounded).
 
     A name that is not a live file → SessionConflict (409); a live row whose file is gone or no
     longer matches its SHA-1 is dropped from the index first, as the official server does.
     """
-    entries = _entries_for_download(index, names)
+    entries = _entries_for_download(index, wanted)
     if sum(entry.size for entry in entries) <= IN_MEMORY_ZIP_MAX_BYTES:
         buffer = io.BytesIO()
-        _write_zip(index, folder, archive.DownloadZip(buffer), entries)
+        _write_zip(index, folder.media, archive.DownloadZip(buffer), entries)
         return buffer.getvalue()
-    path = work_dir / f"{DOWNLOAD_PREFIX}{secrets.token_hex(16)}.zip"
-    _write_zip(index, folder, archive.DownloadZip(path), entries)
+    path = folder.new_media_zip_path()
+    _write_zip(index, folder.media, archive.DownloadZip(path), entries)
     return path
 
 
@@ -150,13 +140,13 @@ def _write_zip(
         raise
 
 
-def _entries_for_download(index: MediaIndex, names: list[str]) -> list[Entry]:
-    if len(names) > archive.MAX_FILES_PER_ZIP:
-        raise BadRequest(f"{len(names)} files requested; at most {archive.MAX_FILES_PER_ZIP}")
-    live = index.get_live_many([name for name in names if files.path_problem(name) is None])
+def _entries_for_download(index: MediaIndex, wanted: list[str]) -> list[Entry]:
+    if len(wanted) > archive.MAX_FILES_PER_ZIP:
+        raise BadRequest(f"{len(wanted)} files requested; at most {archive.MAX_FILES_PER_ZIP}")
+    live = index.get_live_many([name for name in wanted if names.path_problem(name) is None])
     entries, total = [], 0
-    for name in names:
-        files.require_path_name(name)
+    for name in wanted:
+        names.require_path_name(name)
         entry = live.get(name)
         if entry is None:
             raise SessionConflict(f"requested media file is missing or deleted: {name!r:.300}")
@@ -171,7 +161,7 @@ def _add_to_zip(
     index: MediaIndex, folder: Path, zip_out: archive.DownloadZip, entry: Entry
 ) -> None:
     try:
-        source = files.open_for_reading(files.media_path(folder, entry.name))
+        source = staging.open_for_reading(names.media_path(folder, entry.name))
     except FileNotFoundError:
         _lost(index, entry, "is missing from the media folder")
     with source:
@@ -189,9 +179,3 @@ def _lost(index: MediaIndex, entry: Entry, problem: str) -> NoReturn:
 
 def sanity(index: MediaIndex, client_live_files: int) -> str:
     return SANITY_OK if index.live_file_count() == client_live_files else SANITY_FAILED
-
-
-def remove_stray_downloads(work_dir: Path) -> None:
-    """Delete download zips a crash left in `work_dir` (call before serving any request)."""
-    for path in work_dir.glob(f"{DOWNLOAD_PREFIX}*.zip"):
-        path.unlink(missing_ok=True)

@@ -7,7 +7,6 @@ pieces into a file, stopping at `limit` decompressed bytes. Responses: one frame
 
 from __future__ import annotations
 
-import shutil
 import struct
 import threading
 from typing import IO, cast
@@ -114,10 +113,3 @@ class _Contexts(threading.local):
 
 
 _CONTEXTS = _Contexts()
-
-
-def compress_file(source: IO[bytes], target: IO[bytes]) -> None:
-    """Compress a whole file as one frame, in bounded memory."""
-    compressor = zstandard.ZstdCompressor()
-    with compressor.stream_writer(target, closefd=False) as writer:
-        shutil.copyfileobj(source, writer, WRITE_PIECE_BYTES)

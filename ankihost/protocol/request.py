@@ -1,13 +1,16 @@
-"""The decoded request every handler receives, whatever envelope it came in."""
+"""The decoded request every handler receives, whatever envelope it came in, and the row that
+says how a method's handler runs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import IO, Any
 
 import orjson
 
 from ankihost.errors import BadRequest
+from ankihost.protocol.response import Reply
 
 
 @dataclass
@@ -17,12 +20,9 @@ class SyncRequest:
     host_key: str
     client_version: str
     session_key: str
-    client_ip: str
     # The decompressed payload: a seekable binary file (spooled to disk when large).
     body: IO[bytes]
     body_size: int
-    # Legacy GET /msync/begin passes the client version here instead of in the body.
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __enter__(self) -> SyncRequest:
         return self
@@ -53,3 +53,14 @@ class SyncRequest:
         if not isinstance(value, dict):
             raise BadRequest("JSON body must be an object")
         return value
+
+
+@dataclass(frozen=True)
+class Step:
+    """One method of `/sync/` or `/msync/`: its handler `run(user_state, request)`; when it may
+    run on the event loop (`inline(user_state, request)`, asked under the user's lock; None:
+    always in a worker thread); and whether its body is only a few small fields."""
+
+    run: Callable[[Any, SyncRequest], Reply]
+    inline: Callable[[Any, SyncRequest], bool] | None = None
+    small_body: bool = False

@@ -96,6 +96,18 @@ def is_server_fault(exc: sqlite3.Error) -> bool:
     return code is not None and code & 0xFF in _SERVER_FAULT_CODES
 
 
+def mark_downloaded(db: sqlite3.Connection) -> None:
+    """What a full download does to the server's copy first: usn + 1 and a new `mod`."""
+    with atomic(db):
+        db.execute("update col set usn = usn + 1, mod = ?", (now_millis(),))
+
+
+def checkpoint(db: sqlite3.Connection) -> bool:
+    """Fold the open collection's WAL into the main file; False when that was not possible."""
+    busy, _, _ = db.execute("pragma wal_checkpoint(truncate)").fetchone()
+    return not busy
+
+
 def checkpoint_file(path: Path) -> None:
     """Fold a closed collection's `-wal` into the main file (opening and closing does it)."""
     db = connect(path)

@@ -1,20 +1,53 @@
-"""Where a user's files live under SYNC_BASE, in the official server's layout, and safe replacement.
+"""Every name ankihost uses inside SYNC_BASE/<user>, and every clean-up of what a crash left.
 
-    SYNC_BASE/<user>/collection.anki2   the collection (schema 18, WAL)
-    SYNC_BASE/<user>/media/             media files, flat
-    SYNC_BASE/<user>/media.db           the server's media index
+The official server's layout, plus a few files of ankihost's own (marked *):
+
+    collection.anki2                    the collection (schema 18, WAL while open: -wal, -shm)
+    collection.anki2.previous     *     the collection replaced by the last full upload
+    media/                              media files, flat
+    media.db                            the server's media index (WAL while open: -wal, -shm)
+    media.ankihost-journal        *     the media upload journal (empty between uploads)
+
+Transient files (*), each removed by `UserFolder.remove_leftovers` or the media recovery when a
+crash left it behind:
+
+    .upload-<random>                    a full upload being received
+    .download-<random>                  a consistent copy being sent as a full download
+    .new-<random>.anki2                 a new empty collection being created
+    collection.anki2.previous.tmp       the previous collection being linked into place
+    .ankihost-download-<hex>.zip        a media download zip too large for memory
+    media/.ankihost-tmp-<32 hex>        a media file being placed, or a replaced one until commit
+
+No other module spells a name inside a user's folder. Also here: user-name safety and the
+durable-rename helpers every writer uses.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 COLLECTION_NAME = "collection.anki2"
 PREVIOUS_NAME = "collection.anki2.previous"
+MEDIA_FOLDER_NAME = "media"
+MEDIA_DB_NAME = "media.db"
+MEDIA_JOURNAL_NAME = "media.ankihost-journal"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+UPLOAD_PREFIX = ".upload-"
+DOWNLOAD_PREFIX = ".download-"
+NEW_COLLECTION_PREFIX = ".new-"
+PREVIOUS_STAGING_NAME = PREVIOUS_NAME + ".tmp"
+MEDIA_ZIP_PREFIX = ".ankihost-download-"
+MEDIA_ZIP_SUFFIX = ".zip"
+# Inside the media folder: always followed by exactly 32 lowercase hex digits.
+MEDIA_TEMP_PREFIX = ".ankihost-tmp-"
+_MEDIA_TEMP_TOKEN_HEX = 32
+_LEFTOVER_PREFIXES = (UPLOAD_PREFIX, DOWNLOAD_PREFIX, NEW_COLLECTION_PREFIX)
 _FORBIDDEN_CHARS = set('/\\\x00')
+MAX_USER_NAME_BYTES = 200
 
 
 def unsafe_name_reason(name: str) -> str | None:
@@ -25,9 +58,24 @@ def unsafe_name_reason(name: str) -> str | None:
         return "is '.' or '..'"
     if any(ch in _FORBIDDEN_CHARS or ord(ch) < 32 for ch in name):
         return "contains '/', '\\', NUL or a control character"
-    if len(name.encode("utf-8")) > 200:
-        return "is longer than 200 bytes"
+    if len(name.encode("utf-8")) > MAX_USER_NAME_BYTES:
+        return f"is longer than {MAX_USER_NAME_BYTES} bytes"
     return None
+
+
+def new_media_temp_name() -> str:
+    """A fresh temp name inside the media folder (never a name a client could upload to us
+    unchallenged: `remove_leftovers` of the media recovery recognises it exactly)."""
+    return f"{MEDIA_TEMP_PREFIX}{secrets.token_hex(_MEDIA_TEMP_TOKEN_HEX // 2)}"
+
+
+def is_media_temp_name(name: str) -> bool:
+    token = name[len(MEDIA_TEMP_PREFIX) :]
+    return (
+        name.startswith(MEDIA_TEMP_PREFIX)
+        and len(token) == _MEDIA_TEMP_TOKEN_HEX
+        and all(c in "0123456789abcdef" for c in token)
+    )
 
 
 @dataclass(frozen=True)
@@ -44,32 +92,66 @@ class UserFolder:
         return self.root / PREVIOUS_NAME
 
     @property
+    def previous_staging(self) -> Path:
+        return self.root / PREVIOUS_STAGING_NAME
+
+    @property
     def media(self) -> Path:
-        return self.root / "media"
+        return self.root / MEDIA_FOLDER_NAME
 
     @property
     def media_db(self) -> Path:
-        return self.root / "media.db"
+        return self.root / MEDIA_DB_NAME
+
+    @property
+    def media_journal(self) -> Path:
+        return self.root / MEDIA_JOURNAL_NAME
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.media.mkdir(exist_ok=True)
 
+    def new_upload_file(self) -> tempfile._TemporaryFileWrapper[bytes]:
+        """An open, named file that receives a full upload (the caller removes or renames it)."""
+        return tempfile.NamedTemporaryFile(prefix=UPLOAD_PREFIX, dir=self.root, delete=False)
 
-# Transient files ankihost creates in a user's folder; any found at start-up are leftovers of
-# a crash (the media folder keeps its own, swept by ankihost.media).
-STALE_PREFIXES = (".upload-", ".download-", ".new-")
+    def new_download_path(self) -> Path:
+        """A new empty file for the copy a full download sends."""
+        return _new_file(self.root, DOWNLOAD_PREFIX, "")
+
+    def new_collection_path(self) -> Path:
+        """A new empty file in which a new empty collection is built."""
+        return _new_file(self.root, NEW_COLLECTION_PREFIX, ".anki2")
+
+    def new_media_zip_path(self) -> Path:
+        """Where a media download zip too large for memory is written (not yet created)."""
+        return self.root / f"{MEDIA_ZIP_PREFIX}{secrets.token_hex(16)}{MEDIA_ZIP_SUFFIX}"
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete what an interrupted upload, download, collection creation or media download
+        left in the folder itself (the media folder's own temp files are swept by the media
+        recovery, which knows which of them the journal still needs). Call only while nothing
+        of this user's is in progress. Returns the names removed."""
+        removed = []
+        for entry in self.root.iterdir():
+            if _is_leftover(entry.name) and entry.is_file():
+                entry.unlink()
+                removed.append(entry.name)
+        return removed
 
 
-def remove_stale_temps(folder: UserFolder) -> list[str]:
-    """Delete what an interrupted upload, download or collection creation left behind."""
-    removed = []
-    for entry in folder.root.iterdir():
-        stale = entry.name.startswith(STALE_PREFIXES) or entry.name == PREVIOUS_NAME + ".tmp"
-        if stale and entry.is_file():
-            entry.unlink()
-            removed.append(entry.name)
-    return removed
+def _is_leftover(name: str) -> bool:
+    return (
+        name.startswith(_LEFTOVER_PREFIXES)
+        or name == PREVIOUS_STAGING_NAME
+        or (name.startswith(MEDIA_ZIP_PREFIX) and name.endswith(MEDIA_ZIP_SUFFIX))
+    )
+
+
+def _new_file(folder: Path, prefix: str, suffix: str) -> Path:
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.close(fd)
+    return Path(name)
 
 
 def remove_sidecars(db_path: Path) -> None:

@@ -7,15 +7,13 @@ No stock notetypes are added; clients create `Basic` through Check Database when
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from ankihost.errors import ServerError
 from ankihost.storage.collection import atomic, connect, is_server_fault, now_millis
-from ankihost.storage.paths import atomic_replace, remove_sidecars
+from ankihost.storage.paths import UserFolder, atomic_replace, remove_sidecars
 
 SCHEMA_VERSION = 18
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -135,13 +133,11 @@ def _fill_empty(db: sqlite3.Connection) -> None:
         )
 
 
-def create_empty(path: Path) -> None:
-    """Write a new empty collection at `path` (atomically: it appears complete or not at all)."""
-    fd, tmp_name = tempfile.mkstemp(prefix=".new-", suffix=".anki2", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+def create_empty(path: Path, scratch: Path) -> None:
+    """Write a new empty collection at `path` (atomically: it appears complete or not at all),
+    building it in the empty file `scratch` beside it (`UserFolder.new_collection_path`)."""
     try:
-        db = connect(tmp)
+        db = connect(scratch)
         try:
             db.execute("pragma page_size = 4096")
             db.execute("pragma journal_mode = wal")
@@ -149,16 +145,17 @@ def create_empty(path: Path) -> None:
         finally:
             db.close()
         remove_sidecars(path)
-        atomic_replace(tmp, path)
+        atomic_replace(scratch, path)
     finally:
-        tmp.unlink(missing_ok=True)
-        remove_sidecars(tmp)
+        scratch.unlink(missing_ok=True)
+        remove_sidecars(scratch)
 
 
-def open_or_create(path: Path) -> sqlite3.Connection:
+def open_or_create(folder: UserFolder) -> sqlite3.Connection:
     """Open a user's collection for serving, creating an empty one first if there is none."""
+    path = folder.collection
     if not path.exists():
-        create_empty(path)
+        create_empty(path, folder.new_collection_path())
     try:
         db = connect(path)
         db.execute("pragma journal_mode = wal")

@@ -9,24 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from ankihost.errors import BadRequest
+from ankihost.protocol.values import as_id, as_int, as_list, as_str, field
 from ankihost.storage import deck_configs, decks, notetypes, objects
 from ankihost.storage.collection import read_col
+from ankihost.sync.messages import Changes
 from ankihost.sync.session import SyncSession
-from ankihost.sync.values import as_id, as_int, as_list, as_str, field
-
-
-@dataclass(frozen=True)
-class Changes:
-    notetypes: list[dict[str, Any]]
-    decks: list[dict[str, Any]]
-    deck_configs: list[dict[str, Any]]
-    tags: list[str]
-    config: dict[str, Any] | None
-    creation_time: int | None
 
 
 def _objects(value: Any, what: str) -> list[dict[str, Any]]:

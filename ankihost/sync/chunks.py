@@ -18,14 +18,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 from ankihost.errors import BadRequest, ServerError
-from ankihost.storage import legacy_json as lj
-from ankihost.storage import note_text, notetypes, objects
-from ankihost.sync.session import ChunkQueue, SyncSession
-from ankihost.sync.values import (
+from ankihost.protocol.values import (
     all_plain_ints,
     as_int,
     as_list,
@@ -34,6 +30,10 @@ from ankihost.sync.values import (
     field,
     optional_list,
 )
+from ankihost.storage import legacy_json as lj
+from ankihost.storage import note_text, notetypes, objects
+from ankihost.sync.messages import IncomingChunk, NoteEntry
+from ankihost.sync.session import ChunkQueue, SyncSession
 
 CHUNK_SIZE = 250
 CARD_TYPES = frozenset({0, 1, 2, 3})
@@ -42,23 +42,6 @@ REVLOG_KINDS = frozenset(range(6))
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class NoteEntry:
-    id: int
-    guid: str
-    notetype_id: int
-    mtime: int
-    tags: str
-    fields: str
-
-
-@dataclass(frozen=True)
-class IncomingChunk:
-    revlog: list[tuple[int, ...]]
-    cards: list[list[Any]]
-    notes: list[NoteEntry]
 
 
 # --- server → client -------------------------------------------------------------------

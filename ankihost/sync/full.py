@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import sqlite3
-import tempfile
 from pathlib import Path
 
 from ankihost.errors import BadRequest, ServerError
@@ -20,7 +19,7 @@ from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply, file_reply, text_reply
 from ankihost.registry import UserState
 from ankihost.storage import collection, schema
-from ankihost.storage.paths import atomic_replace, remove_sidecars
+from ankihost.storage.paths import UserFolder, atomic_replace, remove_sidecars
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +42,11 @@ def check_upload(path: Path, size: int) -> str | None:
 
 def install_upload(state: UserState, uploaded: Path) -> Reply:
     """Under the user's lock: abort any session, keep the old file, swap the new one in."""
-    state.close_collection()
+    state.collection.close()
     live = state.folder.collection
     if live.exists():
         _fold_wal(live)
-        _keep_previous(live, state.folder.previous_collection)
+        _keep_previous(state.folder)
     remove_sidecars(live)
     try:
         atomic_replace(uploaded, live)
@@ -68,24 +67,32 @@ def _fold_wal(live: Path) -> None:
         log.warning("could not checkpoint %s before keeping it: %s", live, exc)
 
 
-def _keep_previous(live: Path, previous: Path) -> None:
-    """Link (or copy) the live collection to `previous` without ever removing `live`."""
-    staging = previous.with_name(previous.name + ".tmp")
+def _keep_previous(folder: UserFolder) -> None:
+    """Link (or copy) the live collection to `previous` without ever removing the live one."""
+    staging = folder.previous_staging
     staging.unlink(missing_ok=True)
     try:
-        os.link(live, staging)
+        os.link(folder.collection, staging)
     except OSError:
-        shutil.copyfile(live, staging)
-    os.replace(staging, previous)
+        shutil.copyfile(folder.collection, staging)
+    os.replace(staging, folder.previous_collection)
 
 
-def refuse_upload(reason: str, uploaded: Path | None) -> Reply:
-    """The reply for an upload that was not accepted; the stored collection is untouched."""
-    if uploaded is not None:
-        uploaded.unlink(missing_ok=True)
-        remove_sidecars(uploaded)
-    if reason == TOO_LARGE_MESSAGE:
-        return text_reply(TOO_LARGE_MESSAGE)
+def discard_upload(uploaded: Path) -> None:
+    """Remove an upload that will not be installed; the stored collection is untouched."""
+    uploaded.unlink(missing_ok=True)
+    remove_sidecars(uploaded)
+
+
+def refuse_too_large(uploaded: Path) -> Reply:
+    """The reply for an upload over the size limit (the client shows it)."""
+    discard_upload(uploaded)
+    return text_reply(TOO_LARGE_MESSAGE)
+
+
+def refuse_corrupt(reason: str, uploaded: Path) -> Reply:
+    """The reply for an upload that is not a collection we can serve (the client shows it)."""
+    discard_upload(uploaded)
     log.info("upload rejected: %s", reason)
     return text_reply(CORRUPT_MESSAGE)
 
@@ -95,16 +102,12 @@ def download(state: UserState, request: SyncRequest) -> Reply:
     request.json_object()  # clients send {"_pad": null}; any object is accepted
     if request.is_legacy:
         raise BadRequest("full downloads need sync protocol 11 (Anki 2.1.57 or later)")
-    state.abort_session()
-    db = state.collection()
-    with collection.atomic(db):
-        db.execute("update col set usn = usn + 1, mod = ?", (collection.now_millis(),))
-    busy, _, _ = db.execute("pragma wal_checkpoint(truncate)").fetchone()
-    if busy:
+    state.collection.abort_session()
+    db = state.collection.connection()
+    collection.mark_downloaded(db)
+    if not collection.checkpoint(db):
         raise ServerError("could not checkpoint the collection for download")
-    fd, name = tempfile.mkstemp(prefix=".download-", dir=state.folder.root)
-    os.close(fd)
-    copy = Path(name)
+    copy = state.folder.new_download_path()
     try:
         shutil.copyfile(state.folder.collection, copy)
     except OSError as exc:

@@ -1,11 +1,12 @@
-"""The normal-sync methods as the web layer calls them: `METHODS[name](state, request)`.
+"""The normal-sync methods as the web layer calls them: `STEPS[name].run(state, request)`.
 
 Each handler checks the session key, writes any chunk the session sent earlier that is still
 unwritten, parses the body (a malformed body is a 400 that leaves the session alone), runs one
 step under `rolled_back_on_failure`, and wraps the JSON reply. A reply's `follow_up` is run by
 the web layer after the reply is sent (`applyChanges`, `chunk`: make the next chunk;
-`applyChunk`: write this one). The caller holds the user's lock; `INLINE` below says which
-steps it may run on the event loop. `meta`, `abort`, `upload` and `download` live elsewhere.
+`applyChunk`: write this one). The caller holds the user's lock; `STEPS` below, one row per
+method, says which steps it may run on the event loop and when. `meta`, `abort`, `upload` and
+`download` live elsewhere.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ankihost.protocol.request import Step
 from ankihost.protocol.response import Reply, json_reply
 from ankihost.sync import changes, chunks, finish, sanity, session, start
 
@@ -27,34 +29,35 @@ InlineCheck = Callable[["UserState", "SyncRequest"], bool]
 
 
 def handle_start(state: UserState, request: SyncRequest) -> Reply:
-    key = session.session_key(request)
+    key = session.session_key(request.session_key)
     message = start.parse_start(request.json_object())
-    current = session.open_session(state, key, message.client_usn, message.client_is_newer)
-    with session.rolled_back_on_failure(state):
-        return json_reply(start.start(state.collection(), current, message))
+    col = state.collection
+    current = col.begin_session(key, message.client_usn, message.client_is_newer)
+    with col.rolled_back_on_failure():
+        return json_reply(start.start(col.connection(), current, message))
 
 
 def handle_apply_graves(state: UserState, request: SyncRequest) -> Reply:
     current, body = _begin_step(state, request)
     graves = start.parse_apply_graves(body)
-    with session.rolled_back_on_failure(state):
-        start.apply_graves(state.collection(), current, graves)
+    with state.collection.rolled_back_on_failure():
+        start.apply_graves(state.collection.connection(), current, graves)
     return json_reply(None)
 
 
 def handle_apply_changes(state: UserState, request: SyncRequest) -> Reply:
     current, body = _begin_step(state, request)
     message = changes.parse_apply_changes(body)
-    with session.rolled_back_on_failure(state):
-        reply = changes.apply_changes(state.collection(), current, message)
+    with state.collection.rolled_back_on_failure():
+        reply = changes.apply_changes(state.collection.connection(), current, message)
     # the client's next request is its first `chunk`
     return json_reply(reply, follow_up=_chunk_preparer(state, current), follow_up_inline=True)
 
 
 def handle_chunk(state: UserState, request: SyncRequest) -> Reply:
     current, _ = _begin_step(state, request)
-    with session.rolled_back_on_failure(state):
-        reply = chunks.next_chunk(state.collection(), current)
+    with state.collection.rolled_back_on_failure():
+        reply = chunks.next_chunk(state.collection.connection(), current)
     if current.chunks_done:
         return json_reply(reply)
     return json_reply(reply, follow_up=_chunk_preparer(state, current), follow_up_inline=True)
@@ -74,8 +77,8 @@ def _for_session(
     again): skipped if the session has ended or been replaced meanwhile."""
 
     def follow_up() -> None:
-        if state.session is current:
-            work(state.collection(), current)
+        if state.collection.session is current:
+            work(state.collection.connection(), current)
 
     return follow_up
 
@@ -93,32 +96,32 @@ def handle_apply_chunk(state: UserState, request: SyncRequest) -> Reply:
 def handle_sanity_check(state: UserState, request: SyncRequest) -> Reply:
     _, body = _begin_step(state, request)
     client = sanity.parse_sanity(body)
-    with session.rolled_back_on_failure(state):
-        result = sanity.sanity_check(state.collection(), client)
+    with state.collection.rolled_back_on_failure():
+        result = sanity.sanity_check(state.collection.connection(), client)
     if not result.ok:
-        session.abandon(state)  # roll back now; the client follows with `abort`
+        state.collection.abort_session()  # roll back now; the client follows with `abort`
     return json_reply(result.reply)
 
 
 def handle_finish(state: UserState, request: SyncRequest) -> Reply:
     _begin_step(state, request)
-    with session.rolled_back_on_failure(state):
-        now = finish.finish(state.collection())
-    session.commit(state)
+    with state.collection.rolled_back_on_failure():
+        now = finish.finish(state.collection.connection())
+    state.collection.commit_session()
     return json_reply(now)
 
 
 def _begin_step(state: UserState, request: SyncRequest) -> tuple[session.SyncSession, Any]:
     """The caller's session (400 empty key, 409 none or another's), with every chunk it sent
     written (an error writing one fails this step), and the request's JSON body."""
-    current = session.active_session(state, session.session_key(request))
+    current = state.collection.active_session(session.session_key(request.session_key))
     if current.unsettled:
-        with session.rolled_back_on_failure(state):
-            chunks.settle(state.collection(), current)
+        with state.collection.rolled_back_on_failure():
+            chunks.settle(state.collection.connection(), current)
     return current, request.json_object()
 
 
-# Where steps run (`UserState.locked`): on the event loop when `INLINE` says so, else in a
+# Where steps run (`UserState.locked`): on the event loop when `Step.inline` says so, else in a
 # worker thread. CPython runs one thread of Python at a time, and SQLite lets go of the GIL
 # on every row, so threads doing row-sized SQLite work mostly hand the GIL back and forth:
 # with 8 users syncing at once, steps in threads cost ~2x the CPU per user (context switches,
@@ -142,13 +145,13 @@ INLINE_CHUNK_OBJECTS = 1000
 
 def _inline_start(state: UserState, request: SyncRequest) -> bool:
     """`start` with the collection open and no session to roll back."""
-    return state.idle_and_open() and request.body_size <= INLINE_BODY_BYTES
+    return state.collection.idle_and_open() and request.body_size <= INLINE_BODY_BYTES
 
 
 def _inline_step(state: UserState, request: SyncRequest, limit: int = INLINE_BODY_BYTES) -> bool:
     """A session step with a bounded body, no chunk left to write first and no error made
     ahead waiting to be raised."""
-    current = state.session
+    current = state.collection.session
     return (
         current is not None and not current.unsettled
         and not isinstance(current.next_chunk, Exception) and request.body_size <= limit
@@ -160,22 +163,14 @@ def _inline_apply_graves(state: UserState, request: SyncRequest) -> bool:
     return _inline_step(state, request, SMALL_BODY_BYTES)
 
 
-INLINE: dict[str, InlineCheck] = {
-    "start": _inline_start,
-    "applyGraves": _inline_apply_graves,
-    "applyChanges": _inline_step,
-    "chunk": _inline_step,
-    "applyChunk": _inline_step,
-    "sanityCheck2": _inline_step,
-    # `finish` commits (an fsync): always a worker thread
-}
-
-METHODS: dict[str, Handler] = {
-    "start": handle_start,
-    "applyGraves": handle_apply_graves,
-    "applyChanges": handle_apply_changes,
-    "chunk": handle_chunk,
-    "applyChunk": handle_apply_chunk,
-    "sanityCheck2": handle_sanity_check,
-    "finish": handle_finish,
+# One row per method; bodies of `chunk`, `sanityCheck2` and `finish` are a few small fields.
+STEPS: dict[str, Step] = {
+    "start": Step(handle_start, _inline_start),
+    "applyGraves": Step(handle_apply_graves, _inline_apply_graves),
+    "applyChanges": Step(handle_apply_changes, _inline_step),
+    "chunk": Step(handle_chunk, _inline_step, small_body=True),
+    "applyChunk": Step(handle_apply_chunk, _inline_step),
+    "sanityCheck2": Step(handle_sanity_check, _inline_step, small_body=True),
+    # it commits (an fsync): always a worker thread
+    "finish": Step(handle_finish, small_body=True),
 }

@@ -7,7 +7,6 @@ session of the user (rolling it back), as the official server does.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from ankihost.errors import BadRequest, ClientTooOld
 from ankihost.protocol.header import MAX_SYNC_VERSION, MIN_SYNC_VERSION
@@ -23,20 +22,17 @@ LEGACY_CLIENT_MESSAGE = (
 )
 
 
-def meta(
-    state: UserState, request: SyncRequest, *, max_collection_bytes: int,
-    media_usn: Callable[[UserState], int],
-) -> Reply:
+def meta(state: UserState, request: SyncRequest, *, max_collection_bytes: int) -> Reply:
     body = request.json_object()
     version = body.get("v")
     if not isinstance(version, int) or isinstance(version, bool):
         raise BadRequest(f"meta needs an integer v, got {version!r}")
     if not MIN_SYNC_VERSION <= version <= MAX_SYNC_VERSION:
         raise ClientTooOld(f"meta version {version} is not supported")
-    state.abort_session()
+    state.collection.abort_session()
     if request.is_legacy or version < MAX_SYNC_VERSION:
         return json_reply(_refusal(LEGACY_CLIENT_MESSAGE))
-    db = state.collection()
+    db = state.collection.connection()
     col = collection.read_col(db)
     too_big = state.folder.collection.stat().st_size > max_collection_bytes
     return json_reply({
@@ -49,20 +45,20 @@ def meta(
         "cont": True,
         "hostNum": 0,
         "empty": not collection.has_cards(db),
-        "media_usn": media_usn(state),
+        "media_usn": state.media.last_usn(),
     })
 
 
 def runs_inline(state: UserState, request: SyncRequest) -> bool:
     """`meta` may run on the event loop (see `sync/handlers.py: INLINE`) with the
     collection and media index open and no session to roll back: a few small reads."""
-    return state.idle_and_open() and state.media is not None and request.body_size <= SMALL_BODY_BYTES
+    return state.idle_and_open() and request.body_size <= SMALL_BODY_BYTES
 
 
 def legacy_meta(state: UserState, request: SyncRequest) -> Reply:
     """Protocol 8–10 clients: refuse with a message the client shows (spec 01 §6 D1)."""
     request.json_object()
-    state.abort_session()
+    state.collection.abort_session()
     return json_reply(_refusal(LEGACY_CLIENT_MESSAGE))
 
 
@@ -74,5 +70,5 @@ def _refusal(message: str) -> dict[str, object]:
 def abort(state: UserState, request: SyncRequest) -> Reply:
     """Abort whatever session is active, whatever its key (user cancel uses a new key)."""
     request.json_object()  # clients send {"_pad": null}; any object is accepted
-    state.abort_session()
+    state.collection.abort_session()
     return json_reply(None)

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ankihost.errors import BadRequest
+from ankihost.protocol.values import as_int, as_list, field
 from ankihost.storage import deck_configs, decks, notetypes, objects
-from ankihost.sync.values import as_int, as_list, field
 
 # Positions 1.. of the counts tuple, after the [new, learn, review] due counts.
 COUNT_ORDER = ("cards", "notes", "revlog", "graves", "notetypes", "decks", "deck_config")

@@ -1,9 +1,11 @@
-"""The per-user normal-sync session: its state, and every transition check (spec 01 §4).
+"""A user's open collection and its normal-sync session: the one owner of both (spec 01 §4).
 
 IDLE --start(K)--> ACTIVE(K) --finish(K)--> IDLE (commit). Any failure inside a step, a bad
 sanity check, or abort/meta/upload/download roll the collection back to its state before
-`start` (the session's transaction is only committed by `finish`). This module never writes
-collection rows itself; it only begins, commits and rolls back.
+`start` (the session's transaction is only committed by `finish`). `UserCollection` opens the
+connection (creating an empty collection for a new user), begins, commits and rolls back the
+session's transaction, and closes the connection; it never writes collection rows itself.
+The caller holds the user's lock.
 """
 
 from __future__ import annotations
@@ -13,15 +15,13 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ankihost.errors import BadRequest, ServerError, SessionConflict, SyncError
+from ankihost.storage import schema
 from ankihost.storage.collection import read_col
-
-if TYPE_CHECKING:
-    from ankihost.protocol.request import SyncRequest
-    from ankihost.registry import UserState
-    from ankihost.sync.chunks import IncomingChunk
+from ankihost.storage.paths import UserFolder
+from ankihost.sync.messages import IncomingChunk
 
 log = logging.getLogger(__name__)
 
@@ -61,76 +61,110 @@ class SyncSession:
         return bool(self.unapplied) or self.apply_error is not None
 
 
-def session_key(request: SyncRequest) -> str:
-    """The request's session key; an empty one is a malformed request (400)."""
-    if not request.session_key:
+class UserCollection:
+    """The user's `collection.anki2`, kept open across requests, and its sync session."""
+
+    def __init__(self, folder: UserFolder) -> None:
+        self.folder = folder
+        self.db: sqlite3.Connection | None = None
+        self.session: SyncSession | None = None
+
+    def connection(self) -> sqlite3.Connection:
+        """The open collection, opened (and for a new user created empty) on first use."""
+        if self.db is None:
+            self.db = schema.open_or_create(self.folder)
+        return self.db
+
+    def idle_and_open(self) -> bool:
+        """The collection is open, with no sync session and no transaction running."""
+        return self.session is None and self.db is not None and not self.db.in_transaction
+
+    def begin_session(self, key: str, client_usn: int, client_is_newer: bool) -> SyncSession:
+        """Abandon any running session, then begin the new one's transaction."""
+        self.abort_session()
+        db = self.connection()
+        try:
+            db.execute("begin immediate")
+            server_usn = read_col(db).usn
+        except sqlite3.Error as exc:
+            self.abort_session()
+            raise ServerError(f"cannot begin sync: {exc}") from exc
+        self.session = SyncSession(key, server_usn, client_usn, client_is_newer)
+        return self.session
+
+    def active_session(self, key: str) -> SyncSession:
+        """The session `key` belongs to; 409 when there is none or it is another device's."""
+        session = self.session
+        if session is None or session.key != key or self.db is None:
+            raise SessionConflict("no sync session with this key")
+        return session
+
+    def commit_session(self) -> None:
+        """Make the session's writes durable and end it."""
+        db = self.db
+        if db is None:
+            raise SessionConflict("collection closed")
+        try:
+            db.execute("commit")
+        except sqlite3.Error as exc:
+            self.abort_session()
+            raise ServerError(f"commit failed: {exc}") from exc
+        self.session = None
+
+    def abort_session(self) -> None:
+        """End any sync session with a rollback (a no-op when idle); the collection stays open.
+
+        A rollback only drops the session's pages from the WAL, so this is cheap enough
+        for the event loop; closing would checkpoint and fsync. The collection is closed
+        (and reopened on next use) only if the rollback itself fails."""
+        self.session = None
+        db = self.db
+        if db is not None and db.in_transaction:
+            try:
+                db.execute("rollback")
+            except sqlite3.Error:
+                log.warning("rollback failed; closing the collection", exc_info=True)
+                self.db = None
+                db.close()  # closing drops the uncommitted transaction too
+
+    def close(self) -> None:
+        """Roll back anything uncommitted (an abandoned sync) and close the collection."""
+        self.session = None
+        if self.db is not None:
+            db, self.db = self.db, None
+            try:
+                if db.in_transaction:
+                    db.execute("rollback")
+            finally:
+                db.close()
+
+    @contextmanager
+    def rolled_back_on_failure(self) -> Iterator[None]:
+        """Run a step; if it fails, roll back the whole session first (spec 01 §4.2).
+
+        Our own errors keep their status; SQLite I/O trouble becomes 500; anything else (a
+        constraint violation, a value the step could not handle) is a failed step: 400.
+        """
+        try:
+            yield
+        except SyncError:
+            self.abort_session()
+            raise
+        except (sqlite3.OperationalError, MemoryError) as exc:
+            self.abort_session()
+            log.exception("sync step failed on the server")
+            raise ServerError(str(exc)) from exc
+        except Exception as exc:
+            self.abort_session()
+            log.info("sync step failed, session rolled back: %r", exc)
+            raise BadRequest(f"sync step failed: {exc}") from exc
+        except BaseException:
+            self.abort_session()
+            raise
+
+
+def session_key(key: str) -> str:
+    """A request's session key; an empty one is a malformed request (400)."""
+    if not key:
         raise BadRequest("missing session key")
-    return request.session_key
-
-
-def active_session(state: UserState, key: str) -> SyncSession:
-    """The session `key` belongs to; 409 when there is none or it is another device's."""
-    session = state.session
-    if not isinstance(session, SyncSession) or session.key != key or state.db is None:
-        raise SessionConflict("no sync session with this key")
-    return session
-
-
-def open_session(state: UserState, key: str, client_usn: int, client_is_newer: bool) -> SyncSession:
-    """Abandon any running session, then begin the new one's transaction."""
-    abandon(state)
-    db = state.collection()
-    if db.in_transaction:  # never expected: nothing else leaves one open
-        db.execute("rollback")
-    try:
-        db.execute("begin immediate")
-        server_usn = read_col(db).usn
-    except sqlite3.Error as exc:
-        abandon(state)
-        raise ServerError(f"cannot begin sync: {exc}") from exc
-    session = SyncSession(key, server_usn, client_usn, client_is_newer)
-    state.session = session
-    return session
-
-
-def abandon(state: UserState) -> None:
-    """Roll back everything since `start` and forget the session (no-op when idle)."""
-    state.abort_session()
-
-
-def commit(state: UserState) -> None:
-    """Make the session's writes durable and end it."""
-    db = state.db
-    if db is None:
-        raise SessionConflict("collection closed")
-    try:
-        db.execute("commit")
-    except sqlite3.Error as exc:
-        abandon(state)
-        raise ServerError(f"commit failed: {exc}") from exc
-    state.session = None
-
-
-@contextmanager
-def rolled_back_on_failure(state: UserState) -> Iterator[None]:
-    """Run a step; if it fails, roll back the whole session first (spec 01 §4.2).
-
-    Our own errors keep their status; SQLite I/O trouble becomes 500; anything else (a
-    constraint violation, a value the step could not handle) is a failed step: 400.
-    """
-    try:
-        yield
-    except SyncError:
-        abandon(state)
-        raise
-    except (sqlite3.OperationalError, MemoryError) as exc:
-        abandon(state)
-        log.exception("sync step failed on the server")
-        raise ServerError(str(exc)) from exc
-    except Exception as exc:
-        abandon(state)
-        log.info("sync step failed, session rolled back: %r", exc)
-        raise BadRequest(f"sync step failed: {exc}") from exc
-    except BaseException:
-        abandon(state)
-        raise
+    return key

@@ -1,36 +1,19 @@
 """`start` and `applyGraves`: the server's deletions since the client's usn, and the client's.
 
-`start` only computes; opening the session and its transaction is `session.open_session`'s
+`start` only computes; opening the session and its transaction is `UserCollection.begin_session`'s
 job. Deletions always win (no mtime check) and never cascade (spec 02 §3.2, §3.3).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 from typing import Any
 
 from ankihost.errors import BadRequest
+from ankihost.protocol.values import as_bool, as_id, as_int, as_list, field
 from ankihost.storage import decks, objects
+from ankihost.sync.messages import Graves, StartRequest
 from ankihost.sync.session import SyncSession
-from ankihost.sync.values import as_bool, as_id, as_int, as_list, field
-
-
-@dataclass(frozen=True)
-class Graves:
-    cards: list[int]
-    notes: list[int]
-    decks: list[int]
-
-    def to_json(self) -> dict[str, list[int]]:
-        return {"cards": self.cards, "decks": self.decks, "notes": self.notes}
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    client_usn: int
-    client_is_newer: bool
-    legacy_graves: Graves | None
 
 
 def parse_graves(value: Any) -> Graves:

@@ -1,15 +1,16 @@
 """The ASGI application: routing by path suffix, the one error-to-response mapping, request logs.
 
 Routes are matched by their suffix (`…/sync/<method>`, `…/msync/<method>`, `…/health`), so the
-server works behind a reverse-proxy subpath and with or without a trailing slash.
+server works behind a reverse-proxy subpath and with or without a trailing slash. A request
+reads top to bottom: `handle` picks the surface (`legacy`, `sync_routes`, `media_routes`),
+which authenticates and runs the method's step; every refusal is a `SyncError` that
+`error_response` turns into the response, and `RequestLog` writes one line when it ends.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import time
-from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -17,19 +18,26 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from ankihost.config import IP_HEADERS, Settings
-from ankihost.errors import SyncError
+from ankihost.errors import MethodNotAllowed, NotFound, SyncError
+from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
-from ankihost.web import sync_routes
+from ankihost.web import legacy
+from ankihost.web.media_routes import MediaRoutes
+from ankihost.web.request_log import RequestLog
+from ankihost.web.sync_routes import SyncRoutes
 
 log = logging.getLogger("ankihost.request")
 
 _ROUTE = re.compile(r"(?:^|/)(sync|msync)/([^/]+)/?$")
 _HEALTH = re.compile(r"(?:^|/)health/?$")
+SHUTDOWN_WAIT_SECS = 30
 
 
 def error_response(error: SyncError) -> Response:
-    """The only place an error becomes a response: status, and the status as plain text."""
-    return PlainTextResponse(f"{error.status}", status_code=error.status)
+    """The only place an error becomes a response of the sync surface: the status, and the
+    status as plain text (clients never read error bodies)."""
+    headers = {"Allow": ",".join(error.allow)} if isinstance(error, MethodNotAllowed) else None
+    return PlainTextResponse(f"{error.status}", status_code=error.status, headers=headers)
 
 
 def client_ip(request: Request, settings: Settings) -> str:
@@ -44,25 +52,20 @@ def client_ip(request: Request, settings: Settings) -> str:
     return value.split(":")[0].strip() if header == "cloudfront-viewer-address" else value.strip()
 
 
-SHUTDOWN_WAIT_SECS = 30
-LOGIN_THREADS = 4
-
-
 async def close_all(registry: Registry) -> None:
     """On shutdown, roll back open sync sessions and close every database, each under its
     user's lock so no step still running in a worker thread shares a connection with us."""
     for state in registry.all():
         with anyio.move_on_after(SHUTDOWN_WAIT_SECS) as waited:
-            await state.locked(registry.close_user, state)
+            await state.locked(state.close)
         if waited.cancelled_caught:
-            log.warning("%s was still busy at shutdown; SQLite rolls back on next start",
-                        state.user.name)
+            log.warning("%s was still busy at shutdown; SQLite rolls back on next start", state.name)
 
 
 class SyncApp:
     """The ASGI application: a plain callable, with no routing table or middleware stack.
 
-    Every request is one of three suffixes, so a regex replaces a router, and `_logged`
+    Every request is one of three suffixes, so a regex replaces a router, and `handle`
     already turns every exception into a response; Starlette's Router and middleware would
     add ~0.2 ms per request, which adds up over the ~16 requests of a normal sync. Starlette's
     `Request` and `Response` are still used: they are thin wrappers over the ASGI messages.
@@ -71,9 +74,8 @@ class SyncApp:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
-        # Password checks (PBKDF2, ~0.3 s each) share a few threads of their own, so a burst
-        # of logins can never take the worker threads that sync steps of logged-in users need.
-        self.login_slots = anyio.CapacityLimiter(LOGIN_THREADS)
+        self.sync_routes = SyncRoutes(settings, registry)
+        self.media_routes = MediaRoutes(settings, registry)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -98,48 +100,48 @@ class SyncApp:
         if _HEALTH.search(path):
             return _health(request)
         match = _ROUTE.search(path)
+        target = f"/{match[1]}/{match[2]}" if match else path
+        record = RequestLog(request.method, target, client_ip(request, self.settings))
+        try:
+            response = await self._route(request, match, record)
+            record.status = response.status_code
+            return response
+        except SyncError as error:
+            record.status = error.status
+            _log_error(error, target)
+            return error_response(error)
+        except Exception:
+            log.exception("internal error in %s", target)
+            return error_response(SyncError("internal error"))
+        finally:
+            record.write()
+
+    async def _route(
+        self, request: Request, match: re.Match[str] | None, record: RequestLog
+    ) -> Response:
         if match is None:
-            return Response(status_code=404)
+            raise NotFound("no such route")
         area, method = match.groups()
         allowed = ("GET", "POST") if (area, method) == ("msync", "begin") else ("POST",)
         if request.method not in allowed:
-            return Response(status_code=405, headers={"Allow": ",".join(allowed)})
-        return await self._logged(request, area, method)
-
-    async def _logged(self, request: Request, area: str, method: str) -> Response:
-        started = time.monotonic()
-        info: dict[str, Any] = {"user": "-", "client": "-"}
-        status = 500
-        try:
-            response = await sync_routes.dispatch(
-                request, area, method, self.settings, self.registry, info, self.login_slots
-            )
-            status = response.status_code
-            return response
-        except SyncError as error:
-            status = error.status
-            _log_error(error, area, method)
-            return error_response(error)
-        except Exception:
-            log.exception("internal error in /%s/%s", area, method)
-            return error_response(SyncError("internal error"))
-        finally:
-            log.info(
-                "%s /%s/%s user=%s client=%s status=%d ms=%d ip=%s", request.method, area,
-                method, info["user"], info["client"], status,
-                (time.monotonic() - started) * 1000, client_ip(request, self.settings),
-            )
+            raise MethodNotAllowed(allowed)
+        header_value = request.headers.get(HEADER_NAME)
+        if header_value is None:
+            return await legacy.handle(request, area, method, self.settings, self.registry, record)
+        header = parse_header(header_value)
+        record.client = header.client_version
+        routes = self.media_routes if area == "msync" else self.sync_routes
+        return await routes.handle(request, header, method, record)
 
 
-def _log_error(error: SyncError, area: str, method: str) -> None:
+def _log_error(error: SyncError, target: str) -> None:
     if error.status >= 500:
-        log.error("/%s/%s failed: %s", area, method, error.reason, exc_info=error)
+        log.error("%s failed: %s", target, error.reason, exc_info=error)
     else:
-        log.info("/%s/%s refused (%d): %s", area, method, error.status, error.reason)
+        log.info("%s refused (%d): %s", target, error.status, error.reason)
 
 
 def _health(request: Request) -> Response:
     if request.method not in ("GET", "HEAD"):
-        return Response(status_code=405, headers={"Allow": "GET,HEAD"})
+        return error_response(MethodNotAllowed(("GET", "HEAD")))
     return Response(status_code=200)
-

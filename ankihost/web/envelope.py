@@ -8,11 +8,9 @@ frame while they are sent, so a large download never sits whole in memory.
 from __future__ import annotations
 
 import gzip
-import os
 import tempfile
 import zlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import IO
 
 import anyio
@@ -23,7 +21,8 @@ from starlette.responses import Response, StreamingResponse
 
 from ankihost.errors import BadRequest, PayloadTooLarge
 from ankihost.protocol.compression import WRITE_PIECE_BYTES, compress, decompress_into
-from ankihost.protocol.header import ORIGINAL_SIZE_HEADER
+from ankihost.protocol.header import ORIGINAL_SIZE_HEADER, SyncHeader
+from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply
 
 SPOOL_MEMORY_BYTES = 1 << 20
@@ -55,13 +54,6 @@ async def read_raw_body(request: Request, limit: int) -> IO[bytes]:
     return raw
 
 
-def open_target(spool_dir: Path | None) -> IO[bytes]:
-    """Where a decompressed body goes: a named file in `spool_dir`, or an anonymous spool."""
-    if spool_dir is None:
-        return spooled()
-    return tempfile.NamedTemporaryFile(prefix=".upload-", dir=spool_dir, delete=False)
-
-
 async def decompress_body(raw: IO[bytes], target: IO[bytes], limit: int) -> int:
     """Decompress in a worker thread, or right here for a small body (cheaper than a hop;
     the output is still capped at `limit`).
@@ -81,6 +73,26 @@ async def decompress_body(raw: IO[bytes], target: IO[bytes], limit: int) -> int:
         return await anyio.to_thread.run_sync(decompress_into, raw, target, limit)
     finally:
         raw.close()
+
+
+async def decode(
+    request: Request, header: SyncHeader, method: str, limit: int, target: IO[bytes] | None = None
+) -> SyncRequest:
+    """Read and decompress a protocol-11 body (into `target`, else a spool), refused past
+    `limit` bytes before or after decompression (PayloadTooLarge)."""
+    raw = await read_raw_body(request, limit)
+    body = target or spooled()
+    try:
+        size = await decompress_body(raw, body, limit)
+    except BaseException:
+        body.close()
+        raise
+    body.seek(0)
+    return SyncRequest(
+        method=method, sync_version=header.version, host_key=header.host_key,
+        client_version=header.client_version, session_key=header.session_key,
+        body=body, body_size=size,
+    )
 
 
 def gunzip_into(data: bytes, target: IO[bytes], limit: int) -> int:
@@ -139,4 +151,4 @@ async def _stream_file(reply: Reply, compressed: bool) -> AsyncIterator[bytes]:
                 yield compressor.flush()
     finally:
         if reply.delete_after:
-            os.unlink(reply.path)
+            reply.path.unlink(missing_ok=True)

@@ -21,14 +21,15 @@ from ankihost.protocol.request import SyncRequest
 from ankihost.registry import Registry
 from ankihost.sync import login, meta
 from ankihost.web.envelope import framed_response, gunzip_into, read_raw_body, spooled
+from ankihost.web.request_log import RequestLog
 
 LEGACY_BODY_LIMIT = 1 << 20
 LEGACY_METHODS = ("hostKey", "meta")
 
 
-async def dispatch(
+async def handle(
     request: Request, area: str, method: str, settings: Settings, registry: Registry,
-    info: dict[str, Any],
+    record: RequestLog,
 ) -> Response:
     if area != "sync" or method not in LEGACY_METHODS:
         raise BadRequest(f"legacy protocol request for {area}/{method}: client must update")
@@ -38,17 +39,17 @@ async def dispatch(
     sync_request = SyncRequest(
         method=method, sync_version=LEGACY_SYNC_VERSION,
         host_key=fields.get("k") or fields.get("sk") or "", client_version="legacy",
-        session_key=fields.get("s", ""), client_ip="", body=fields["data"],
+        session_key=fields.get("s", ""), body=fields["data"],
         body_size=fields["size"],
     )
     with sync_request:
         if method == "hostKey":
-            reply = await anyio.to_thread.run_sync(login.host_key, registry, sync_request)
+            reply = await anyio.to_thread.run_sync(login.host_key, registry.accounts, sync_request)
             return await framed_response(reply, compressed=False)
         state = registry.by_host_key(sync_request.host_key)
         if state is None:
             raise AuthFailed("unknown host key")
-        info["user"] = state.user.name
+        record.user = state.name
         reply = await state.locked(meta.legacy_meta, state, sync_request)
     return await framed_response(reply, compressed=False)
 

@@ -32,8 +32,6 @@ def _client(clients: dict[str, SyncClient], name: str, server: SyncServer) -> Sy
     return clients[name]
 
 
-
-
 def _media(client: SyncClient) -> dict[str, str]:
     return {
         p.name: hashlib.sha1(p.read_bytes()).hexdigest()

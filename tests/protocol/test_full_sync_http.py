@@ -5,7 +5,7 @@ import sqlite3
 import orjson
 import pytest
 
-from ankihost.auth import hash_password
+from ankihost.accounts.passwords import hash_password
 from ankihost.storage import schema
 from tests.conftest import ALICE_KEY, BOB_KEY, Wire, make_settings
 

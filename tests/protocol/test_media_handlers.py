@@ -20,14 +20,13 @@ from typing import IO, Any
 import pytest
 
 from ankihost.errors import BadRequest, PayloadTooLarge, ServerError, SessionConflict, SyncError
-from ankihost.media import close_index, files, open_index
-from ankihost.media.handlers import METHODS, last_usn
+from ankihost.media.handlers import METHODS
 from ankihost.media.sync import IN_MEMORY_ZIP_MAX_BYTES
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply
 from ankihost.registry import UserState
-from ankihost.storage.paths import UserFolder
-from ankihost.users import User
+from ankihost.storage.paths import new_media_temp_name
+from tests.support.states import make_state
 
 HOST_KEY = "13e56c1cee7ca0701c9e597d9c63da8615c981b3"
 MiB = 1024 * 1024
@@ -35,22 +34,21 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[UserState]:
-    user_state = UserState(User("alice", HOST_KEY, password="pw"), UserFolder(tmp_path / "alice"))
+    user_state = make_state(tmp_path / "alice", host_key=HOST_KEY)
     yield user_state
-    close_index(user_state)
+    user_state.media.close()
 
 
-def request(method: str, body: bytes, **extra: str) -> SyncRequest:
+def request(method: str, body: bytes) -> SyncRequest:
     return SyncRequest(
         method=method, sync_version=11, host_key=HOST_KEY, client_version="26.09.3,test,linux",
-        session_key="abc", client_ip="127.0.0.1", body=io.BytesIO(body), body_size=len(body),
-        extra=dict(extra),
+        session_key="abc", body=io.BytesIO(body), body_size=len(body),
     )
 
 
-def call(state: UserState, method: str, body: bytes | dict[str, Any], **extra: str) -> Reply:
+def call(state: UserState, method: str, body: bytes | dict[str, Any]) -> Reply:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return METHODS[method](state, request(method, raw, **extra))
+    return METHODS[method].run(state, request(method, raw))
 
 
 def data(reply: Reply) -> Any:
@@ -99,7 +97,7 @@ def _unzip(source: IO[bytes]) -> dict[str, bytes]:
 
 def snapshot(state: UserState) -> dict[str, bytes | None]:
     """Every file and folder under the user's folder, byte for byte (index closed first)."""
-    close_index(state)
+    state.media.close()
     root = state.folder.root
     return {
         str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
@@ -118,16 +116,12 @@ def test_begin_on_a_new_user_creates_the_official_layout(state: UserState) -> No
     assert json.loads(call(state, "begin", {"v": "anki,26.09.3 (x),linux"}).data) == {
         "data": {"usn": 0, "sk": HOST_KEY}, "err": ""
     }
-    close_index(state)
+    state.media.close()
     root = state.folder.root
     assert sorted(p.name for p in root.iterdir()) == ["media", "media.db"]
     db = sqlite3.connect(root / "media.db")
     assert db.execute("pragma user_version").fetchone() == (4,)
     db.close()
-
-
-def test_legacy_get_begin_takes_the_version_from_extra(state: UserState) -> None:
-    assert data(call(state, "begin", b"", v="ankidesktop,2.1.50,lin")) == {"usn": 0, "sk": HOST_KEY}
 
 
 @pytest.mark.parametrize("body", [b"", b"{}", b'{"v": ""}', b'{"v": 3}'])
@@ -138,7 +132,7 @@ def test_begin_without_a_client_version_is_400(state: UserState, body: bytes) ->
 
 def test_begin_and_meta_agree_on_the_usn(state: UserState) -> None:
     upload(state, [("a.txt", b"a"), ("b.txt", b"b")])
-    assert data(call(state, "begin", {"v": "x"}))["usn"] == last_usn(state) == 2
+    assert data(call(state, "begin", {"v": "x"}))["usn"] == state.media.last_usn() == 2
 
 
 def test_media_sanity(state: UserState) -> None:
@@ -191,7 +185,7 @@ def test_upload_of_an_identical_file_repairs_it_if_lost_or_damaged(state: UserSt
 
 
 def test_reference_accepted_names_with_a_backslash_can_still_be_deleted(state: UserState) -> None:
-    index = open_index(state)
+    index = state.media.index()
     with index.atomic() as w:  # a folder written by the official server may hold such names
         w.record_addition("a\\b.png", hashlib.sha1(b"x").digest(), 1)
     (state.folder.media / "a\\b.png").write_bytes(b"x")
@@ -203,7 +197,7 @@ def test_reference_accepted_names_with_a_backslash_can_still_be_deleted(state: U
 
 
 def test_media_changes_pages_by_1000_in_usn_order(state: UserState) -> None:
-    index = open_index(state)
+    index = state.media.index()
     with index.atomic() as w:
         for i in range(1145):
             w.record_addition(f"f{i:04}.txt", hashlib.sha1(b"%d" % i).digest(), 1)
@@ -353,10 +347,16 @@ def test_a_failure_while_applying_rolls_back_files_and_database(state: UserState
 
 def test_stray_temp_files_from_a_crash_are_removed_on_open(state: UserState) -> None:
     _populate(state)
-    close_index(state)
-    stray = files.new_temp_path(state.folder.media)
+    state.media.close()
+    stray = state.folder.media / new_media_temp_name()
     stray.write_bytes(b"half written")
-    (state.folder.root / ".ankihost-download-0123.zip").write_bytes(b"old zip")
     assert data(call(state, "begin", {"v": "x"}))["usn"] == 4
     assert not stray.exists()
+
+
+def test_a_stray_download_zip_is_removed_when_the_user_is_prepared(state: UserState) -> None:
+    _populate(state)
+    state.media.close()
+    (state.folder.root / ".ankihost-download-0123.zip").write_bytes(b"old zip")
+    state.prepare()
     assert list(state.folder.root.glob(".ankihost-download-*")) == []

@@ -16,8 +16,8 @@ from anki.collection import Collection
 
 from ankihost.errors import BadRequest, ServerError, SessionConflict
 from ankihost.registry import UserState
-from ankihost.sync.chunks import IncomingChunk
-from ankihost.sync.handlers import INLINE, INLINE_BODY_BYTES, INLINE_CHUNK_OBJECTS, METHODS
+from ankihost.sync.handlers import INLINE_BODY_BYTES, INLINE_CHUNK_OBJECTS, STEPS
+from ankihost.sync.messages import IncomingChunk
 from tests.support.content import build_rich_collection
 from tests.support.sync_steps import (
     StepClient,
@@ -52,7 +52,7 @@ def device(uploaded: Path, tmp_path: Path) -> Path:
 def state(uploaded: Path, tmp_path: Path) -> UserState:
     s = user_state(tmp_path / "server", uploaded)
     yield s
-    s.close_collection()
+    s.collection.close()
 
 
 def add_basic_note(col: Collection, front: str, tags: list[str] | None = None) -> int:
@@ -93,7 +93,7 @@ def legacy_objects(col: Collection) -> dict[str, Any]:
 
 
 def server_as_client(state: UserState, tmp_path: Path) -> Collection:
-    state.close_collection()
+    state.collection.close()
     copy = tmp_path / "server-copy.anki2"
     shutil.copyfile(state.folder.collection, copy)
     return Collection(str(copy))
@@ -224,11 +224,11 @@ def test_legacy_string_graves_in_start_are_applied_not_echoed(
     StepClient(col, state).sync_upward()
     cards = list(col.card_ids_of_note(nid))
     col.close()
-    usn = state.collection().execute("select usn from col").fetchone()[0]
+    usn = state.collection.connection().execute("select usn from col").fetchone()[0]
     graves = {"cards": [str(c) for c in cards], "notes": [str(nid)], "decks": []}
     reply = call(state, "start", {"minUsn": usn, "lnewer": False, "graves": graves}, key="old")
     assert reply == {"cards": [], "decks": [], "notes": []}
-    db = state.collection()
+    db = state.collection.connection()
     assert db.execute("select count() from notes").fetchone()[0] == 0
     assert db.execute("select count() from graves where usn = ?", (usn,)).fetchone()[0] == 1 + len(
         cards
@@ -255,7 +255,7 @@ def test_empty_session_key_is_400_and_changes_nothing(state: UserState, method: 
     start(state)
     with pytest.raises(BadRequest):
         call(state, method, {"minUsn": 0, "lnewer": False}, key="")
-    assert state.session is not None and state.session.key == "sess1"
+    assert state.collection.session is not None and state.collection.session.key == "sess1"
 
 
 def test_other_key_is_409_and_the_session_survives(state: UserState) -> None:
@@ -282,57 +282,64 @@ def test_new_start_replaces_the_running_session(state: UserState) -> None:
 
 def test_abort_from_a_new_key_ends_the_session(state: UserState) -> None:
     start(state, key="first")
-    state.close_collection()  # what the web layer's `abort` (any key) does
+    state.collection.close()  # what the web layer's `abort` (any key) does
     with pytest.raises(SessionConflict):
         call(state, "chunk", key="first")
+
+
+def inline(method: str):
+    """A step's `inline` check (every step these tests ask about has one)."""
+    check = STEPS[method].inline
+    assert check is not None
+    return check
 
 
 SESSION_STEPS = ("applyGraves", "applyChanges", "chunk", "applyChunk", "sanityCheck2")
 
 
 def test_which_steps_run_on_the_event_loop(state: UserState) -> None:
-    """`INLINE`: bounded steps run on the event loop; a step with a chunk still to write
+    """`Step.inline`: bounded steps run on the event loop; a step with a chunk still to write
     first, with a big body, or that may roll back or commit goes to a worker thread."""
     small = {name: sync_request(name, {"_pad": None}) for name in ("start", *SESSION_STEPS)}
     big = {name: sync_request(name, {"pad": "x" * INLINE_BODY_BYTES}) for name in small}
-    assert "finish" not in INLINE  # its commit waits for an fsync
-    assert not INLINE["start"](state, small["start"])  # the collection is not open yet
-    state.collection()
-    assert INLINE["start"](state, small["start"])
-    assert not INLINE["start"](state, big["start"])
+    assert STEPS["finish"].inline is None  # its commit waits for an fsync
+    assert not inline("start")(state, small["start"])  # the collection is not open yet
+    state.collection.connection()
+    assert inline("start")(state, small["start"])
+    assert not inline("start")(state, big["start"])
     for name in SESSION_STEPS:
-        assert not INLINE[name](state, small[name]), name  # no session
+        assert not inline(name)(state, small[name]), name  # no session
     start(state)
-    assert not INLINE["start"](state, small["start"])  # it would roll this session back
+    assert not inline("start")(state, small["start"])  # it would roll this session back
     for name in SESSION_STEPS:
-        assert INLINE[name](state, small[name]), name
-        assert not INLINE[name](state, big[name]), name
-    current = state.session
+        assert inline(name)(state, small[name]), name
+        assert not inline(name)(state, big[name]), name
+    current = state.collection.session
     current.unapplied.append(IncomingChunk(revlog=[], cards=[], notes=[]))
     for name in SESSION_STEPS:
-        assert not INLINE[name](state, small[name]), name  # a chunk to write first
+        assert not inline(name)(state, small[name]), name  # a chunk to write first
     current.unapplied.clear()
     current.apply_error = BadRequest("writing a chunk failed")
     for name in SESSION_STEPS:
-        assert not INLINE[name](state, small[name]), name  # the error rolls it back
+        assert not inline(name)(state, small[name]), name  # the error rolls it back
     current.apply_error = None
     current.next_chunk = ServerError("failed while made ahead")
-    assert not INLINE["chunk"](state, small["chunk"])  # raised by this request
+    assert not inline("chunk")(state, small["chunk"])  # raised by this request
     current.next_chunk = None
     many_graves = {"chunk": {"cards": list(range(10**12, 10**12 + 400)), "notes": [], "decks": []}}
-    assert not INLINE["applyGraves"](state, sync_request("applyGraves", many_graves))
+    assert not inline("applyGraves")(state, sync_request("applyGraves", many_graves))
 
 
 def test_chunk_follow_ups_run_inline_when_bounded(state: UserState) -> None:
     no_changes = {"changes": {"models": [], "decks": [[], []], "tags": []}}
     start(state)
-    reply = METHODS["applyChanges"](state, sync_request("applyChanges", no_changes))
+    reply = STEPS["applyChanges"].run(state, sync_request("applyChanges", no_changes))
     assert reply.follow_up is not None and reply.follow_up_inline  # makes the first chunk
     revlog = [[10**12 + i, 1, 0, 3, 1, 1, 2500, 100, 1] for i in range(INLINE_CHUNK_OBJECTS + 1)]
     padded = {"pad": "x" * INLINE_BODY_BYTES}  # few objects, but a big body
     for rows, extra, inline in ((revlog[:-1], {}, True), (revlog, {}, False), (revlog[:1], padded, False)):
         body = {"chunk": {"done": False, "revlog": rows}, **extra}
-        reply = METHODS["applyChunk"](state, sync_request("applyChunk", body))
+        reply = STEPS["applyChunk"].run(state, sync_request("applyChunk", body))
         assert reply.follow_up is not None and reply.follow_up_inline is inline, len(rows)
 
 
@@ -373,12 +380,12 @@ def test_failed_chunk_write_is_400_on_the_next_step_and_rolls_back(
     good, bad = client.rows("notes")[:2]
     bad[2] = 424242  # a notetype the server never received
     assert call(state, "applyChunk", {"chunk": {"done": False, "notes": [good, bad]}}) is None
-    assert state.session is not None and state.session.unapplied
+    assert state.collection.session is not None and state.collection.session.unapplied
     bodies = {"applyChunk": {"chunk": {"done": True}}, "sanityCheck2": {"client": client.counts()}}
     with pytest.raises(BadRequest, match="missing notetype 424242"):
         call(state, next_step, bodies.get(next_step))
     col.close()
-    assert state.session is None
+    assert state.collection.session is None
     assert server_content(state) == before
     with pytest.raises(SessionConflict):
         call(state, "finish")
@@ -393,13 +400,13 @@ def test_chunk_write_failing_after_the_reply_fails_the_next_step(
     bad = client.rows("notes")[0]
     bad[2] = 424242
     call(state, "applyChunk", {"chunk": {"done": True, "notes": [bad]}}, follow_up=True)
-    session = state.session
+    session = state.collection.session
     assert session is not None and not session.unapplied  # tried, and failed
     assert isinstance(session.apply_error, BadRequest)
     with pytest.raises(BadRequest, match="missing notetype 424242"):
         client.sanity()
     col.close()
-    assert state.session is None
+    assert state.collection.session is None
     assert server_content(state) == before
 
 
@@ -409,16 +416,16 @@ def test_unwritten_chunk_of_a_replaced_session_is_never_written(
     col, client = prepared_client(device, state)
     client.through_changes()
     revlog, cards = client.rows("revlog"), client.rows("cards")
-    sent = METHODS["applyChunk"](
+    sent = STEPS["applyChunk"].run(
         state, sync_request("applyChunk", {"chunk": {"done": True, "revlog": revlog, "cards": cards}})
     )
     col.close()
     call(state, "start", {"minUsn": 0, "lnewer": False, "graves": None}, key="other")
     assert sent.follow_up is not None
     sent.follow_up()  # runs after the other device's `start`: too late, and harmless
-    assert state.session is not None and state.session.key == "other"
-    assert not state.session.unapplied and state.session.apply_error is None
-    db = state.collection()  # inside the other session's transaction
+    assert state.collection.session is not None and state.collection.session.key == "other"
+    assert not state.collection.session.unapplied and state.collection.session.apply_error is None
+    db = state.collection.connection()  # inside the other session's transaction
     for table, rows in (("revlog", revlog), ("cards", cards)):
         assert rows and db.execute(f"select 1 from {table} where id = ?", (rows[0][0],)).fetchone() is None
 
@@ -433,7 +440,7 @@ def test_a_late_follow_up_after_the_session_committed_writes_nothing(
     client.through_changes()
     client.fetch_chunks()
     rows = client.rows("revlog")
-    first = METHODS["applyChunk"](
+    first = STEPS["applyChunk"].run(
         state, sync_request("applyChunk", {"chunk": {"done": False, "revlog": rows}})
     )
     rest = {"done": True, "cards": client.rows("cards"), "notes": client.rows("notes")}
@@ -444,7 +451,7 @@ def test_a_late_follow_up_after_the_session_committed_writes_nothing(
     after_commit = server_content(state)
     assert first.follow_up is not None
     first.follow_up()  # stale: the session it belongs to has ended
-    assert state.session is None and not state.collection().in_transaction
+    assert state.collection.session is None and not state.collection.connection().in_transaction
     assert server_content(state) == after_commit
     assert len(after_commit["revlog"]) == len(rows)
 
@@ -464,7 +471,7 @@ def test_notetype_field_count_change_is_400_and_rolls_back(device: Path, state: 
             "applyChanges",
             {"changes": {"models": [basic], "decks": [[], []], "tags": ["t"]}},
         )
-    assert state.session is None
+    assert state.collection.session is None
     assert server_content(state) == before
 
 
@@ -479,7 +486,7 @@ def test_bad_sanity_check_rolls_back_and_ends_the_session(device: Path, state: U
     reply = client.sanity(counts)
     col.close()
     assert reply["status"] == "bad" and reply["s"] is not None
-    assert state.session is None
+    assert state.collection.session is None
     assert server_content(state) == before
     with pytest.raises(SessionConflict):
         call(state, "finish")
@@ -494,15 +501,14 @@ def test_abandoned_session_leaves_the_collection_as_before_start(
     client.fetch_chunks()
     client.send_chunks(size=50)
     col.close()
-    state.close_collection()  # abort, meta, upload, download or shutdown
+    state.collection.close()  # abort, meta, upload, download or shutdown
     assert server_content(state) == before
 
 
 def _sync_then_die(device: str, root: str) -> None:
-    from ankihost.storage.paths import UserFolder
-    from ankihost.users import User
+    from tests.support.states import make_state
 
-    state = UserState(User("alice", "hostkey"), UserFolder(Path(root)))
+    state = make_state(Path(root))
     col = Collection(device)
     client = StepClient(col, state)
     client.through_changes()

@@ -76,9 +76,9 @@ async def test_meta_runs_inline_only_with_everything_open_and_no_session(setting
     async with httpx2.AsyncClient(transport=transport, base_url="http://test") as client:
         assert (await client.post("/sync/meta", **meta_request(ALICE_KEY))).status_code == 200
     assert meta.runs_inline(alice, request)
-    alice.session = SyncSession("s", 0, 0, False)
+    alice.collection.session = SyncSession("s", 0, 0, False)
     assert not meta.runs_inline(alice, request)
-    alice.session = None
+    alice.collection.session = None
     assert not meta.runs_inline(alice, sync_request("meta", {"v": 11, "pad": "x" * 5000}))
-    alice.close_collection()
+    alice.collection.close()
     assert not meta.runs_inline(alice, request)

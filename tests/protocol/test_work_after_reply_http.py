@@ -52,7 +52,7 @@ def chunks(wire: Wire, session: str, limit: int = 100) -> list[dict]:
 
 
 def prepared(wire: Wire):
-    return wire.http.app.registry.by_name("alice").session.next_chunk
+    return wire.http.app.registry.by_name("alice").collection.session.next_chunk
 
 
 def test_every_pending_row_arrives_once_in_order(
@@ -140,22 +140,23 @@ def test_a_chunk_that_fails_after_its_reply_fails_the_next_request(
 def test_steps_run_on_the_event_loop_or_in_worker_threads_as_inline_says(
     wire: Wire, large_collection: bytes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What `dispatch` hands `UserState.locked`: `start` right after an upload (the
+    """What `run_step` hands `UserState.locked`: `start` right after an upload (the
     collection is not open yet) and `finish` (an fsync) in worker threads (anyio names them
     "AnyIO worker thread"); the other steps of a session on the event loop."""
     import threading
 
+    from ankihost.protocol.request import Step
     from ankihost.sync import chunks as chunks_module
-    from ankihost.web import sync_routes
 
     ran: list[tuple[str, bool]] = []
     names = ("start", "applyChanges", "chunk", "applyChunk", "sanityCheck2", "finish")
+    methods = wire.http.app.sync_routes.methods
     for name in names:
-        def spy(state, request, step=sync_routes.COLLECTION_METHODS[name], name=name):
+        def spy(state, request, step=methods[name], name=name):
             ran.append((name, threading.current_thread().name == "AnyIO worker thread"))
-            return step(state, request)
+            return step.run(state, request)
 
-        monkeypatch.setitem(sync_routes.COLLECTION_METHODS, name, spy)
+        monkeypatch.setitem(methods, name, Step(spy, methods[name].inline, methods[name].small_body))
     follow_ups = {  # both bounded here
         "prepare_next_chunk": chunks_module.prepare_next_chunk,
         "apply_unapplied": chunks_module.apply_unapplied,

@@ -21,9 +21,8 @@ from anki.collection import Collection
 from ankihost.protocol.request import SyncRequest
 from ankihost.registry import UserState
 from ankihost.storage.collection import connect
-from ankihost.storage.paths import UserFolder
-from ankihost.sync.handlers import METHODS
-from ankihost.users import User
+from ankihost.sync.handlers import STEPS
+from tests.support.states import make_state
 
 USN_TABLES = ("notes", "cards", "revlog", "tags", "decks", "deck_config", "notetypes")
 CONTENT_TABLES = (
@@ -68,10 +67,10 @@ def mark_uploaded(path: Path, usn: int = 1, now_ms: int = 1_700_000_000_000) -> 
 
 def user_state(root: Path, source: Path) -> UserState:
     """A user whose server collection is a copy of `source`."""
-    folder = UserFolder(root)
-    folder.ensure()
-    shutil.copyfile(source, folder.collection)
-    return UserState(User("alice", "hostkey"), folder)
+    state = make_state(root)
+    state.folder.ensure()
+    shutil.copyfile(source, state.folder.collection)
+    return state
 
 
 def sync_request(method: str, body: Any, key: str = "sess1") -> SyncRequest:
@@ -82,7 +81,6 @@ def sync_request(method: str, body: Any, key: str = "sess1") -> SyncRequest:
         host_key="hostkey",
         client_version="test",
         session_key=key,
-        client_ip="127.0.0.1",
         body=io.BytesIO(data),
         body_size=len(data),
     )
@@ -94,7 +92,7 @@ def call(
     """Run one step like the web layer would and decode its JSON reply; with `follow_up`,
     also the work the web layer runs after sending the reply (as it would, before the
     client's next request)."""
-    reply = METHODS[method](
+    reply = STEPS[method].run(
         state, sync_request(method, {"_pad": None} if body is None else body, key)
     )
     if follow_up and reply.follow_up is not None:
@@ -114,7 +112,7 @@ def content(path: Path) -> dict[str, list[tuple]]:
 
 
 def server_content(state: UserState) -> dict[str, list[tuple]]:
-    state.close_collection()
+    state.collection.close()
     return content(state.folder.collection)
 
 
@@ -134,7 +132,7 @@ class StepClient:
         return self.col.db.list(f"select id from {table} where usn = -1")
 
     def meta(self) -> tuple[int, bool]:
-        server = self.state.collection().execute("select usn, mod from col").fetchone()
+        server = self.state.collection.connection().execute("select usn, mod from col").fetchone()
         self.server_usn = server[0]
         client_mod = self.col.db.scalar("select mod from col")
         return server[0], client_mod > server[1]

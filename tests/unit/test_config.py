@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from ankihost.accounts.env import load_accounts
 from ankihost.config import ConfigError, Settings
-from ankihost.users import load_users
 
 BASE = {"SYNC_USER1": "alice:secret", "HOME": "/home/alice"}
 
@@ -58,18 +58,18 @@ def test_ipv6_host_is_accepted():
 @pytest.mark.parametrize("name", ["", ".", "..", "a/b", "a\\b", "a\x00b", "tab\tname"])
 def test_unsafe_user_names_stop_start_up(name):
     with pytest.raises(ConfigError, match="SYNC_USER1"):
-        load_users(settings(SYNC_USER1=f"{name}:pw"))
+        load_accounts(settings(SYNC_USER1=f"{name}:pw"))
 
 
 @pytest.mark.parametrize("second", ["alice", "ALICE", "Alice"])
 def test_duplicate_user_names_stop_start_up(second):
     with pytest.raises(ConfigError, match="SYNC_USER2.*twice"):
-        load_users(settings(SYNC_USER2=f"{second}:other"))
+        load_accounts(settings(SYNC_USER2=f"{second}:other"))
 
 
 def test_bad_hash_stops_start_up_naming_the_variable():
     with pytest.raises(ConfigError, match="SYNC_USER2"):
-        load_users(settings(PASSWORDS_HASHED="1", SYNC_USER1="a:$pbkdf2-sha256$i=1000,l=32$c2FsdHNhbHQ$"
+        load_accounts(settings(PASSWORDS_HASHED="1", SYNC_USER1="a:$pbkdf2-sha256$i=1000,l=32$c2FsdHNhbHQ$"
                             "XceQo3ytJ+IKPmy62TRaxWY/ORD+m+4GcWmiygQiUIc", SYNC_USER2="b:$argon2id$xyz"))
 
 

@@ -25,7 +25,7 @@ def test_safe_user_names(name):
 
 def test_new_collection_is_empty_schema_18_with_mod_zero(tmp_path):
     path = tmp_path / "collection.anki2"
-    schema.create_empty(path)
+    schema.create_empty(path, path.with_name('.new-test.anki2'))
     assert schema.upload_problem(path) is None
     db = connect(path)
     col = read_col(db)
@@ -43,7 +43,7 @@ def test_new_collection_opens_in_the_real_client(tmp_path):
     from anki.collection import Collection
 
     path = tmp_path / "collection.anki2"
-    schema.create_empty(path)
+    schema.create_empty(path, path.with_name('.new-test.anki2'))
     col = Collection(str(path))
     try:
         assert col.decks.id_for_name("Default") == 1
@@ -64,8 +64,8 @@ def test_real_client_collection_passes_upload_check(tmp_path):
 
 
 def _collection(tmp_path):
-    path = tmp_path / "c.anki2"
-    schema.create_empty(path)
+    path = tmp_path / "collection.anki2"
+    schema.create_empty(path, path.with_name('.new-test.anki2'))
     return path
 
 
@@ -131,5 +131,5 @@ def test_open_or_create_refuses_unknown_schema(tmp_path):
     from ankihost.errors import ServerError
 
     with pytest.raises(ServerError):
-        schema.open_or_create(path)
+        schema.open_or_create(UserFolder(path.parent))
     shutil.copy(path, tmp_path / "x")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from ankihost.errors import BadRequest, PayloadTooLarge
-from ankihost.media import archive, files
+from ankihost.media import archive, staging
+from ankihost.storage.paths import is_media_temp_name
 
 
 def upload_zip(
@@ -62,7 +63,7 @@ def test_large_files_and_files_past_the_memory_budget_go_to_temp_files(
     upload = archive.read_upload(body, tmp_path)
     big, a, b, c = (e.staged for e in upload.entries)
     assert big is not None and big.data is None and big.path is not None
-    assert big.path.read_bytes() == b"B" * 11 and files.is_temp_name(big.path.name)
+    assert big.path.read_bytes() == b"B" * 11 and is_media_temp_name(big.path.name)
     assert a is not None and a.data == b"A" * 10 and a.path is None
     assert b is not None and b.data is None and b.path is not None  # 10 + 6 is over 15
     assert c is not None and c.data == b"D" * 5  # 10 + 5 fits
@@ -234,7 +235,7 @@ def test_member_names_are_not_paths(tmp_path: Path) -> None:
 def test_in_memory_download_zip_and_a_streamed_big_member(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     out = archive.DownloadZip(buffer)
-    big = bytes(range(256)) * (files.COPY_CHUNK_BYTES // 256 * 2 + 3)  # streamed in pieces
+    big = bytes(range(256)) * (staging.COPY_CHUNK_BYTES // 256 * 2 + 3)  # streamed in pieces
     assert out.add("big.bin", io.BytesIO(big), len(big)) == hashlib.sha1(big).digest()
     assert out.add("s.txt", io.BytesIO(b"small"), 5) == hashlib.sha1(b"small").digest()
     out.close()
@@ -244,9 +245,9 @@ def test_in_memory_download_zip_and_a_streamed_big_member(tmp_path: Path) -> Non
         assert zf.read("0") == big and zf.read("1") == b"small"
 
 
-@pytest.mark.parametrize("declared", [4, 2 * files.COPY_CHUNK_BYTES, 3 * files.COPY_CHUNK_BYTES])
+@pytest.mark.parametrize("declared", [4, 2 * staging.COPY_CHUNK_BYTES, 3 * staging.COPY_CHUNK_BYTES])
 def test_download_zip_notices_any_size_change(declared: int) -> None:
-    data = b"z" * (2 * files.COPY_CHUNK_BYTES + 1)
+    data = b"z" * (2 * staging.COPY_CHUNK_BYTES + 1)
     out = archive.DownloadZip(io.BytesIO())
     with pytest.raises(ValueError):
         out.add("a", io.BytesIO(data), declared)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ankihost.media import close_index, files, open_index, sync
+from ankihost.media import names, sync
 from ankihost.registry import UserState
-from ankihost.storage.paths import UserFolder
-from ankihost.users import User
+from ankihost.storage.paths import MEDIA_JOURNAL_NAME
+from tests.support.states import make_state
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 HOST_KEY = "13e56c1cee7ca0701c9e597d9c63da8615c981b3"
@@ -41,10 +41,8 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from ankihost.media import files, open_index, sync
-    from ankihost.registry import UserState
-    from ankihost.storage.paths import UserFolder
-    from ankihost.users import User
+    from ankihost.media import journal, staging, sync
+    from tests.support.states import make_state
 
     root, point, body = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 
@@ -68,30 +66,30 @@ CHILD = textwrap.dedent(
         setattr(cls, name, patched)
 
     if point == "journal written":
-        after(files.FileJournal, "_write_journal")
+        after(journal.FileJournal, "_write_journal")
     elif point == "direct file half written":
-        write_all, calls = files._write_all, []
+        write_all, calls = staging.write_all, []
         def half(fd, data):  # 1: the journal, 2: x.txt's temp file, 3: w.txt under its name
             calls.append(1)
             if len(calls) == 3:
                 write_all(fd, bytes(data[: len(data) // 2]))
                 crash()
             write_all(fd, data)
-        files._write_all = half
+        staging.write_all = half
     elif point == "files written, not placed":
-        after(files.FileJournal, "_write_files")
+        after(journal.FileJournal, "_write_files")
     elif point == "between renames":
-        on_call(files.FileJournal, "_apply_one", 2)
+        on_call(journal.FileJournal, "_apply_one", 2)
     elif point == "renamed, not committed":
-        after(files.FileJournal, "apply")
+        after(journal.FileJournal, "apply")
     elif point == "committed, not cleaned up":
-        files.FileJournal._forget_backups = crash
+        journal.FileJournal._forget_backups = crash
     elif point == "backups removed, journal left":
-        files._clear_journal = crash
+        journal._clear_journal = crash
     elif point == "undo interrupted":
-        on_call(files.os, "replace", 2)
-    state = UserState(User("alice", "{host_key}", password="pw"), UserFolder(root))
-    index = open_index(state)  # recovery runs here ("undo interrupted")
+        on_call(journal.os, "replace", 2)
+    state = make_state(root, host_key="{host_key}")
+    index = state.media.index()  # recovery runs here ("undo interrupted")
     if point != "undo interrupted":
         with body.open("rb") as f:
             sync.apply_upload(index, state.folder, f)
@@ -108,9 +106,9 @@ AFTER_COMMIT = ["committed, not cleaned up", "backups removed, journal left"]
 
 @pytest.fixture
 def state(tmp_path: Path) -> Iterator[UserState]:
-    user_state = UserState(User("alice", HOST_KEY, password="pw"), UserFolder(tmp_path / "alice"))
+    user_state = make_state(tmp_path / "alice", host_key=HOST_KEY)
     yield user_state
-    close_index(user_state)
+    user_state.media.close()
 
 
 def upload_zip(entries: list[tuple[str, bytes | None]]) -> bytes:
@@ -128,11 +126,11 @@ def upload_zip(entries: list[tuple[str, bytes | None]]) -> bytes:
 
 
 def apply(state: UserState, entries: list[tuple[str, bytes | None]]) -> tuple[int, int]:
-    return sync.apply_upload(open_index(state), state.folder, io.BytesIO(upload_zip(entries)))
+    return sync.apply_upload(state.media.index(), state.folder, io.BytesIO(upload_zip(entries)))
 
 
 def run_child(state: UserState, point: str, tmp_path: Path) -> int:
-    close_index(state)
+    state.media.close()
     body = tmp_path / "upload.zip"
     body.write_bytes(upload_zip(NEW_UPLOAD))
     done = subprocess.run(
@@ -146,15 +144,15 @@ def run_child(state: UserState, point: str, tmp_path: Path) -> int:
 
 def reopened(state: UserState) -> tuple[dict[str, bytes], dict[str, tuple[bytes, int]], int]:
     """(media folder contents, live index rows as (sha1, size), last USN) after recovery."""
-    close_index(state)
-    index = open_index(state)
+    state.media.close()
+    index = state.media.index()
     live = {e.name: (e.sha1, e.size) for e in index.changes_after(0) if e.live}
     on_disk = {p.name: p.read_bytes() for p in state.folder.media.iterdir()}
     return on_disk, live, index.last_usn()
 
 
 def journal_cleared(state: UserState) -> bool:
-    path = sync.journal_path(state.folder)
+    path = state.folder.media_journal
     return not path.exists() or path.read_bytes() == b""
 
 
@@ -162,7 +160,7 @@ def assert_consistent(state: UserState, expected: dict[str, bytes]) -> int:
     on_disk, live, usn = reopened(state)
     assert on_disk == expected  # byte for byte, and no temp or backup file is left
     assert live == {name: (hashlib.sha1(b).digest(), len(b)) for name, b in expected.items()}
-    assert open_index(state).live_file_count() == len(expected)
+    assert state.media.index().live_file_count() == len(expected)
     assert journal_cleared(state)
     return usn
 
@@ -217,7 +215,7 @@ def test_journal_is_cleared_after_a_normal_upload_and_names_are_never_media(
     state: UserState,
 ) -> None:
     apply(state, OLD_UPLOAD)
-    assert sync.journal_path(state.folder).read_bytes() == b""  # kept for the next upload, empty
-    assert sync.journal_path(state.folder).parent == state.folder.root
-    assert files.addition_problem(sync.JOURNAL_NAME) is None  # a legal media name, so it must
-    assert sync.journal_path(state.folder).parent != state.folder.media  # live outside media/
+    assert state.folder.media_journal.read_bytes() == b""  # kept for the next upload, empty
+    assert state.folder.media_journal.parent == state.folder.root
+    assert names.addition_problem(MEDIA_JOURNAL_NAME) is None  # a legal media name, so it must
+    assert state.folder.media_journal.parent != state.folder.media  # live outside media/

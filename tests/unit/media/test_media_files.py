@@ -13,7 +13,9 @@ import orjson
 import pytest
 
 from ankihost.errors import BadRequest
-from ankihost.media import files
+from ankihost.media import journal as mj
+from ankihost.media import names, staging
+from ankihost.storage.paths import is_media_temp_name, new_media_temp_name
 
 
 @pytest.mark.parametrize(
@@ -22,8 +24,8 @@ from ankihost.media import files
      "a..b"],
 )
 def test_acceptable_additions(name: str) -> None:
-    assert files.addition_problem(name) is None
-    assert files.path_problem(name) is None
+    assert names.addition_problem(name) is None
+    assert names.path_problem(name) is None
 
 
 @pytest.mark.parametrize(
@@ -46,32 +48,32 @@ def test_acceptable_additions(name: str) -> None:
     ],
 )
 def test_refused_additions(name: str, why: str) -> None:
-    problem = files.addition_problem(name)
+    problem = names.addition_problem(name)
     assert problem is not None and why in problem
 
 
 def test_protocol_rules_match_the_official_server() -> None:
     # These three apply to deletions too; '\\', NUL and control characters do not.
-    assert files.protocol_problem("x" * 255) is None
-    assert files.protocol_problem("x" * 256) is not None
-    assert files.protocol_problem(unicodedata.normalize("NFD", "é")) is not None
-    assert files.protocol_problem("a/b") is not None
-    assert files.protocol_problem("a\\b") is None
-    assert files.protocol_problem("") is None
+    assert names.protocol_problem("x" * 255) is None
+    assert names.protocol_problem("x" * 256) is not None
+    assert names.protocol_problem(unicodedata.normalize("NFD", "é")) is not None
+    assert names.protocol_problem("a/b") is not None
+    assert names.protocol_problem("a\\b") is None
+    assert names.protocol_problem("") is None
 
 
 def test_media_path_never_leaves_the_folder(tmp_path: Path) -> None:
-    assert files.media_path(tmp_path, "a.png") == tmp_path / "a.png"
-    assert files.media_path(tmp_path, "a\\b.png").parent == tmp_path
+    assert names.media_path(tmp_path, "a.png") == tmp_path / "a.png"
+    assert names.media_path(tmp_path, "a\\b.png").parent == tmp_path
     for bad in ["", ".", "..", "../x", "a/b", "x\x00"]:
         with pytest.raises(BadRequest):
-            files.media_path(tmp_path, bad)
+            names.media_path(tmp_path, bad)
 
 
 def test_stage_stream_hashes_into_a_temp_file(tmp_path: Path) -> None:
-    data = os.urandom(3 * files.COPY_CHUNK_BYTES + 5)
-    staged = files.stage_stream(tmp_path, io.BytesIO(data), max_bytes=len(data))
-    assert staged.path.parent == tmp_path and files.is_temp_name(staged.path.name)
+    data = os.urandom(3 * staging.COPY_CHUNK_BYTES + 5)
+    staged = staging.stage_stream(tmp_path, io.BytesIO(data), max_bytes=len(data))
+    assert staged.path.parent == tmp_path and is_media_temp_name(staged.path.name)
     assert staged.path.read_bytes() == data
     assert (staged.sha1, staged.size) == (hashlib.sha1(data).digest(), len(data))
     staged.discard()
@@ -80,12 +82,12 @@ def test_stage_stream_hashes_into_a_temp_file(tmp_path: Path) -> None:
 
 def test_stage_stream_refuses_one_byte_over_the_limit_and_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(BadRequest):
-        files.stage_stream(tmp_path, io.BytesIO(b"x" * 11), max_bytes=10)
+        staging.stage_stream(tmp_path, io.BytesIO(b"x" * 11), max_bytes=10)
     assert list(tmp_path.iterdir()) == []
 
 
-def _staged(folder: Path, data: bytes) -> files.StagedFile:
-    return files.stage_stream(folder, io.BytesIO(data), max_bytes=len(data))
+def _staged(folder: Path, data: bytes) -> staging.StagedFile:
+    return staging.stage_stream(folder, io.BytesIO(data), max_bytes=len(data))
 
 
 def _cleared(journal_path: Path) -> bool:
@@ -105,16 +107,16 @@ def test_journal_success_places_files_and_removes_backups(tmp_path: Path) -> Non
     (folder / "old2.txt").write_bytes(b"old2")
     (folder / "gone.txt").write_bytes(b"bye")
     changes = [
-        files.Change("old.txt", _staged(folder, b"new")),  # a temp file renamed over it
-        files.Change("old2.txt", files.StagedFile.in_memory(b"new2")),  # via a temp file too
-        files.Change("fresh.txt", _staged(folder, b"fresh")),
-        files.Change("direct.txt", files.StagedFile.in_memory(b"direct")),  # written in place
-        files.Change("gone.txt", None),
-        files.Change("never-existed.txt", None),  # nothing to do on disk: not journaled
+        mj.Change("old.txt", _staged(folder, b"new")),  # a temp file renamed over it
+        mj.Change("old2.txt", staging.StagedFile.in_memory(b"new2")),  # via a temp file too
+        mj.Change("fresh.txt", _staged(folder, b"fresh")),
+        mj.Change("direct.txt", staging.StagedFile.in_memory(b"direct")),  # written in place
+        mj.Change("gone.txt", None),
+        mj.Change("never-existed.txt", None),  # nothing to do on disk: not journaled
     ]
-    with files.FileJournal(folder, journal_path) as journal:
+    with mj.FileJournal(folder, journal_path) as journal:
         journal.apply(changes, usn=7)
-        written = files.Journal.from_bytes(journal_path.read_bytes())  # durable before commit
+        written = mj.Journal.from_bytes(journal_path.read_bytes())  # durable before commit
         assert written.usn == 7
         assert [(e.name, e.sha1, e.backup is None) for e in written.entries] == [
             ("old.txt", hashlib.sha1(b"new").digest(), False),
@@ -135,13 +137,13 @@ def test_journal_error_removes_files_written_in_place(tmp_path: Path) -> None:
     folder, journal_path = _media(tmp_path)
     (folder / "a.txt").write_bytes(b"A")
     changes = [
-        files.Change("new.txt", files.StagedFile.in_memory(b"N")),
-        files.Change("a.txt", files.StagedFile.in_memory(b"A2")),
+        mj.Change("new.txt", staging.StagedFile.in_memory(b"N")),
+        mj.Change("a.txt", staging.StagedFile.in_memory(b"A2")),
     ]
-    with pytest.raises(RuntimeError), files.FileJournal(folder, journal_path) as journal:
+    with pytest.raises(RuntimeError), mj.FileJournal(folder, journal_path) as journal:
         journal.apply(changes, usn=3)
         assert _contents(folder) == {"new.txt": b"N", "a.txt": b"A2"} | {
-            e.backup: b"A" for e in files.Journal.from_bytes(journal_path.read_bytes()).entries
+            e.backup: b"A" for e in mj.Journal.from_bytes(journal_path.read_bytes()).entries
             if e.backup is not None
         }
         raise RuntimeError("the commit failed")
@@ -152,9 +154,9 @@ def test_journal_error_removes_files_written_in_place(tmp_path: Path) -> None:
 def test_journal_refuses_a_directory_before_touching_anything(tmp_path: Path) -> None:
     folder, journal_path = _media(tmp_path)
     (folder / "dir").mkdir()
-    changes = [files.Change("x.txt", files.StagedFile.in_memory(b"X")),
-               files.Change("dir", files.StagedFile.in_memory(b"D"))]
-    with pytest.raises(IsADirectoryError), files.FileJournal(folder, journal_path) as journal:
+    changes = [mj.Change("x.txt", staging.StagedFile.in_memory(b"X")),
+               mj.Change("dir", staging.StagedFile.in_memory(b"D"))]
+    with pytest.raises(IsADirectoryError), mj.FileJournal(folder, journal_path) as journal:
         journal.apply(changes, usn=3)
     assert sorted(p.name for p in folder.iterdir()) == ["dir"]
     assert _cleared(journal_path)
@@ -166,14 +168,14 @@ def test_journal_error_restores_every_file(tmp_path: Path) -> None:
     (folder / "b.txt").write_bytes(b"B")
     (folder / "dir").mkdir()
     changes = [
-        files.Change("a.txt", _staged(folder, b"A2")),
-        files.Change("b.txt", None),
-        files.Change("c.txt", _staged(folder, b"C")),
-        files.Change("dir", _staged(folder, b"D")),  # fails: a directory is in the way
+        mj.Change("a.txt", _staged(folder, b"A2")),
+        mj.Change("b.txt", None),
+        mj.Change("c.txt", _staged(folder, b"C")),
+        mj.Change("dir", _staged(folder, b"D")),  # fails: a directory is in the way
     ]
-    with pytest.raises(IsADirectoryError), files.FileJournal(folder, journal_path) as journal:
+    with pytest.raises(IsADirectoryError), mj.FileJournal(folder, journal_path) as journal:
         journal.apply(changes, usn=3)
-    names = sorted(p.name for p in folder.iterdir() if not files.is_temp_name(p.name))
+    names = sorted(p.name for p in folder.iterdir() if not is_media_temp_name(p.name))
     assert names == ["a.txt", "b.txt", "dir"]
     assert (folder / "a.txt").read_bytes() == b"A"
     assert (folder / "b.txt").read_bytes() == b"B"
@@ -182,34 +184,41 @@ def test_journal_error_restores_every_file(tmp_path: Path) -> None:
 
 def test_an_empty_batch_writes_no_journal(tmp_path: Path) -> None:
     folder, journal_path = _media(tmp_path)
-    with files.FileJournal(folder, journal_path) as journal:
+    with mj.FileJournal(folder, journal_path) as journal:
         journal.apply([], usn=1)
         assert not journal_path.exists()
 
 
-def test_sync_fds_syncs_a_batch_and_reports_an_error(tmp_path: Path) -> None:
+def _fsync_all(fds: list[int]) -> None:
+    fsyncs = staging.Fsyncs()
+    for fd in fds:
+        fsyncs.start(fd)
+    fsyncs.wait()
+
+
+def test_fsyncs_sync_a_batch_and_report_an_error(tmp_path: Path) -> None:
     staged = [_staged(tmp_path, bytes([i]) * 100) for i in range(5)]
     fds = [os.open(s.path, os.O_RDONLY) for s in staged if s.path is not None]
     try:
-        files.sync_fds(fds)  # no error; contents untouched
+        _fsync_all(fds)  # no error; contents untouched
     finally:
         for fd in fds:
             os.close(fd)
     assert [s.path.read_bytes() for s in staged if s.path] == [bytes([i]) * 100 for i in range(5)]
     with pytest.raises(OSError):
-        files.sync_fds([fds[0], fds[1]])  # closed descriptors
+        _fsync_all([fds[0], fds[1]])  # closed descriptors
 
 
-def _crashed_batch(tmp_path: Path) -> tuple[Path, Path, files.Journal]:
+def _crashed_batch(tmp_path: Path) -> tuple[Path, Path, mj.Journal]:
     """The folder as a crash after all renames leaves it: a.txt A→A2 (backup kept), b.txt
     deleted (backup kept), c.txt new; the journal on disk."""
     folder, journal_path = _media(tmp_path)
     entries = [
-        files.JournalEntry("a.txt", files.new_temp_path(folder).name, hashlib.sha1(b"A2").digest()),
-        files.JournalEntry("b.txt", files.new_temp_path(folder).name, None),
-        files.JournalEntry("c.txt", files.new_temp_path(folder).name, hashlib.sha1(b"C").digest()),
+        mj.JournalEntry("a.txt", (folder / new_media_temp_name()).name, hashlib.sha1(b"A2").digest()),
+        mj.JournalEntry("b.txt", (folder / new_media_temp_name()).name, None),
+        mj.JournalEntry("c.txt", (folder / new_media_temp_name()).name, hashlib.sha1(b"C").digest()),
     ]
-    journal = files.Journal(5, entries)
+    journal = mj.Journal(5, entries)
     journal_path.write_bytes(journal.to_bytes())
     (folder / entries[0].backup).write_bytes(b"A")
     (folder / "a.txt").write_bytes(b"A2")
@@ -224,7 +233,7 @@ def _contents(folder: Path) -> dict[str, bytes]:
 
 def test_recover_a_committed_batch_removes_only_the_backups(tmp_path: Path) -> None:
     folder, journal_path, _ = _crashed_batch(tmp_path)
-    assert files.recover(folder, journal_path, 5, lambda name: None)
+    assert mj.recover(folder, journal_path, 5, lambda name: None)
     assert _contents(folder) == {"a.txt": b"A2", "c.txt": b"C"}
     assert _cleared(journal_path)
 
@@ -232,10 +241,10 @@ def test_recover_a_committed_batch_removes_only_the_backups(tmp_path: Path) -> N
 def test_recover_an_uncommitted_batch_restores_the_old_files(tmp_path: Path) -> None:
     folder, journal_path, _ = _crashed_batch(tmp_path)
     old = {"a.txt": hashlib.sha1(b"A").digest(), "b.txt": hashlib.sha1(b"B").digest()}
-    assert files.recover(folder, journal_path, 2, old.get)
+    assert mj.recover(folder, journal_path, 2, old.get)
     assert _contents(folder) == {"a.txt": b"A", "b.txt": b"B"}
     assert _cleared(journal_path)
-    assert not files.recover(folder, journal_path, 2, old.get)  # nothing left to do
+    assert not mj.recover(folder, journal_path, 2, old.get)  # nothing left to do
 
 
 def test_recover_undo_is_idempotent_and_keeps_files_it_did_not_place(tmp_path: Path) -> None:
@@ -243,7 +252,7 @@ def test_recover_undo_is_idempotent_and_keeps_files_it_did_not_place(tmp_path: P
     # As if an earlier recovery had restored a.txt and then crashed.
     os.replace(folder / journal.entries[0].backup, folder / "a.txt")
     old = {"a.txt": hashlib.sha1(b"A").digest(), "b.txt": hashlib.sha1(b"B").digest()}
-    files.recover(folder, journal_path, 2, old.get)
+    mj.recover(folder, journal_path, 2, old.get)
     assert _contents(folder) == {"a.txt": b"A", "b.txt": b"B"}
 
 
@@ -251,75 +260,75 @@ def test_recover_ignores_a_torn_journal(tmp_path: Path) -> None:
     folder, journal_path = _media(tmp_path)
     (folder / "a.txt").write_bytes(b"A")
     journal_path.write_bytes(b'{"usn": 4, "entries": [["a.t')
-    assert files.recover(folder, journal_path, 0, lambda name: None)
+    assert mj.recover(folder, journal_path, 0, lambda name: None)
     assert _contents(folder) == {"a.txt": b"A"} and _cleared(journal_path)
 
 
 def test_recover_removes_files_written_in_place_complete_or_not(tmp_path: Path) -> None:
     folder, journal_path = _media(tmp_path)
     entries = [
-        files.JournalEntry("whole.txt", None, hashlib.sha1(b"whole").digest()),
-        files.JournalEntry("half.txt", None, hashlib.sha1(b"half written").digest()),
-        files.JournalEntry("not yet.txt", None, hashlib.sha1(b"never started").digest()),
+        mj.JournalEntry("whole.txt", None, hashlib.sha1(b"whole").digest()),
+        mj.JournalEntry("half.txt", None, hashlib.sha1(b"half written").digest()),
+        mj.JournalEntry("not yet.txt", None, hashlib.sha1(b"never started").digest()),
     ]
-    journal_path.write_bytes(files.Journal(9, entries).to_bytes())
+    journal_path.write_bytes(mj.Journal(9, entries).to_bytes())
     (folder / "whole.txt").write_bytes(b"whole")
     (folder / "half.txt").write_bytes(b"half")
     (folder / "other.txt").write_bytes(b"not in the journal")
-    assert files.recover(folder, journal_path, 8, lambda name: None)
+    assert mj.recover(folder, journal_path, 8, lambda name: None)
     assert _contents(folder) == {"other.txt": b"not in the journal"}
     # Committed: they stay.
-    journal_path.write_bytes(files.Journal(9, entries).to_bytes())
+    journal_path.write_bytes(mj.Journal(9, entries).to_bytes())
     (folder / "whole.txt").write_bytes(b"whole")
-    assert files.recover(folder, journal_path, 9, lambda name: None)
+    assert mj.recover(folder, journal_path, 9, lambda name: None)
     assert _contents(folder) == {"other.txt": b"not in the journal", "whole.txt": b"whole"}
 
 
 def test_a_journal_of_the_previous_version_still_reads(tmp_path: Path) -> None:
-    backup = files.new_temp_name()
+    backup = new_media_temp_name()
     raw = orjson.dumps({"usn": 2, "entries": [["a.txt", backup, "00" * 20], ["b", backup, None]]})
-    journal = files.Journal.from_bytes(raw)
+    journal = mj.Journal.from_bytes(raw)
     assert [(e.name, e.backup) for e in journal.entries] == [("a.txt", backup), ("b", backup)]
     with pytest.raises(ValueError):
-        files.Journal.from_bytes(orjson.dumps({"usn": 2, "entries": [["a", "not-a-temp", None]]}))
+        mj.Journal.from_bytes(orjson.dumps({"usn": 2, "entries": [["a", "not-a-temp", None]]}))
 
 
 def test_remove_stray_temps_spares_names_in_use_and_other_files(tmp_path: Path) -> None:
-    stray = files.new_temp_path(tmp_path)
+    stray = (tmp_path / new_media_temp_name())
     stray.write_bytes(b"crash leftover")
-    claimed = files.new_temp_path(tmp_path)
+    claimed = (tmp_path / new_media_temp_name())
     claimed.write_bytes(b"a user's file that happens to look like a temp")
     (tmp_path / ".ankihost-tmp-not-hex").write_bytes(b"user file")
     (tmp_path / "photo.jpg").write_bytes(b"user file")
-    removed = files.remove_stray_temps(tmp_path, lambda name: name == claimed.name)
+    removed = mj.remove_stray_temps(tmp_path, lambda name: name == claimed.name)
     assert removed == 1 and not stray.exists() and claimed.exists()
     assert (tmp_path / ".ankihost-tmp-not-hex").exists() and (tmp_path / "photo.jpg").exists()
 
 
 def test_sha1_of_file_and_symlinks_are_not_followed(tmp_path: Path) -> None:
     (tmp_path / "real").write_bytes(b"abc")
-    assert files.sha1_of_file(tmp_path / "real") == hashlib.sha1(b"abc").digest()
+    assert staging.sha1_of_file(tmp_path / "real") == hashlib.sha1(b"abc").digest()
     (tmp_path / "link").symlink_to(tmp_path / "real")
     with pytest.raises(OSError):
-        files.open_for_reading(tmp_path / "link")
+        staging.open_for_reading(tmp_path / "link")
 
 
 def test_the_journal_file_is_reused_and_a_stale_committed_one_is_harmless(tmp_path: Path) -> None:
     folder, journal_path = _media(tmp_path)
-    with files.FileJournal(folder, journal_path) as journal:
-        journal.apply([files.Change("a.txt", files.StagedFile.in_memory(b"A"))], usn=1)
+    with mj.FileJournal(folder, journal_path) as journal:
+        journal.apply([mj.Change("a.txt", staging.StagedFile.in_memory(b"A"))], usn=1)
     inode = journal_path.stat().st_ino
-    with files.FileJournal(folder, journal_path) as journal:
-        journal.apply([files.Change("a.txt", files.StagedFile.in_memory(b"A2"))], usn=2)
-        assert files.Journal.from_bytes(journal_path.read_bytes()).usn == 2
+    with mj.FileJournal(folder, journal_path) as journal:
+        journal.apply([mj.Change("a.txt", staging.StagedFile.in_memory(b"A2"))], usn=2)
+        assert mj.Journal.from_bytes(journal_path.read_bytes()).usn == 2
     assert journal_path.stat().st_ino == inode and journal_path.read_bytes() == b""
     # A crash may bring back a cleared journal whose batch committed: nothing is undone.
-    backup = files.new_temp_name()
-    entries = [files.JournalEntry("a.txt", backup, hashlib.sha1(b"A2").digest())]
-    journal_path.write_bytes(files.Journal(2, entries).to_bytes())
-    assert files.recover(folder, journal_path, 2, lambda name: hashlib.sha1(b"A2").digest())
+    backup = new_media_temp_name()
+    entries = [mj.JournalEntry("a.txt", backup, hashlib.sha1(b"A2").digest())]
+    journal_path.write_bytes(mj.Journal(2, entries).to_bytes())
+    assert mj.recover(folder, journal_path, 2, lambda name: hashlib.sha1(b"A2").digest())
     assert _contents(folder) == {"a.txt": b"A2"} and journal_path.read_bytes() == b""
-    assert not files.recover(folder, journal_path, 2, lambda name: None)  # empty: no journal
+    assert not mj.recover(folder, journal_path, 2, lambda name: None)  # empty: no journal
 
 
 def test_batches_of_several_users_share_the_sync_threads(tmp_path: Path) -> None:
@@ -327,9 +336,9 @@ def test_batches_of_several_users_share_the_sync_threads(tmp_path: Path) -> None
         folder, journal_path = tmp_path / f"u{n}" / "media", tmp_path / f"u{n}" / "journal"
         folder.mkdir(parents=True)
         for batch in range(5):
-            changes = [files.Change(f"{batch}-{i}", files.StagedFile.in_memory(b"%d" % (n * i)))
+            changes = [mj.Change(f"{batch}-{i}", staging.StagedFile.in_memory(b"%d" % (n * i)))
                        for i in range(10)]
-            with files.FileJournal(folder, journal_path) as journal:
+            with mj.FileJournal(folder, journal_path) as journal:
                 journal.apply(changes, usn=batch + 1)
         return _contents(folder)
 

@@ -19,7 +19,7 @@ from tests.support.sync_steps import sync_request, user_state
 def state(uploaded_collection: Path, tmp_path: Path) -> Iterator[UserState]:
     s = user_state(tmp_path / "alice", uploaded_collection)
     yield s
-    s.close_collection()
+    s.collection.close()
 
 
 def deck_count(path: Path) -> int:
@@ -31,54 +31,54 @@ def deck_count(path: Path) -> int:
 
 
 def test_session_key_must_not_be_empty() -> None:
-    assert session.session_key(sync_request("chunk", {}, key="k1")) == "k1"
+    assert session.session_key(sync_request("chunk", {}, key="k1").session_key) == "k1"
     with pytest.raises(BadRequest):
-        session.session_key(sync_request("chunk", {}, key=""))
+        session.session_key(sync_request("chunk", {}, key="").session_key)
 
 
 def test_idle_user_has_no_session(state: UserState) -> None:
     with pytest.raises(SessionConflict):
-        session.active_session(state, "k1")
+        state.collection.active_session("k1")
 
 
-def test_open_session_begins_a_transaction_at_the_current_usn(state: UserState) -> None:
-    current = session.open_session(state, "k1", client_usn=2, client_is_newer=True)
-    assert state.collection().in_transaction
+def test_begin_session_begins_a_transaction_at_the_current_usn(state: UserState) -> None:
+    current = state.collection.begin_session("k1", client_usn=2, client_is_newer=True)
+    assert state.collection.connection().in_transaction
     assert (current.server_usn, current.client_usn, current.client_is_newer) == (5, 2, True)
-    assert session.active_session(state, "k1") is current
+    assert state.collection.active_session("k1") is current
     with pytest.raises(SessionConflict):
-        session.active_session(state, "k2")
+        state.collection.active_session("k2")
 
 
 def test_a_new_start_rolls_back_the_old_session(state: UserState) -> None:
-    session.open_session(state, "k1", 2, False)
-    state.collection().execute("delete from decks")
-    session.open_session(state, "k2", 2, False)
-    assert state.collection().execute("select count() from decks").fetchone()[0] == 1
+    state.collection.begin_session("k1", 2, False)
+    state.collection.connection().execute("delete from decks")
+    state.collection.begin_session("k2", 2, False)
+    assert state.collection.connection().execute("select count() from decks").fetchone()[0] == 1
     with pytest.raises(SessionConflict):
-        session.active_session(state, "k1")
+        state.collection.active_session("k1")
 
 
 def test_commit_ends_the_session_and_persists(state: UserState) -> None:
-    session.open_session(state, "k1", 2, False)
-    state.collection().execute("delete from decks")
-    session.commit(state)
-    assert state.session is None and not state.collection().in_transaction
-    state.close_collection()
+    state.collection.begin_session("k1", 2, False)
+    state.collection.connection().execute("delete from decks")
+    state.collection.commit_session()
+    assert state.collection.session is None and not state.collection.connection().in_transaction
+    state.collection.close()
     assert deck_count(state.folder.collection) == 0
 
 
 def test_abandon_rolls_back_and_is_idempotent(state: UserState) -> None:
-    session.abandon(state)
-    session.open_session(state, "k1", 2, False)
-    state.collection().execute("delete from decks")
-    session.abandon(state)
-    session.abandon(state)
-    assert state.session is None
-    db = state.db  # still open: a rollback is enough, closing would checkpoint and fsync
+    state.collection.abort_session()
+    state.collection.begin_session("k1", 2, False)
+    state.collection.connection().execute("delete from decks")
+    state.collection.abort_session()
+    state.collection.abort_session()
+    assert state.collection.session is None
+    db = state.collection.db  # still open: a rollback is enough, closing would checkpoint and fsync
     assert db is not None and not db.in_transaction
     assert db.execute("select count() from decks").fetchone() == (1,)
-    state.close_collection()
+    state.collection.close()
     assert deck_count(state.folder.collection) == 1
 
 
@@ -104,12 +104,12 @@ class _RollbackFails:
 
 
 def test_abandon_closes_the_collection_when_its_rollback_fails(state: UserState) -> None:
-    session.open_session(state, "k1", 2, False)
-    state.collection().execute("delete from decks")
-    failing = _RollbackFails(state.collection())
-    state.db = failing  # type: ignore[assignment]
-    session.abandon(state)
-    assert state.session is None and state.db is None and failing.closed
+    state.collection.begin_session("k1", 2, False)
+    state.collection.connection().execute("delete from decks")
+    failing = _RollbackFails(state.collection.connection())
+    state.collection.db = failing  # type: ignore[assignment]
+    state.collection.abort_session()
+    assert state.collection.session is None and state.collection.db is None and failing.closed
     assert deck_count(state.folder.collection) == 1  # closing rolled it back
 
 
@@ -125,18 +125,18 @@ def test_abandon_closes_the_collection_when_its_rollback_fails(state: UserState)
 def test_failure_inside_a_step_rolls_back_and_clears(
     state: UserState, raised: Exception, expected: type[Exception]
 ) -> None:
-    session.open_session(state, "k1", 2, False)
-    with pytest.raises(expected), session.rolled_back_on_failure(state):
-        state.collection().execute("delete from decks")
+    state.collection.begin_session("k1", 2, False)
+    with pytest.raises(expected), state.collection.rolled_back_on_failure():
+        state.collection.connection().execute("delete from decks")
         raise raised
-    assert state.session is None and not state.collection().in_transaction
-    state.close_collection()
+    assert state.collection.session is None and not state.collection.connection().in_transaction
+    state.collection.close()
     assert deck_count(state.folder.collection) == 1
 
 
 def test_success_inside_a_step_keeps_the_session(state: UserState) -> None:
-    current = session.open_session(state, "k1", 2, False)
-    with session.rolled_back_on_failure(state):
-        state.collection().execute("delete from decks")
-    assert session.active_session(state, "k1") is current
-    assert state.collection().in_transaction
+    current = state.collection.begin_session("k1", 2, False)
+    with state.collection.rolled_back_on_failure():
+        state.collection.connection().execute("delete from decks")
+    assert state.collection.active_session("k1") is current
+    assert state.collection.connection().in_transaction

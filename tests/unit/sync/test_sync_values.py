@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from ankihost.errors import BadRequest
-from ankihost.sync import chunks, start, values
+from ankihost.protocol import values
+from ankihost.sync import chunks, start
 
 
 @pytest.mark.parametrize(

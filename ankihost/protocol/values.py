@@ -1,7 +1,8 @@
-"""Lenient readers for the numbers, booleans and lists inside sync request bodies.
+"""The one set of readers for the fields of JSON request bodies (collection and media sync).
 
-They accept what the reference's decoders accept (spec 02 §4) and raise `BadRequest` for
-anything else, so a malformed body fails with 400 before any state changes.
+Lenient where the reference's decoders are (spec 02 §4: string ids, truncated floats, 0/1
+booleans), and raising `BadRequest` for anything else, so a malformed body fails with 400
+before any state changes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def all_plain_ints(values: list[Any]) -> bool:
         if type(value) is not int:
             return False
     return True
+
+
+def int_in_range(obj: dict[str, Any], key: str, low: int, high: int) -> int:
+    """A required integer field within [low, high]."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise BadRequest(f"{key!r} must be an integer in [{low}, {high}], got {value!r:.50}")
+    return value
 
 
 def as_id(value: Any, what: str = "id") -> int:

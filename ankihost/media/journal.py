@@ -1,237 +1,35 @@
-"""The user's media folder on disk: which names are allowed, SHA-1 hashing, atomic changes.
+"""Changes to a user's media folder that survive a crash: the upload journal and its recovery.
 
-Every path into the folder is built by `media_path` (or, inside `FileJournal`, relative to the
-folder's descriptor), after the name was checked. `FileJournal` makes a batch of changes
-undoable, in process and, through a journal file made durable before the folder is touched,
-after a crash (`recover`). A file that replaces an existing one is written to a temp file and
-renamed over it (the old one kept as a backup until the commit); a file under a name that does
-not exist yet is written straight to that name, since the journal lets recovery remove it if
-the batch never committed. Either way every file is complete and durable before the commit, so
-the index never claims a half-written file. No SQL here.
+`FileJournal` makes a batch of changes undoable, in process and, through a journal file made
+durable before the folder is touched, after a crash (`recover`). A file that replaces an
+existing one is written to a temp file and renamed over it (the old one kept as a backup until
+the commit); a file under a name that does not exist yet is written straight to that name,
+since the journal lets recovery remove it if the batch never committed. Either way every file
+is complete and durable before the commit, so the index never claims a half-written file.
+No SQL here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import secrets
 import stat
-import threading
-import unicodedata
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 import orjson
 
 from ankihost.errors import BadRequest
-from ankihost.storage.paths import fsync_dir
+from ankihost.media import staging
+from ankihost.media.names import require_path_name
+from ankihost.media.staging import O_NOFOLLOW, StagedFile, sha1_of_file
+from ankihost.storage.paths import fsync_dir, is_media_temp_name, new_media_temp_name
 
 log = logging.getLogger(__name__)
 
-# The official server's limit on a media file name, in bytes of UTF-8 (clients use 120).
-MAX_NAME_BYTES = 255
-# Unit of every streamed copy (zip member → temp file, media file → zip).
-COPY_CHUNK_BYTES = 1024 * 1024
-# Prefix of our temp and backup files inside the media folder; always followed by 32 hex digits.
-TEMP_PREFIX = ".ankihost-tmp-"
-_TEMP_TOKEN_HEX = 32
-_FADVISE: int | None = getattr(os, "POSIX_FADV_DONTNEED", None)
-_O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
-# Threads that wait for fdatasyncs (see `_Syncs`); created on first use, shared by all users
-# (as many as one upload of 25 files keeps busy; 4, 8 and 16 measured the same for one user).
-SYNC_THREADS = 8
-_SYNC_POOL: ThreadPoolExecutor | None = None
-_SYNC_POOL_LOCK = threading.Lock()
-_CONTROL_CHARS = frozenset(chr(c) for c in [*range(0x20), 0x7F])
 
-
-def protocol_problem(name: str) -> str | None:
-    """Why the official server rejects `name` in any upload entry (addition or deletion)."""
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        return f"is longer than {MAX_NAME_BYTES} bytes"
-    if not unicodedata.is_normalized("NFC", name):
-        return "is not in Unicode NFC"
-    if "/" in name:
-        return "contains '/'"
-    return None
-
-
-def path_problem(name: str) -> str | None:
-    """Why `name` cannot be joined to the media folder, or None when it is a plain file name."""
-    if name in ("", ".", ".."):
-        return "is empty, '.' or '..'"
-    if "/" in name or "\x00" in name:
-        return "contains '/' or NUL"
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        return f"is longer than {MAX_NAME_BYTES} bytes"
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "is not valid Unicode"
-    return None
-
-
-def addition_problem(name: str) -> str | None:
-    """Why we refuse to store a new file under `name` (the official rules, plus safety ones).
-
-    Beyond the official server we refuse '\\' and ASCII control characters: no current client
-    uploads such names (its own normalisation removes them), and they are unsafe on some hosts.
-    """
-    problem = protocol_problem(name) or path_problem(name)
-    if problem is None and "\\" in name:
-        problem = "contains '\\'"
-    if problem is None and not _CONTROL_CHARS.isdisjoint(name):
-        problem = "contains a control character"
-    return problem
-
-
-def require_path_name(name: str) -> None:
-    """BadRequest when `name` is not a plain file name (so it can never have been stored)."""
-    problem = path_problem(name)
-    if problem is not None:
-        raise BadRequest(f"media file name {name!r:.300} {problem}")
-
-
-def media_path(folder: Path, name: str) -> Path:
-    """`folder/name`, or BadRequest when `name` is not a plain file name."""
-    require_path_name(name)
-    return folder / name
-
-
-def new_temp_name() -> str:
-    return f"{TEMP_PREFIX}{secrets.token_hex(_TEMP_TOKEN_HEX // 2)}"
-
-
-def is_temp_name(name: str) -> bool:
-    token = name[len(TEMP_PREFIX) :]
-    return (
-        name.startswith(TEMP_PREFIX)
-        and len(token) == _TEMP_TOKEN_HEX
-        and all(c in "0123456789abcdef" for c in token)
-    )
-
-
-def new_temp_path(folder: Path) -> Path:
-    return folder / new_temp_name()
-
-
-def open_for_reading(path: Path) -> IO[bytes]:
-    """Open a media file without following a symlink planted in the folder."""
-    fd = os.open(path, os.O_RDONLY | _O_NOFOLLOW)
-    return os.fdopen(fd, "rb")
-
-
-def sha1_of_file(path: Path) -> bytes:
-    digest = hashlib.sha1()
-    with open_for_reading(path) as f:
-        while chunk := f.read(COPY_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.digest()
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    """A complete uploaded file waiting to be placed: a temp file in the media folder (`path`),
-    or, for a small file, its bytes held in memory (`data`; `path` is None).
-
-    A temp file's write-back to disk has been started but not waited for; `FileJournal.apply`
-    makes it durable.
-    """
-
-    path: Path | None
-    sha1: bytes
-    size: int
-    data: bytes | None = None
-
-    @classmethod
-    def in_memory(cls, data: bytes) -> StagedFile:
-        return cls(None, hashlib.sha1(data).digest(), len(data), data)
-
-    def discard(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
-
-def stage_stream(folder: Path, source: IO[bytes], max_bytes: int) -> StagedFile:
-    """Copy `source` to a new temp file in `folder`, hashing it; at most `max_bytes` bytes.
-
-    More than `max_bytes` → BadRequest (as the official server answers); the temp file is
-    removed on any error. The kernel starts writing it to disk at once; `FileJournal` syncs it.
-    """
-    path = new_temp_path(folder)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    try:
-        sha1, size = _copy_to_fd(source, fd, max_bytes)
-        _start_writeback(fd)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    finally:
-        os.close(fd)
-    return StagedFile(path, sha1, size)
-
-
-def _copy_to_fd(source: IO[bytes], fd: int, max_bytes: int) -> tuple[bytes, int]:
-    digest, size = hashlib.sha1(), 0
-    while chunk := source.read(min(COPY_CHUNK_BYTES, max_bytes + 1 - size)):
-        size += len(chunk)
-        if size > max_bytes:
-            raise BadRequest(f"media file over {max_bytes} bytes")
-        digest.update(chunk)
-        _write_all(fd, chunk)
-    return digest.digest(), size
-
-
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to start writing the file's dirty pages now, without waiting (on Linux,
-    POSIX_FADV_DONTNEED does that; pages still dirty are not dropped from the cache)."""
-    if _FADVISE is not None:
-        os.posix_fadvise(fd, 0, 0, _FADVISE)
-
-
-class _Syncs:
-    """fdatasyncs running in the shared sync threads: `start` one per file as soon as it is
-    written, then `wait` for all. Overlapping the waits for the disk with the work still to do
-    matters on a busy shared disk, where one sync can wait tens of milliseconds (measured, 25
-    files of 20 KB, 30 batches on a contended disk: 99 ms in total in threads against 391 ms
-    one after another)."""
-
-    def __init__(self) -> None:
-        self._pending: list[Future[None]] = []
-
-    def start(self, fd: int) -> None:
-        self._pending.append(_sync_pool().submit(os.fdatasync, fd))
-
-    def wait(self, *, quiet: bool = False) -> None:
-        """Wait for every sync; the first error is raised unless `quiet`."""
-        pending, self._pending = self._pending, []
-        errors = [exc for exc in (future.exception() for future in pending) if exc is not None]
-        if errors and not quiet:
-            raise errors[0]
-
-
-def sync_fds(fds: Sequence[int]) -> None:
-    """fdatasync every file, in the sync threads, all at once."""
-    syncs = _Syncs()
-    for fd in fds:
-        syncs.start(fd)
-    syncs.wait()
-
-
-def _sync_pool() -> ThreadPoolExecutor:
-    global _SYNC_POOL
-    with _SYNC_POOL_LOCK:
-        if _SYNC_POOL is None:
-            _SYNC_POOL = ThreadPoolExecutor(SYNC_THREADS, thread_name_prefix="media-sync")
-        return _SYNC_POOL
-
-
-# -- the change journal -----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Change:
     """Make `name` hold `staged` (an addition) or disappear (`staged` None: a deletion)."""
@@ -257,7 +55,7 @@ class JournalEntry:
     @classmethod
     def from_json(cls, item: object) -> JournalEntry:
         if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
-                and (item[1] is None or (isinstance(item[1], str) and is_temp_name(item[1])))
+                and (item[1] is None or (isinstance(item[1], str) and is_media_temp_name(item[1])))
                 and (item[2] is None or isinstance(item[2], str))):
             raise ValueError(f"bad journal entry {item!r:.200}")
         require_path_name(item[0])
@@ -297,10 +95,10 @@ class FileJournal:
     """One batch of changes to the media folder, safe across crashes.
 
     Use it around the database transaction: `with FileJournal(folder, path) as j,
-    index.atomic():` … `j.apply(changes, usn)`. `apply` writes and syncs the journal file at
+    index.atomic():` … `j.apply(changes, usn)`. `apply` writes and fsyncs the journal file at
     `path`, writes the new files (straight to their names when those do not exist yet, else to
-    temp files) and syncs them, moves replaced or deleted files aside to temp names, renames the
-    temp files into place and syncs the folder once. After the commit the backups are removed
+    temp files) and fsyncs them, moves replaced or deleted files aside to temp names, renames the
+    temp files into place and fsyncs the folder once. After the commit the backups are removed
     and the journal file emptied (it is kept for the next upload); on any error (including a
     failed commit) every step is reversed, newest first. After a crash, `recover` (run before
     anything else) does one or the other.
@@ -338,15 +136,15 @@ class FileJournal:
         if staged is None:
             if not exists:
                 return None
-            return _Step(change, JournalEntry(change.name, new_temp_name(), None))
-        backup = new_temp_name() if exists else None
+            return _Step(change, JournalEntry(change.name, new_media_temp_name(), None))
+        backup = new_media_temp_name() if exists else None
         step = _Step(change, JournalEntry(change.name, backup, staged.sha1))
         if staged.path is not None:
             if staged.path.parent != self.folder:
                 raise ValueError(f"{staged.path} is not in {self.folder}")
             step.source = staged.path.name
         elif exists:
-            step.source = new_temp_name()  # written in `_write_files`
+            step.source = new_media_temp_name()  # written in `_write_files`
         return step
 
     def _exists(self, name: str) -> bool:
@@ -366,10 +164,10 @@ class FileJournal:
     def _write_files(self, steps: Sequence[_Step]) -> None:
         """Write every in-memory file (to its name, or to its temp file when the name exists)
         and make it and every staged temp file durable. Each file's fdatasync starts, in the
-        sync threads, as soon as the file is written, so the waits for the disk overlap with
+        fsync threads, as soon as the file is written, so the waits for the disk overlap with
         creating the next files (file creation is mostly kernel time)."""
         fds: list[int] = []
-        syncs = _Syncs()
+        fsyncs = staging.Fsyncs()
         try:
             for step in steps:
                 data = step.change.staged.data if step.change.staged is not None else None
@@ -379,21 +177,21 @@ class FileJournal:
                     fds.append(self._create(step.change.name, placed=True))
                 else:
                     fds.append(self._create(step.source, placed=False))
-                _write_all(fds[-1], data)
-                syncs.start(fds[-1])
+                staging.write_all(fds[-1], data)
+                fsyncs.start(fds[-1])
             for step in steps:
                 staged = step.change.staged
                 if staged is not None and staged.path is not None:
-                    fds.append(os.open(staged.path, os.O_RDONLY | os.O_CLOEXEC | _O_NOFOLLOW))
-                    syncs.start(fds[-1])
-            syncs.wait()
+                    fds.append(os.open(staged.path, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW))
+                    fsyncs.start(fds[-1])
+            fsyncs.wait()
         finally:
-            syncs.wait(quiet=True)  # no descriptor is closed while a sync still uses it
+            fsyncs.wait(quiet=True)  # no descriptor is closed while an fsync still uses it
             for fd in fds:
                 os.close(fd)
 
     def _create(self, name: str, *, placed: bool) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | _O_NOFOLLOW
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | O_NOFOLLOW
         fd = os.open(name, flags, 0o666, dir_fd=self._dir_fd)
         if placed:
             self._undo.append((name, None))
@@ -470,16 +268,10 @@ class FileJournal:
             log.exception("media: could not %s %s", what, self.folder / name)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def write_durably(path: Path, data: bytes) -> None:
     """Make `data` the durable content of `path`. An existing file is rewritten in place (no new
-    inode, so no folder sync); only a new one is created and its folder synced."""
-    flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | _O_NOFOLLOW
+    inode, so no folder fsync); only a new one is created and its folder fsynced."""
+    flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
     created = False
     try:
         fd = os.open(path, flags)
@@ -487,7 +279,7 @@ def write_durably(path: Path, data: bytes) -> None:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
         created = True
     try:
-        _write_all(fd, data)
+        staging.write_all(fd, data)
         os.fdatasync(fd)
     finally:
         os.close(fd)
@@ -583,7 +375,7 @@ def remove_stray_temps(folder: Path, in_use: Callable[[str], bool]) -> int:
     """Delete temp/backup files a crash left behind (never a name `in_use` claims); the count."""
     removed = 0
     for entry in os.scandir(folder):
-        if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+        if is_media_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
             if not in_use(entry.name):
                 os.unlink(entry.path)
                 removed += 1

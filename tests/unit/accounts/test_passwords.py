@@ -2,18 +2,18 @@ import hashlib
 
 import pytest
 
-from ankihost import auth
+from ankihost.accounts import passwords as auth
+from ankihost.accounts.env import derived_host_key, load_accounts
 from ankihost.config import Settings
-from ankihost.users import load_users
 
 # The verified example of spec 01 §2.3 (user u1, password pw2).
 EXAMPLE = "$pbkdf2-sha256$i=1000,l=32$c2FsdHNhbHQ$XceQo3ytJ+IKPmy62TRaxWY/ORD+m+4GcWmiygQiUIc"
 
 
 def test_host_key_is_sha1_of_the_whole_value():
-    assert auth.host_key("alice", "secret") == "6985e52cea44a28695d5c440bd42f57e9f50b7b1"
-    assert auth.host_key("user", "pass") == "b2619aa1529dfdc4248e6edbf3c1b2a2b014cf6d"
-    assert auth.host_key("u1", EXAMPLE) == "cafcc34d920771aedee59f35d49da5e640754b36"
+    assert derived_host_key("alice", "secret") == "6985e52cea44a28695d5c440bd42f57e9f50b7b1"
+    assert derived_host_key("user", "pass") == "b2619aa1529dfdc4248e6edbf3c1b2a2b014cf6d"
+    assert derived_host_key("u1", EXAMPLE) == "cafcc34d920771aedee59f35d49da5e640754b36"
 
 
 def test_known_phc_hash_verifies():
@@ -63,9 +63,9 @@ def test_hash_password_round_trips():
 
 
 def test_users_check_plain_and_hashed_passwords():
-    plain = load_users(Settings.from_env({"HOME": "/h", "SYNC_USER1": "a:p:w"}))[0]
+    plain = load_accounts(Settings.from_env({"HOME": "/h", "SYNC_USER1": "a:p:w"}))[0]
     assert plain.check_password("p:w") and not plain.check_password("p")
-    hashed = load_users(Settings.from_env({"HOME": "/h", "SYNC_USER1": f"u1:{EXAMPLE}",
+    hashed = load_accounts(Settings.from_env({"HOME": "/h", "SYNC_USER1": f"u1:{EXAMPLE}",
                                            "PASSWORDS_HASHED": ""}))[0]
     assert hashed.check_password("pw2") and hashed.host_key == "cafcc34d920771aedee59f35d49da5e640754b36"
     assert "pw2" not in repr(hashed) and EXAMPLE not in repr(hashed)

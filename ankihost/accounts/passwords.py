@@ -1,8 +1,7 @@
-"""Passwords and host keys: PHC pbkdf2 hashes, constant-time checks, the host-key derivation.
+"""Password checks: the PHC pbkdf2 hashes the official server accepts, constant-time compares.
 
-Host key = lowercase hex SHA-1 of the whole `SYNC_USERn` value (`user:password` or
-`user:<PHC hash>`), exactly as the official server derives it, so clients logged in there
-stay logged in after switching servers.
+`PasswordHash.parse` follows the official server's rules for `PASSWORDS_HASHED` values;
+`hash_password` makes a string both servers accept.
 """
 
 from __future__ import annotations
@@ -25,10 +24,6 @@ _ALGORITHMS = {"pbkdf2-sha256": "sha256", "pbkdf2-sha512": "sha512"}
 
 class HashFormatError(ValueError):
     """A password hash is not a PHC pbkdf2-sha256/sha512 string this server can verify."""
-
-
-def host_key(name: str, secret: str) -> str:
-    return hashlib.sha1(f"{name}:{secret}".encode()).hexdigest()
 
 
 def _b64decode(text: str) -> bytes:

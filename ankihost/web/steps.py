@@ -1,0 +1,70 @@
+"""Running one method for an authenticated user: decode the body, take the user's lock, run the
+step, frame the reply, and run the reply's follow-up once it is sent.
+
+Shared by `/sync/` and `/msync/` routes. The step runs while the user's own lock is held: on
+the event loop when its `inline` check says it is bounded and does not wait on the disk, else
+in a worker thread (`sync/handlers.py` says why). Reading and decompressing bodies happens
+outside that lock.
+"""
+
+from __future__ import annotations
+
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ankihost.config import Settings
+from ankihost.errors import AuthFailed, BadRequest, PayloadTooLarge
+from ankihost.protocol.header import SyncHeader
+from ankihost.protocol.request import Step, SyncRequest
+from ankihost.protocol.response import Reply
+from ankihost.registry import Registry, UserState
+from ankihost.web.envelope import decode, framed_response
+from ankihost.web.request_log import RequestLog
+
+# Methods whose bodies are a few small fields. Parsed JSON can take ~30x its text in memory,
+# so these never get the 3 x MAX_SYNC_PAYLOAD_MEGS allowance that carries collection data.
+SMALL_BODY_LIMIT = 1024 * 1024
+
+
+def authenticate(registry: Registry, header: SyncHeader, record: RequestLog) -> UserState:
+    """The user the header's host key belongs to; 403 for an unknown or revoked key."""
+    state = registry.by_host_key(header.host_key)
+    if state is None:
+        raise AuthFailed("unknown host key")
+    record.user = state.name
+    return state
+
+
+def body_limit(step: Step, settings: Settings) -> int:
+    return SMALL_BODY_LIMIT if step.small_body else settings.max_decompressed_bytes
+
+
+async def decode_capped(request: Request, header: SyncHeader, method: str, limit: int) -> SyncRequest:
+    """The decoded body; one over `limit` is a 400, as the official server answers it."""
+    try:
+        return await decode(request, header, method, limit)
+    except PayloadTooLarge as exc:
+        raise BadRequest(exc.reason) from None
+
+
+async def run_step(
+    request: Request, header: SyncHeader, method: str, step: Step, state: UserState, limit: int
+) -> Response:
+    with await decode_capped(request, header, method, limit) as sync_request:
+        check = step.inline
+        reply = await state.locked(
+            step.run, state, sync_request,
+            inline=None if check is None else (lambda: check(state, sync_request)),
+        )
+    return await framed_response(reply, header.version >= 11, _follow_up(state, reply))
+
+
+def _follow_up(state: UserState, reply: Reply) -> BackgroundTask | None:
+    """The reply's follow-up work, run after it is sent like a step: under the user's lock,
+    on the event loop or in a worker thread as the reply says."""
+    work = reply.follow_up
+    if work is None:
+        return None
+    inline = reply.follow_up_inline
+    return BackgroundTask(state.locked, work, inline=lambda: inline)
