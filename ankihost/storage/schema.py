@@ -193,7 +193,7 @@ def upload_problem(path: Path) -> str | None:
     try:
         db = connect(path, exclusive=False)
         try:
-            return _schema_problem(db) or integrity_problem(db)
+            return required_tables_problem(db) or integrity_problem(db)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -202,7 +202,8 @@ def upload_problem(path: Path) -> str | None:
         return f"unreadable: {exc}"
 
 
-def _schema_problem(db: sqlite3.Connection) -> str | None:
+def required_tables_problem(db: sqlite3.Connection) -> str | None:
+    """Why the file is not a schema-18 collection: a missing table or column, or `ver`."""
     for table, wanted in REQUIRED_COLUMNS.items():
         have = {row[1].lower() for row in db.execute(f"pragma table_info({table})")}
         if not have:
