@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -348,7 +349,7 @@ def _open(path: Path) -> sqlite3.Connection:
         raise ServerError(f"cannot open {path.name}: {exc}") from exc
 
 
-def _converted_copy(source: Path, target: Path, convert: Any) -> None:
+def _converted_copy(source: Path, target: Path, convert: Callable[[Path], object]) -> None:
     """Copy `source` beside `target`, convert the copy, then move it to `target`."""
     fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".part", dir=target.parent)
     os.close(fd)
