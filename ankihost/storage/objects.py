@@ -108,7 +108,8 @@ def register_tag(db: sqlite3.Connection, raw_name: str, usn: int) -> bool:
 # --- config and col ----------------------------------------------------------------------
 
 
-def _json_bytes(value: Any) -> bytes:
+def json_bytes(value: Any) -> bytes:
+    """A config value as stored in `config.val`: compact UTF-8 JSON (big integers too)."""
     try:
         return orjson.dumps(value)
     except TypeError:  # e.g. an integer beyond 64 bits
@@ -128,7 +129,7 @@ def replace_config(db: sqlite3.Connection, conf: dict[str, Any], usn: int, mtime
     db.execute("delete from config")
     db.executemany(
         "insert into config (key, usn, mtime_secs, val) values (?, ?, ?, ?)",
-        [(key, usn, mtime, _json_bytes(value)) for key, value in conf.items()],
+        [(key, usn, mtime, json_bytes(value)) for key, value in conf.items()],
     )
 
 

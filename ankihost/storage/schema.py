@@ -18,7 +18,8 @@ from ankihost.storage.paths import UserFolder, atomic_replace, remove_sidecars
 SCHEMA_VERSION = 18
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
-_TABLES = """
+# The tables schema 11 already had, unchanged since (spec 04 §6.0).
+BASE_TABLES = """
 create table col (id integer primary key, crt integer not null, mod integer not null,
   scm integer not null, ver integer not null, dty integer not null, usn integer not null,
   ls integer not null, conf text not null, models text not null, decks text not null,
@@ -34,6 +35,10 @@ create table cards (id integer primary key, nid integer not null, did integer no
 create table revlog (id integer primary key, cid integer not null, usn integer not null,
   ease integer not null, ivl integer not null, lastIvl integer not null, factor integer not null,
   time integer not null, type integer not null);
+"""
+
+# The tables that schema 18 adds to them, and its `graves` with a primary key.
+SCHEMA18_TABLES = """
 create table graves (oid integer not null, type integer not null, usn integer not null,
   primary key (oid, type)) without rowid;
 create table deck_config (id integer primary key not null, name text not null collate unicase,
@@ -51,22 +56,27 @@ create table decks (id integer primary key not null, name text not null collate 
   mtime_secs integer not null, usn integer not null, common blob not null, kind blob not null);
 create table tags (tag text not null primary key collate unicase, usn integer not null,
   collapsed boolean not null, config blob null) without rowid;
-create index ix_notes_usn on notes (usn);
-create index ix_cards_usn on cards (usn);
-create index ix_revlog_usn on revlog (usn);
-create index ix_cards_nid on cards (nid);
-create index ix_cards_sched on cards (did, queue, due);
-create index ix_revlog_cid on revlog (cid);
-create index ix_notes_csum on notes (csum);
-create unique index idx_fields_name_ntid on fields (name, ntid);
-create unique index idx_templates_name_ntid on templates (name, ntid);
-create index idx_templates_usn on templates (usn);
-create unique index idx_notetypes_name on notetypes (name);
-create index idx_notetypes_usn on notetypes (usn);
-create unique index idx_decks_name on decks (name);
-create index idx_notes_mid on notes (mid);
-create index idx_cards_odid on cards (odid) where odid != 0;
-create index idx_graves_pending on graves (usn);
+"""
+
+# Every index of schema 18 (the first seven are schema 11's); "if not exists" so that a
+# converted file keeps the ones it has.
+INDEXES = """
+create index if not exists ix_notes_usn on notes (usn);
+create index if not exists ix_cards_usn on cards (usn);
+create index if not exists ix_revlog_usn on revlog (usn);
+create index if not exists ix_cards_nid on cards (nid);
+create index if not exists ix_cards_sched on cards (did, queue, due);
+create index if not exists ix_revlog_cid on revlog (cid);
+create index if not exists ix_notes_csum on notes (csum);
+create unique index if not exists idx_fields_name_ntid on fields (name, ntid);
+create unique index if not exists idx_templates_name_ntid on templates (name, ntid);
+create index if not exists idx_templates_usn on templates (usn);
+create unique index if not exists idx_notetypes_name on notetypes (name);
+create index if not exists idx_notetypes_usn on notetypes (usn);
+create unique index if not exists idx_decks_name on decks (name);
+create index if not exists idx_notes_mid on notes (mid);
+create index if not exists idx_cards_odid on cards (odid) where odid != 0;
+create index if not exists idx_graves_pending on graves (usn);
 """
 
 # Columns a schema-18 file must have for the server to sync it (spec 04 §3).
@@ -114,7 +124,7 @@ def day_start_secs(now: datetime | None = None, rollover_hour: int = 4) -> int:
 
 
 def _fill_empty(db: sqlite3.Connection) -> None:
-    db.executescript(_TABLES)
+    db.executescript(BASE_TABLES + SCHEMA18_TABLES + INDEXES)
     with atomic(db):
         db.execute(
             "insert into col values (1, ?, 0, ?, ?, 0, 0, 0, '', '', '', '', '')",
@@ -180,7 +190,7 @@ def upload_problem(path: Path) -> str | None:
     try:
         db = connect(path, exclusive=False)
         try:
-            return _schema_problem(db) or _integrity_problem(db)
+            return required_tables_problem(db) or integrity_problem(db)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -189,7 +199,8 @@ def upload_problem(path: Path) -> str | None:
         return f"unreadable: {exc}"
 
 
-def _schema_problem(db: sqlite3.Connection) -> str | None:
+def required_tables_problem(db: sqlite3.Connection) -> str | None:
+    """Why the file is not a schema-18 collection: a missing table or column, or `ver`."""
     for table, wanted in REQUIRED_COLUMNS.items():
         have = {row[1].lower() for row in db.execute(f"pragma table_info({table})")}
         if not have:
@@ -204,7 +215,8 @@ def _schema_problem(db: sqlite3.Connection) -> str | None:
     return None
 
 
-def _integrity_problem(db: sqlite3.Connection) -> str | None:
+def integrity_problem(db: sqlite3.Connection) -> str | None:
+    """Why `PRAGMA integrity_check` is not happy with the file (None when it is)."""
     rows = db.execute("pragma integrity_check").fetchall()
     if rows != [("ok",)]:
         return "integrity check failed: " + "; ".join(str(r[0]) for r in rows[:5])

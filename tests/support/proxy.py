@@ -119,9 +119,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=proxy.timeout)
         try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-            headers.pop("Content-Length", None)
-            headers["Content-Length"] = str(len(body))
+            headers = {k: v for k, v in self.headers.items()
+                       if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"}
+            headers["Content-Length"] = str(len(body))  # one, whatever case the client used
             conn.request(self.command, path, body=body, headers=headers)
             response = conn.getresponse()
             payload = response.read()
