@@ -61,6 +61,17 @@ def _base(value: str) -> Path:
     return Path(value).expanduser()
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _flag(value: str) -> bool:
+    """A strict yes/no: 1/true/yes/on or 0/false/no/off (any case), or empty for no."""
+    lowered = value.strip().lower()
+    if lowered not in _TRUE + _FALSE:
+        raise ValueError("must be one of 1, true, yes, on, 0, false, no, off")
+    return lowered in _TRUE
+
+
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -78,7 +89,8 @@ def _default_base(environ: Mapping[str, str]) -> str | None:
 
 SETTINGS = (
     Setting("SYNC_USERn", None, "SYNC_USER1, SYNC_USER2, …: 'username:password' (or "
-            "'username:<PHC hash>'), numbered from 1 without gaps; at least SYNC_USER1"),
+            "'username:<PHC hash>'), numbered from 1 without gaps; SYNC_USERn_FILE instead names "
+            "a file holding that value (Docker and systemd secrets)"),
     Setting("PASSWORDS_HASHED", None, "if set (to anything), every SYNC_USERn holds a PHC hash "
             "(see `ankihost hash-password`)"),
     Setting("SYNC_BASE", "~/.syncserver", "data folder; one sub-folder per user", _base),
@@ -88,6 +100,9 @@ SETTINGS = (
             "3x this)", _megs),
     Setting("SYNC_IP_HEADER", "ConnectInfo", "where the client IP in the log comes from: "
             + ", ".join(IP_HEADERS), _ip_header),
+    Setting("ANKIHOST_ENV_DEVICE_KEYS", "0", "1: SYNC_USERn accounts get a key per device, "
+            "revocable one by one (devices then log in again once, and no longer share a login "
+            "with the official server)", _flag),
 )
 
 
@@ -110,6 +125,7 @@ class Settings:
     # (name, secret) for each SYNC_USERn; the secret is a password or a PHC hash.
     users: tuple[tuple[str, str], ...]
     passwords_hashed: bool
+    env_device_keys: bool = False
 
     @property
     def max_payload_bytes(self) -> int:
@@ -143,19 +159,33 @@ class Settings:
             ip_header=values["SYNC_IP_HEADER"],
             users=read_user_entries(environ),
             passwords_hashed="PASSWORDS_HASHED" in environ,
+            env_device_keys=values["ANKIHOST_ENV_DEVICE_KEYS"],
         )
 
 
 def read_user_entries(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
-    """SYNC_USER1, SYNC_USER2, … up to the first missing number, split at the first ':'."""
+    """SYNC_USER1, SYNC_USER2, … (or SYNC_USERn_FILE naming a file holding the value) up to
+    the first number with neither, split at the first ':'. None at all is allowed here: the
+    server refuses to start only if the account store has no accounts either."""
     entries = []
     n = 1
-    while (value := environ.get(f"SYNC_USER{n}")) is not None:
+    while (value := _user_value(environ, n)) is not None:
         name, sep, secret = value.partition(":")
         if not sep:
             raise ConfigError(f"SYNC_USER{n} must be 'username:password'")
         entries.append((name, secret))
         n += 1
-    if not entries:
-        raise ConfigError("no users defined: set SYNC_USER1=username:password")
     return tuple(entries)
+
+
+def _user_value(environ: Mapping[str, str], n: int) -> str | None:
+    value, path = environ.get(f"SYNC_USER{n}"), environ.get(f"SYNC_USER{n}_FILE")
+    if value is not None and path is not None:
+        raise ConfigError(f"SYNC_USER{n} and SYNC_USER{n}_FILE are both set; set only one")
+    if path is None:
+        return value
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"SYNC_USER{n}_FILE={path!r} cannot be read: {exc}") from None
+    return text.removesuffix("\n").removesuffix("\r")

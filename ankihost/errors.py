@@ -7,6 +7,7 @@
     ├── MethodNotAllowed (405)        a route asked with the wrong HTTP method; carries `allow`
     ├── SessionConflict (409)         no sync session, or another device's session
     ├── PayloadTooLarge (413)         body over the configured limit (used where 400 is not required)
+    ├── TooManyRequests (429)         too many failed logins; clients show a network error, stay logged in
     ├── ClientTooOld (501)            meta body version outside the supported range
     └── ServerError (500)             transient or internal failure; the client says "try later"
 
@@ -52,6 +53,10 @@ class SessionConflict(SyncError):
 
 class PayloadTooLarge(SyncError):
     status = 413
+
+
+class TooManyRequests(SyncError):
+    status = 429
 
 
 class ClientTooOld(SyncError):

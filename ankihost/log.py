@@ -1,4 +1,5 @@
-"""Logging set-up, done once at start-up: one line per request, secrets never included."""
+"""Logging set-up, done once at start-up, and `printable`, which every client-supplied value
+passes through before it is logged: one line per event, secrets never included."""
 
 from __future__ import annotations
 
@@ -7,6 +8,20 @@ import sys
 import time
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The most characters of one client-supplied value (a client version, a user name, a path) that
+# go into a log line; the rest is cut and marked.
+MAX_LOGGED_CHARS = 200
+
+
+def printable(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """`text` safe for one log line: at most `limit` characters (then "…"), and every character
+    that is not printable (newlines, controls, invisible format characters) escaped as in a
+    Python string literal, so nothing a client sends can start a new line or hide in one."""
+    if len(text) <= limit and text.isprintable():
+        return text
+    cut = text[:limit]
+    escaped = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in cut)
+    return escaped + ("…" if len(text) > limit else "")
 
 
 class _Formatter(logging.Formatter):

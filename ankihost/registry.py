@@ -16,15 +16,15 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-from ankihost.accounts.source import Account, AccountSource
+from ankihost.accounts.directory import AccountDirectory
+from ankihost.accounts.store import Account
 from ankihost.errors import AuthFailed
 from ankihost.media.user_media import UserMedia
-from ankihost.storage.paths import UserFolder
+from ankihost.storage.paths import DataFolder, UserFolder
 from ankihost.sync.session import UserCollection
 
 log = logging.getLogger(__name__)
@@ -96,31 +96,28 @@ class UserState:
 
 
 class Registry:
-    def __init__(self, accounts: AccountSource, base: Path) -> None:
+    def __init__(self, accounts: AccountDirectory, folder: DataFolder) -> None:
         self.accounts = accounts
-        self.base = base
+        self.data = folder
         self._states: dict[str, UserState] = {}
 
     def by_host_key(self, host_key: str) -> UserState | None:
         """The state of the user a device's key belongs to; None for an unknown key."""
-        account = self.accounts.by_host_key(host_key) if host_key else None
-        return None if account is None else self._state_of(account)
+        account = self.accounts.by_host_key(host_key)
+        return None if account is None else self.state_of(account)
 
     def by_name(self, name: str) -> UserState | None:
         """The state of the user of that name; None when there is no such account."""
         account = self.accounts.by_name(name)
-        return None if account is None else self._state_of(account)
+        return None if account is None else self.state_of(account)
 
-    def _state_of(self, account: Account) -> UserState:
+    def state_of(self, account: Account) -> UserState:
         state = self._states.get(account.name)
         if state is None:
-            state = self._states[account.name] = UserState.create(account, self.folder(account.name))
+            state = self._states[account.name] = UserState.create(account, self.data.user(account.name))
         else:
             state.account = account  # the source's current record (e.g. after a change)
         return state
-
-    def folder(self, name: str) -> UserFolder:
-        return UserFolder(self.base / name)
 
     def prepare_all(self) -> None:
         """At start-up, before serving: prepare every known user's folder, as the official
@@ -128,7 +125,7 @@ class Registry:
         for name in self.accounts.names():
             account = self.accounts.by_name(name)
             if account is not None:
-                state = self._state_of(account)
+                state = self.state_of(account)
                 state.prepare()
                 state.media.close()  # opened again by the user's first sync
 

@@ -1,5 +1,7 @@
-"""Accounts: who may sync, how they log in, and which host key belongs to whom.
+"""Accounts: who may sync, how they log in, which host key belongs to whom, what they did.
 
-`source.AccountSource` is what the server asks; `env.EnvAccounts` answers it from
-SYNC_USER1..N, with the official server's derived host keys; `passwords` verifies PHC hashes.
+`directory.AccountDirectory` is what the server asks: it answers from the environment
+(`env`, SYNC_USERn with the official derived host keys) and from an account store (`store`
+says what one does; `sqlite` is the default), and keeps the audit trail (`audit`).
+`passwords` verifies and makes hashes; `throttle` slows and refuses repeated failed logins.
 """

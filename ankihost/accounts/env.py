@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from ankihost.accounts import passwords
-from ankihost.accounts.source import Account
+from ankihost.accounts.store import Account
 from ankihost.config import ConfigError, Settings
 from ankihost.errors import AuthFailed
 from ankihost.storage.paths import unsafe_name_reason
@@ -30,7 +30,7 @@ class EnvAccount(Account):
     host_key: str = ""
     # Exactly one of these is set: the plain password, or the parsed PHC hash.
     password: str | None = None
-    password_hash: passwords.PasswordHash | None = None
+    password_hash: passwords.Verifier | None = None
 
     def check_password(self, given: str) -> bool:
         if self.password_hash is not None:
@@ -58,16 +58,20 @@ class EnvAccounts:
     def by_host_key(self, host_key: str) -> EnvAccount | None:
         return self._by_key.get(host_key) if host_key else None
 
-    def login(self, name: str, password: str) -> str:
+    def check(self, name: str, password: str) -> EnvAccount:
+        """The account, if the password is right; AuthFailed otherwise (same work either way)."""
         account = self._by_name.get(name)
         if account is None:
-            self._same_work_as_a_real_check(password)
+            self.same_work_as_a_real_check(password)
             raise AuthFailed(f"unknown user {name!r}")
         if not account.check_password(password):
             raise AuthFailed(f"wrong password for {name!r}")
-        return account.host_key
+        return account
 
-    def _same_work_as_a_real_check(self, password: str) -> None:
+    def login(self, name: str, password: str, client: str = "", ip: str = "") -> str:
+        return self.check(name, password).host_key
+
+    def same_work_as_a_real_check(self, password: str) -> None:
         """For an unknown name, do what checking a real account's password costs: a PBKDF2
         run against a configured hash, or a plain comparison when passwords are not hashed."""
         decoy = next((a.password_hash for a in self._by_name.values() if a.password_hash), None)
@@ -95,9 +99,16 @@ def load_accounts(settings: Settings) -> list[EnvAccount]:
 def _make_account(variable: str, name: str, secret: str, hashed: bool) -> EnvAccount:
     key = derived_host_key(name, secret)
     if not hashed:
-        return EnvAccount(name, SOURCE, key, password=secret)
+        if secret == "":
+            raise ConfigError(f"{variable}: the password of {name!r} is empty")
+        if passwords.looks_like_hash(secret):
+            raise ConfigError(
+                f"{variable}: the password of {name!r} looks like a PHC hash, but "
+                "PASSWORDS_HASHED is not set; set PASSWORDS_HASHED=1 to use hashed passwords"
+            )
+        return EnvAccount(name, SOURCE, host_key=key, password=secret)
     try:
-        parsed = passwords.PasswordHash.parse(secret)
+        parsed = passwords.parse_hash(secret)
     except passwords.HashFormatError as exc:
         raise ConfigError(f"{variable}: password hash for {name!r} is invalid: {exc}") from None
-    return EnvAccount(name, SOURCE, key, password_hash=parsed)
+    return EnvAccount(name, SOURCE, host_key=key, password_hash=parsed)

@@ -1,7 +1,9 @@
-"""Password checks: the PHC pbkdf2 hashes the official server accepts, constant-time compares.
+"""Password hashes: the PHC pbkdf2 strings the official server accepts, and argon2id.
 
-`PasswordHash.parse` follows the official server's rules for `PASSWORDS_HASHED` values;
-`hash_password` makes a string both servers accept.
+`parse_hash` reads a stored PHC string into something that can `verify` a password:
+`PasswordHash` follows the official server's rules for pbkdf2 `PASSWORDS_HASHED` values,
+`Argon2Hash` wraps argon2-cffi. New passwords of the account store are argon2id
+(`hash_new_password`); `hash_password` makes a pbkdf2 string both servers accept.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Protocol
+
+import argon2
+from argon2.exceptions import InvalidHashError, VerificationError
 
 DEFAULT_ROUNDS = 600_000
 DEFAULT_HASH_BYTES = 32
@@ -22,8 +28,61 @@ _PHC = re.compile(r"^\$(pbkdf2-sha256|pbkdf2-sha512)(?:\$([^$]*))?\$([A-Za-z0-9+
 _ALGORITHMS = {"pbkdf2-sha256": "sha256", "pbkdf2-sha512": "sha512"}
 
 
+# argon2id for new passwords: OWASP's first recommended setting (19 MiB, 2 passes, 1 lane),
+# ~40 ms here; the memory is what makes guessing expensive, and bounds a burst of logins.
+ARGON2_MEMORY_KIB = 19 * 1024
+ARGON2_TIME_COST = 2
+ARGON2_PARALLELISM = 1
+_ARGON2 = argon2.PasswordHasher(
+    time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB, parallelism=ARGON2_PARALLELISM
+)
+_LOOKS_LIKE_PHC = re.compile(r"^\$(pbkdf2-sha256|pbkdf2-sha512|argon2id|argon2i|argon2d)\$")
+
+
 class HashFormatError(ValueError):
-    """A password hash is not a PHC pbkdf2-sha256/sha512 string this server can verify."""
+    """A password hash is not a PHC pbkdf2-sha256/sha512 or argon2id string we can verify."""
+
+
+class Verifier(Protocol):
+    def verify(self, password: str) -> bool: ...
+
+
+def looks_like_hash(secret: str) -> bool:
+    """Whether `secret` is shaped like a PHC hash (a likely forgotten PASSWORDS_HASHED)."""
+    return bool(_LOOKS_LIKE_PHC.match(secret))
+
+
+def parse_hash(phc: str) -> Verifier:
+    """A pbkdf2 (official rules) or argon2id PHC string, ready to verify; HashFormatError."""
+    if phc.startswith("$argon2"):
+        return Argon2Hash.parse(phc)
+    return PasswordHash.parse(phc)
+
+
+@dataclass(frozen=True)
+class Argon2Hash:
+    phc: str
+
+    @classmethod
+    def parse(cls, phc: str) -> Argon2Hash:
+        try:
+            params = argon2.extract_parameters(phc)
+        except (InvalidHashError, ValueError) as exc:
+            raise HashFormatError(f"not a valid argon2 hash: {exc}") from None
+        if params.type is not argon2.Type.ID:
+            raise HashFormatError("only argon2id hashes are accepted")
+        return cls(phc)
+
+    def verify(self, password: str) -> bool:
+        try:
+            return _ARGON2.verify(self.phc, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+def hash_new_password(password: str) -> str:
+    """An argon2id PHC string for a password of the account store."""
+    return _ARGON2.hash(password)
 
 
 def _b64decode(text: str) -> bytes:

@@ -63,7 +63,13 @@ def media_changes(state: UserState, request: SyncRequest) -> Reply:
 @_server_errors
 def upload_changes(state: UserState, request: SyncRequest) -> Reply:
     request.body.seek(0)
-    processed, usn = sync.apply_upload(state.media.index(), state.folder, request.body)
+    try:
+        processed, usn = sync.apply_upload(
+            state.media.index(), state.folder, request.body, state.account.quota_bytes
+        )
+    except sync.QuotaExceeded as refused:
+        log.info("media upload refused for %s: over quota", state.name)
+        return json_reply({"err": str(refused)})  # shown to the user as it is
     return _ok([processed, usn])
 
 

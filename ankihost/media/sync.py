@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NoReturn
 
+from ankihost.accounts import quota
 from ankihost.errors import BadRequest, SessionConflict
 from ankihost.media import archive, journal, names, staging
 from ankihost.media.index import Entry, MediaIndex, Outcome, Writer
@@ -36,22 +37,43 @@ def changes_since(index: MediaIndex, last_usn: int) -> list[tuple[str, int, str]
     return [(e.name, e.usn, e.sha1.hex() if e.live else "") for e in index.changes_after(last_usn)]
 
 
-def apply_upload(index: MediaIndex, folder: UserFolder, body: IO[bytes]) -> tuple[int, int]:
+class QuotaExceeded(Exception):
+    """The upload would take the user past their quota; the message is for the user."""
+
+
+def apply_upload(
+    index: MediaIndex, folder: UserFolder, body: IO[bytes], quota_bytes: int | None = None
+) -> tuple[int, int]:
     """Apply an upload zip entirely or not at all; returns (entries processed, media USN).
 
     Every entry is recorded in one transaction; before it commits, the net change per name is
     made in the media folder through a `FileJournal`, so a crash at any point leaves (after
-    `recover_after_crash`) either the old or the new state.
+    `recover_after_crash`) either the old or the new state. An upload that would grow the
+    user's storage past `quota_bytes` is refused whole (QuotaExceeded), nothing changed.
     """
     upload = archive.read_upload(body, folder.media)
     batch = journal.FileJournal(folder.media, folder.media_journal)
     try:
+        if quota_bytes is not None:
+            _check_quota(index, folder, upload.entries, quota_bytes)
         with batch, index.atomic() as writer:
             changes = _record_entries(writer, folder.media, upload.entries)
             batch.apply(changes, writer.last_usn)
         return len(upload.entries), writer.last_usn
     finally:
         upload.discard(batch.placed)
+
+
+def _check_quota(
+    index: MediaIndex, folder: UserFolder, entries: list[archive.UploadEntry], quota_bytes: int
+) -> None:
+    """QuotaExceeded when applying `entries` would grow the stored media past the quota."""
+    live = index.get_live_many([e.name for e in entries if names.path_problem(e.name) is None])
+    final = {entry.name: entry.staged.size if entry.staged else 0 for entry in entries}
+    growth = sum(size - (live[n].size if n in live else 0) for n, size in final.items())
+    used_after = folder.collection_bytes() + index.totals().total_bytes + growth
+    if message := quota.refusal(quota_bytes, used_after, growth):
+        raise QuotaExceeded(message)
 
 
 def recover_after_crash(index: MediaIndex, folder: UserFolder) -> None:

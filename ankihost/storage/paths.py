@@ -1,6 +1,12 @@
-"""Every name ankihost uses inside SYNC_BASE/<user>, and every clean-up of what a crash left.
+"""Every name ankihost uses inside SYNC_BASE, and every clean-up of what a crash left.
 
-The official server's layout, plus a few files of ankihost's own (marked *):
+SYNC_BASE holds one folder per user, and one of ankihost's own that no user name can take:
+
+    .ankihost/lock                      held (an OS file lock) by the process that owns SYNC_BASE
+    .ankihost/control.sock              the running server's admin channel
+    .ankihost/accounts.db               the account store (accounts, devices, activity, audit)
+
+Inside SYNC_BASE/<user>, the official server's layout plus a few files of ankihost's (*):
 
     collection.anki2                    the collection (schema 18, WAL while open: -wal, -shm)
     collection.anki2.previous     *     the collection replaced by the last full upload
@@ -27,6 +33,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,19 +55,59 @@ _MEDIA_TEMP_TOKEN_HEX = 32
 _LEFTOVER_PREFIXES = (UPLOAD_PREFIX, DOWNLOAD_PREFIX, NEW_COLLECTION_PREFIX)
 _FORBIDDEN_CHARS = set('/\\\x00')
 MAX_USER_NAME_BYTES = 200
+STATE_FOLDER_NAME = ".ankihost"
+# Unicode categories of characters that cannot be seen in a name: controls, format characters
+# (zero-width ones among them), surrogates, private use, unassigned, line/paragraph separators.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def unsafe_name_reason(name: str) -> str | None:
-    """Why `name` cannot be a user folder name, or None when it is safe."""
+    """Why `name` cannot be a user name (and folder name), or None when it is safe."""
     if name == "":
         return "is empty"
     if name in (".", ".."):
         return "is '.' or '..'"
+    if name.casefold() == STATE_FOLDER_NAME:
+        return f"is reserved ({STATE_FOLDER_NAME} holds ankihost's own data)"
     if any(ch in _FORBIDDEN_CHARS or ord(ch) < 32 for ch in name):
         return "contains '/', '\\', NUL or a control character"
-    if len(name.encode("utf-8")) > MAX_USER_NAME_BYTES:
+    if name != name.strip():
+        return "starts or ends with a space"
+    if invisible := next((ch for ch in name if _is_invisible(ch)), None):
+        return f"contains an invisible character (U+{ord(invisible):04X})"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_USER_NAME_BYTES:
         return f"is longer than {MAX_USER_NAME_BYTES} bytes"
     return None
+
+
+def _is_invisible(ch: str) -> bool:
+    return unicodedata.category(ch) in _INVISIBLE_CATEGORIES or (ch.isspace() and ch != " ")
+
+
+@dataclass(frozen=True)
+class DataFolder:
+    """SYNC_BASE: a folder per user, and ankihost's own state folder."""
+
+    base: Path
+
+    @property
+    def state(self) -> Path:
+        return self.base / STATE_FOLDER_NAME
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "lock"
+
+    @property
+    def control_socket(self) -> Path:
+        return self.state / "control.sock"
+
+    @property
+    def accounts_db(self) -> Path:
+        return self.state / "accounts.db"
+
+    def user(self, name: str) -> UserFolder:
+        return UserFolder(self.base / name)
 
 
 def new_media_temp_name() -> str:
@@ -111,6 +158,19 @@ class UserFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         self.media.mkdir(exist_ok=True)
 
+    def collection_bytes(self) -> int:
+        """The collection's size on disk, with what is still in its WAL."""
+        return sum(_size(p) for p in (self.collection, Path(f"{self.collection}-wal")))
+
+    def media_bytes(self) -> int:
+        """The media files' size on disk (read from the folder: no index needs opening)."""
+        try:
+            entries = list(os.scandir(self.media))
+        except FileNotFoundError:
+            return 0
+        return sum(e.stat(follow_symlinks=False).st_size for e in entries
+                   if e.is_file(follow_symlinks=False) and not is_media_temp_name(e.name))
+
     def new_upload_file(self) -> tempfile._TemporaryFileWrapper[bytes]:
         """An open, named file that receives a full upload (the caller removes or renames it)."""
         return tempfile.NamedTemporaryFile(prefix=UPLOAD_PREFIX, dir=self.root, delete=False)
@@ -138,6 +198,13 @@ class UserFolder:
                 entry.unlink()
                 removed.append(entry.name)
         return removed
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _is_leftover(name: str) -> bool:

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from ankihost.accounts import quota
 from ankihost.errors import BadRequest, ServerError
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply, file_reply, text_reply
@@ -41,7 +42,15 @@ def check_upload(path: Path, size: int) -> str | None:
 
 
 def install_upload(state: UserState, uploaded: Path) -> Reply:
-    """Under the user's lock: abort any session, keep the old file, swap the new one in."""
+    """Under the user's lock: abort any session, keep the old file, swap the new one in;
+    unless the new file would take the user past their quota (the stored one stays)."""
+    size = uploaded.stat().st_size
+    growth = size - state.folder.collection_bytes()
+    used_after = size + state.media.index().totals().total_bytes
+    if message := quota.refusal(state.account.quota_bytes, used_after, growth):
+        discard_upload(uploaded)
+        log.info("upload refused for %s: over quota", state.name)
+        return text_reply(message)
     state.collection.close()
     live = state.folder.collection
     if live.exists():

@@ -9,6 +9,8 @@ which authenticates and runs the method's step; every refusal is a `SyncError` t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 
@@ -17,11 +19,15 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from ankihost.admin.channel import ChannelServer
+from ankihost.admin.lock import DataFolderLock
+from ankihost.admin.operations import AdminContext, operations
 from ankihost.config import IP_HEADERS, Settings
 from ankihost.errors import MethodNotAllowed, NotFound, SyncError
 from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
 from ankihost.web import legacy
+from ankihost.web.logins import LoginGate
 from ankihost.web.media_routes import MediaRoutes
 from ankihost.web.request_log import RequestLog
 from ankihost.web.sync_routes import SyncRoutes
@@ -31,6 +37,8 @@ log = logging.getLogger("ankihost.request")
 _ROUTE = re.compile(r"(?:^|/)(sync|msync)/([^/]+)/?$")
 _HEALTH = re.compile(r"(?:^|/)health/?$")
 SHUTDOWN_WAIT_SECS = 30
+# How often what devices and users did is written to the account store.
+ACTIVITY_FLUSH_SECS = 2
 
 
 def error_response(error: SyncError) -> Response:
@@ -71,11 +79,18 @@ class SyncApp:
     `Request` and `Response` are still used: they are thin wrappers over the ASGI messages.
     """
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(
+        self, settings: Settings, admin: AdminContext, lock: DataFolderLock | None = None
+    ) -> None:
         self.settings = settings
-        self.registry = registry
-        self.sync_routes = SyncRoutes(settings, registry)
-        self.media_routes = MediaRoutes(settings, registry)
+        self.admin = admin
+        self.registry = admin.registry
+        self.accounts = admin.directory
+        self.lock = lock
+        self.logins = LoginGate(self.accounts)
+        self.sync_routes = SyncRoutes(settings, self.registry, self.logins)
+        self.media_routes = MediaRoutes(settings, self.registry)
+        self.channel = ChannelServer(admin.folder, admin, operations())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -86,14 +101,33 @@ class SyncApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
+        flushing: asyncio.Task[None] | None = None
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.channel.start()
+                flushing = asyncio.create_task(self._flush_activity())
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.channel.close()
+                if flushing is not None:
+                    flushing.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await flushing
                 await close_all(self.registry)
+                await anyio.to_thread.run_sync(self.admin.close)
+                if self.lock is not None:
+                    self.lock.release()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _flush_activity(self) -> None:
+        while True:
+            await asyncio.sleep(ACTIVITY_FLUSH_SECS)
+            try:
+                await anyio.to_thread.run_sync(self.accounts.flush)
+            except Exception:
+                log.exception("could not write device activity to the account store")
 
     async def handle(self, request: Request) -> Response:
         path = request.scope["path"]
@@ -115,6 +149,9 @@ class SyncApp:
             return error_response(SyncError("internal error"))
         finally:
             record.write()
+            if match and match[1] == "sync" and match[2] != "hostKey" and record.user != "-":
+                result = "ok" if record.status == 200 else f"{match[2]} failed ({record.status})"
+                self.accounts.synced(record.user, result, record.client, record.ip)
 
     async def _route(
         self, request: Request, match: re.Match[str] | None, record: RequestLog
@@ -127,7 +164,9 @@ class SyncApp:
             raise MethodNotAllowed(allowed)
         header_value = request.headers.get(HEADER_NAME)
         if header_value is None:
-            return await legacy.handle(request, area, method, self.settings, self.registry, record)
+            return await legacy.handle(
+                request, area, method, self.settings, self.registry, self.logins, record
+            )
         header = parse_header(header_value)
         record.client = header.client_version
         routes = self.media_routes if area == "msync" else self.sync_routes

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +20,7 @@ from ankihost.protocol.request import SyncRequest
 from ankihost.registry import Registry
 from ankihost.sync import login, meta
 from ankihost.web.envelope import framed_response, gunzip_into, read_raw_body, spooled
+from ankihost.web.logins import LoginGate
 from ankihost.web.request_log import RequestLog
 
 LEGACY_BODY_LIMIT = 1 << 20
@@ -29,7 +29,7 @@ LEGACY_METHODS = ("hostKey", "meta")
 
 async def handle(
     request: Request, area: str, method: str, settings: Settings, registry: Registry,
-    record: RequestLog,
+    logins: LoginGate, record: RequestLog,
 ) -> Response:
     if area != "sync" or method not in LEGACY_METHODS:
         raise BadRequest(f"legacy protocol request for {area}/{method}: client must update")
@@ -44,8 +44,10 @@ async def handle(
     )
     with sync_request:
         if method == "hostKey":
-            reply = await anyio.to_thread.run_sync(login.host_key, registry.accounts, sync_request)
-            return await framed_response(reply, compressed=False)
+            name, password = login.credentials(sync_request)
+            record.user = name
+            key = await logins.login(name, password, "legacy", record.ip)
+            return await framed_response(login.reply(key), compressed=False)
         state = registry.by_host_key(sync_request.host_key)
         if state is None:
             raise AuthFailed("unknown host key")

@@ -28,10 +28,13 @@ SMALL_BODY_LIMIT = 1024 * 1024
 
 
 def authenticate(registry: Registry, header: SyncHeader, record: RequestLog) -> UserState:
-    """The user the header's host key belongs to; 403 for an unknown or revoked key."""
-    state = registry.by_host_key(header.host_key)
-    if state is None:
+    """The user the header's host key belongs to; 403 for an unknown or revoked key. The
+    device's last use is noted (in memory)."""
+    credential = registry.accounts.credential(header.host_key)
+    if credential is None:
         raise AuthFailed("unknown host key")
+    registry.accounts.seen(credential, header.client_version, record.ip)
+    state = registry.state_of(credential.account)
     record.user = state.name
     return state
 

@@ -22,20 +22,18 @@ from ankihost.registry import Registry, UserState
 from ankihost.sync import full, login, meta
 from ankihost.sync.handlers import STEPS
 from ankihost.web.envelope import decode, framed_response
+from ankihost.web.logins import LoginGate
 from ankihost.web.request_log import RequestLog
 from ankihost.web.steps import authenticate, body_limit, decode_capped, run_step
 
 LOGIN_BODY_LIMIT = 64 * 1024
-# Password checks (PBKDF2, ~0.3 s each) share a few threads of their own, so a burst of logins
-# can never take the worker threads that sync steps of logged-in users need.
-LOGIN_THREADS = 4
 
 
 class SyncRoutes:
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(self, settings: Settings, registry: Registry, logins: LoginGate) -> None:
         self.settings = settings
         self.registry = registry
-        self.login_slots = anyio.CapacityLimiter(LOGIN_THREADS)
+        self.logins = logins
         check_meta = partial(meta.meta, max_collection_bytes=settings.max_decompressed_bytes)
         self.methods: dict[str, Step] = {
             "meta": Step(check_meta, meta.runs_inline, small_body=True),
@@ -59,12 +57,10 @@ class SyncRoutes:
 
     async def _login(self, request: Request, header: SyncHeader, record: RequestLog) -> Response:
         with await decode_capped(request, header, "hostKey", LOGIN_BODY_LIMIT) as sync_request:
-            record.user = "?"
-            reply = await anyio.to_thread.run_sync(
-                login.host_key, self.registry.accounts, sync_request, limiter=self.login_slots
-            )
-            record.user = sync_request.json_object()["u"]
-        return await framed_response(reply, compressed=header.version >= 11)
+            name, password = login.credentials(sync_request)
+        record.user = name
+        key = await self.logins.login(name, password, header.client_version, record.ip)
+        return await framed_response(login.reply(key), compressed=header.version >= 11)
 
     async def _upload(self, request: Request, header: SyncHeader, state: UserState) -> Response:
         compressed = header.version >= 11

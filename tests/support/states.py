@@ -10,4 +10,4 @@ from ankihost.storage.paths import UserFolder
 
 
 def make_state(root: Path, name: str = "alice", host_key: str = "hostkey") -> UserState:
-    return UserState.create(EnvAccount(name, "env", host_key, password="pw"), UserFolder(root))
+    return UserState.create(EnvAccount(name, "env", host_key=host_key, password="pw"), UserFolder(root))

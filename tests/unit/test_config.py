@@ -46,9 +46,13 @@ def test_bad_values_name_the_variable(env, variable):
         settings(**env)
 
 
-def test_no_users_is_an_error():
+def test_no_users_at_all_stops_the_server_but_not_an_admin_command(tmp_path):
+    from ankihost.server import build
+
+    settings = Settings.from_env({"HOME": "/x", "SYNC_BASE": str(tmp_path)})  # `user add` needs this
+    assert settings.users == ()
     with pytest.raises(ConfigError, match="SYNC_USER1"):
-        Settings.from_env({"HOME": "/x"})
+        build(settings)
 
 
 def test_ipv6_host_is_accepted():
