@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     log.info("ankihost %s listening on %s:%d, data in %s, %d user(s)", __version__,
-             settings.host, settings.port, settings.base, len(settings.users))
+             settings.host, settings.port, settings.base, len(app.accounts.names()))
     # proxy_headers=False: SYNC_IP_HEADER alone says which header, if any, names the client
     # (uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 on its own).
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
