@@ -61,6 +61,13 @@ def _base(value: str) -> Path:
     return Path(value).expanduser()
 
 
+def _seconds(value: str) -> int:
+    seconds = int(value)
+    if seconds < 0:
+        raise ValueError("must be a whole number of seconds, 0 or more")
+    return seconds
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -103,6 +110,8 @@ SETTINGS = (
     Setting("ANKIHOST_ENV_DEVICE_KEYS", "0", "1: SYNC_USERn accounts get a key per device, "
             "revocable one by one (devices then log in again once, and no longer share a login "
             "with the official server)", _flag),
+    Setting("ANKIHOST_IDLE_CLOSE_SECS", "60", "close a user's databases after this many seconds "
+            "without a request, so idle users cost no memory (0: never)", _seconds),
 )
 
 
@@ -126,6 +135,7 @@ class Settings:
     users: tuple[tuple[str, str], ...]
     passwords_hashed: bool
     env_device_keys: bool = False
+    idle_close_secs: int = 60
 
     @property
     def max_payload_bytes(self) -> int:
@@ -160,6 +170,7 @@ class Settings:
             users=read_user_entries(environ),
             passwords_hashed="PASSWORDS_HASHED" in environ,
             env_device_keys=values["ANKIHOST_ENV_DEVICE_KEYS"],
+            idle_close_secs=values["ANKIHOST_IDLE_CLOSE_SECS"],
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,6 +43,8 @@ class UserState:
     prepared: bool = False
     # The account is gone: requests still waiting for the lock are refused.
     removed: bool = False
+    # When work under the lock last ended (time.monotonic()): how long the user has been idle.
+    last_used: float = field(default_factory=time.monotonic)
 
     @classmethod
     def create(cls, account: Account, folder: UserFolder) -> UserState:
@@ -62,9 +65,12 @@ class UserState:
         async with self.lock:
             if self.removed:
                 raise AuthFailed(f"user {self.name!r} was removed")
-            if self.prepared and inline is not None and inline():
-                return work(*args)
-            return await anyio.to_thread.run_sync(self._prepared_then, work, *args)
+            try:
+                if self.prepared and inline is not None and inline():
+                    return work(*args)
+                return await anyio.to_thread.run_sync(self._prepared_then, work, *args)
+            finally:
+                self.last_used = time.monotonic()
 
     def _prepared_then(self, work: Callable[..., T], *args: Any) -> T:
         if not self.prepared:
@@ -80,6 +86,9 @@ class UserState:
             log.info("removed leftovers of an interrupted run in %s: %s", self.folder.root, removed)
         self.media.index()
         self.prepared = True
+
+    def has_open_databases(self) -> bool:
+        return self.collection.db is not None or self.media.is_open
 
     def idle_and_open(self) -> bool:
         """Collection and media index open, no sync session: `meta` can run on the loop."""
@@ -133,6 +142,19 @@ class Registry:
         """Every user state made so far."""
         return list(self._states.values())
 
+    async def close_idle(self, idle_secs: float, abandoned_secs: float) -> list[str]:
+        """Close the databases of every user idle for `idle_secs` (nothing to do, no sync
+        session), or whose sync session has seen no request for `abandoned_secs` (its client
+        gave up: clients time out after 60 s), each under that user's lock. Reopening on the
+        next request is cheap; an open collection keeps its page cache. The names closed."""
+        closed = []
+        for state in list(self._states.values()):
+            if state.lock.locked() or not state.has_open_databases():
+                continue
+            if await _close_if_idle(state, idle_secs, abandoned_secs):
+                closed.append(state.name)
+        return closed
+
     async def evict(self, name: str, *, removed: bool = False) -> None:
         """Under the user's lock: roll back their sync session and close their databases.
         With `removed`, also forget them: requests still waiting for the lock are refused."""
@@ -145,3 +167,12 @@ class Registry:
                 state.removed = True
                 if self._states.get(name) is state:
                     del self._states[name]
+
+
+async def _close_if_idle(state: UserState, idle_secs: float, abandoned_secs: float) -> bool:
+    async with state.lock:
+        limit = abandoned_secs if state.collection.session is not None else idle_secs
+        if time.monotonic() - state.last_used < limit or not state.has_open_databases():
+            return False
+        await anyio.to_thread.run_sync(state.close)
+        return True

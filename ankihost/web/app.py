@@ -39,6 +39,9 @@ _HEALTH = re.compile(r"(?:^|/)health/?$")
 SHUTDOWN_WAIT_SECS = 30
 # How often what devices and users did is written to the account store.
 ACTIVITY_FLUSH_SECS = 2
+# A sync session with no request for this long was given up by its client (clients time out
+# after 60 s): the idle closer rolls it back like an idle user's databases.
+ABANDONED_SESSION_SECS = 600
 
 
 def error_response(error: SyncError) -> Response:
@@ -101,25 +104,37 @@ class SyncApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        flushing: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.channel.start()
-                flushing = asyncio.create_task(self._flush_activity())
+                background = [asyncio.create_task(self._flush_activity())]
+                if self.settings.idle_close_secs:
+                    background.append(asyncio.create_task(self._close_idle_users()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.channel.close()
-                if flushing is not None:
-                    flushing.cancel()
+                for task in background:
+                    task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await flushing
+                        await task
                 await close_all(self.registry)
                 await anyio.to_thread.run_sync(self.admin.close)
                 if self.lock is not None:
                     self.lock.release()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _close_idle_users(self) -> None:
+        idle = self.settings.idle_close_secs
+        while True:
+            await asyncio.sleep(max(1.0, idle / 4))
+            try:
+                if closed := await self.registry.close_idle(idle, ABANDONED_SESSION_SECS):
+                    log.debug("closed the databases of idle users: %s", ", ".join(closed))
+            except Exception:
+                log.exception("closing idle users' databases failed")
 
     async def _flush_activity(self) -> None:
         while True:
