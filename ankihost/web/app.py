@@ -24,6 +24,7 @@ from ankihost.admin.lock import DataFolderLock
 from ankihost.admin.operations import AdminContext, operations
 from ankihost.config import IP_HEADERS, Settings
 from ankihost.errors import MethodNotAllowed, NotFound, SyncError
+from ankihost.log import printable
 from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
 from ankihost.web import legacy
@@ -156,11 +157,13 @@ class SyncApp:
             record.status = response.status_code
             return response
         except SyncError as error:
-            record.status = error.status
-            _log_error(error, target)
+            record.status, record.reason = error.status, error.reason
+            if error.status >= 500:
+                log.error("%s failed: %s", printable(target), printable(error.reason), exc_info=error)
             return error_response(error)
         except Exception:
-            log.exception("internal error in %s", target)
+            log.exception("internal error in %s", printable(target))
+            record.reason = "internal error"
             return error_response(SyncError("internal error"))
         finally:
             record.write()
@@ -186,13 +189,6 @@ class SyncApp:
         record.client = header.client_version
         routes = self.media_routes if area == "msync" else self.sync_routes
         return await routes.handle(request, header, method, record)
-
-
-def _log_error(error: SyncError, target: str) -> None:
-    if error.status >= 500:
-        log.error("%s failed: %s", target, error.reason, exc_info=error)
-    else:
-        log.info("%s refused (%d): %s", target, error.status, error.reason)
 
 
 def _health(request: Request) -> Response:
