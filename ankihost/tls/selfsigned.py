@@ -31,6 +31,7 @@ SERVER_VALIDITY_DAYS = 820
 # Backdating covers devices whose clock runs a little behind the server's.
 BACKDATE = datetime.timedelta(hours=1)
 MAX_DNS_NAME_CHARS = 253
+DEFAULT_PORT = 8080  # SYNC_PORT's default, for the printed URL
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVER_CERT, SERVER_KEY = "server.crt", "server.key"
@@ -248,13 +249,19 @@ def _write(path: Path, data: bytes, *, private: bool, overwrite: bool) -> None:
 
 
 def self_signed_command(folder: Path, host: str, ips: Sequence[str], *, force: bool = False,
-                        port: int = 8080) -> int:
-    """`ankihost tls self-signed --host NAME [--ip ADDR]… --out DIR [--force]`: make the files
-    and print how to use them; exit status 0, or 1 with the reason on stderr."""
+                        port: int | None = None) -> int:
+    """`ankihost tls self-signed --host NAME [--ip ADDR]… --out DIR [--force] [--port N]`: make
+    the files and print how to use them (the URL with `port`, by default SYNC_PORT's);
+    exit status 0, or 1 with the reason on stderr."""
     try:
         files = issue(folder, parse_names(host, ips), overwrite=force)
     except CertificateSetupError as exc:
         print(f"ankihost: {exc}", file=sys.stderr)
         return 1
-    print(describe(files, port))
+    print(describe(files, port if port is not None else _sync_port()))
     return 0
+
+
+def _sync_port() -> int:
+    raw = os.environ.get("SYNC_PORT", "")
+    return int(raw) if raw.isdigit() and 0 < int(raw) < 65536 else DEFAULT_PORT
