@@ -1,4 +1,5 @@
-"""The `ankihost` command: `serve` (the default) and `hash-password`.
+"""The `ankihost` command: `serve` (the default), `hash-password`, `healthcheck` and
+`tls self-signed`.
 
 Start-up validates every setting and user first; a bad value stops it with a message naming
 the variable and exit status 1, before anything listens.
@@ -11,6 +12,7 @@ import getpass
 import logging
 import os
 import sys
+from pathlib import Path
 
 from ankihost import __version__, auth
 from ankihost import log as logsetup
@@ -24,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "hash-password":
         return hash_password(args.rounds)
+    if args.command == "healthcheck":
+        from ankihost.healthcheck import healthcheck_command
+
+        return healthcheck_command()
+    if args.command == "tls":
+        from ankihost.tls.selfsigned import self_signed_command
+
+        return self_signed_command(args.out, args.host, args.ip, force=args.force, port=args.port)
     return serve()
 
 
@@ -44,7 +54,24 @@ def _parser() -> argparse.ArgumentParser:
         "(password read from a prompt, or from stdin when it is not a terminal)"
     )
     hasher.add_argument("--rounds", type=int, default=auth.DEFAULT_ROUNDS, help=argparse.SUPPRESS)
+    checking = ("exit 0 if the server configured by SYNC_HOST, SYNC_PORT (and ANKIHOST_TLS_CERT) "
+                "answers GET /health with 200, else 1 with the reason")
+    commands.add_parser("healthcheck", help=checking, description=checking)
+    _tls_parser(commands.add_parser("tls", help="TLS helpers: tls self-signed"))
     return parser
+
+
+def _tls_parser(tls: argparse.ArgumentParser) -> None:
+    making = "make a private CA and a server certificate signed by it, and print how each Anki app trusts the CA"
+    maker = tls.add_subparsers(dest="tls_command", required=True).add_parser(
+        "self-signed", help=making, description=making)
+    maker.add_argument("--host", required=True, help="the server's DNS name (or IP address) the apps use")
+    maker.add_argument("--ip", action="append", default=[], metavar="ADDR",
+                       help="an IP address the apps may use too (repeatable)")
+    maker.add_argument("--out", required=True, type=Path, metavar="DIR",
+                       help="folder for ca.crt, ca.key, server.crt, server.key (an existing CA there is reused)")
+    maker.add_argument("--force", action="store_true", help="replace an existing server.crt/server.key")
+    maker.add_argument("--port", type=int, help="port shown in the printed sync URL (default: SYNC_PORT or 8080)")
 
 
 def hash_password(rounds: int) -> int:
