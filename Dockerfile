@@ -14,27 +14,27 @@
 
 ARG BASE_IMAGE=debian:bookworm-slim
 
-# ---- builder: ankihost's wheel and the wheels of its dependencies, from PyPI
-FROM ${BASE_IMAGE} AS builder
-ARG PIP_INDEX_URL
-ENV DEBIAN_FRONTEND=noninteractive PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# ---- Python from Debian, shared by both stages
+FROM ${BASE_IMAGE} AS python
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \
- && apt-get clean && rm -rf /var/lib/apt/lists/* \
- && python3 -m venv /build
+ && apt-get clean && rm -rf /var/lib/apt/lists/*
+
+# ---- builder: ankihost's wheel and the wheels of its dependencies, from PyPI
+FROM python AS builder
+ARG PIP_INDEX_URL
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+RUN python3 -m venv /build
 COPY pyproject.toml README.md LICENSE /src/
 COPY ankihost /src/ankihost
 RUN --mount=type=secret,id=build_ca \
     if [ -s /run/secrets/build_ca ]; then export PIP_CERT=/run/secrets/build_ca; fi \
  && /build/bin/pip wheel --wheel-dir /wheels /src
 
-# ---- the image: Python, a venv with the wheels, an unprivileged user
-FROM ${BASE_IMAGE}
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv \
- && apt-get clean && rm -rf /var/lib/apt/lists/* \
- && groupadd --system --gid 1000 ankihost \
+# ---- the image: a venv with the wheels, an unprivileged user
+FROM python
+RUN groupadd --system --gid 1000 ankihost \
  && useradd --system --uid 1000 --gid ankihost --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin ankihost \
  && install -d -o ankihost -g ankihost -m 0700 /anki_data
