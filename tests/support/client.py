@@ -184,16 +184,24 @@ class SyncClient:
         return Path(self.col.media.dir())
 
     def sync_media(self, timeout: float = 300.0) -> None:
-        """Run a media sync to completion; re-raises the sync's error."""
+        """Run a media sync to completion; re-raises the sync's error.
 
-        def run() -> None:
-            self.col.sync_media(self.auth())
-            deadline = time.monotonic() + timeout
+        A full sync given the server's media USN starts a media sync in the background, and
+        `col.sync_media()` does nothing while one runs: files written meanwhile would never be
+        sent. So a running one is waited for first."""
+
+        def wait(deadline: float) -> None:
             while self.col.media_sync_status().active:  # raises the sync's error
                 if time.monotonic() > deadline:
                     self.col.abort_media_sync()
                     raise TimeoutError(f"media sync did not finish within {timeout}s")
                 time.sleep(0.01)
+
+        def run() -> None:
+            deadline = time.monotonic() + timeout
+            wait(deadline)
+            self.col.sync_media(self.auth())
+            wait(deadline)
 
         self._call(run)
 
