@@ -86,8 +86,9 @@ class SqliteAccountStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the account store {path}: {exc}") from exc
         try:
+            version = _check(db, path)  # before anything is written, even the WAL switch
             db.execute("pragma journal_mode = wal")
-            _migrate(db, path)
+            _migrate(db, version)
         except sqlite3.DatabaseError as exc:
             db.close()
             raise StoreError(f"{path} is not a readable account store: {exc}") from exc
@@ -216,13 +217,22 @@ class SqliteAccountStore:
         return [AuditEntry(*row) for row in rows]  # type: ignore[arg-type]
 
 
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    version = db.execute("pragma user_version").fetchone()[0]
+def _check(db: sqlite3.Connection, path: Path) -> int:
+    """The store's version, if this file is one we may use; StoreError (or sqlite3's
+    DatabaseError) otherwise. Reads only."""
+    version: int = db.execute("pragma user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path} was written by a newer ankihost (account store version "
                          f"{version}, this one knows up to {SCHEMA_VERSION}); upgrade ankihost")
     if version == 0 and _has_foreign_tables(db):
         raise StoreError(f"{path} is an SQLite file but not an ankihost account store")
+    problem = db.execute("pragma quick_check(1)").fetchone()[0]
+    if problem != "ok":
+        raise StoreError(f"{path} is damaged ({problem}); restore it from a backup")
+    return version
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
     for target, name, script in MIGRATIONS:
         if target > version:
             _apply(db, target, name, script)
