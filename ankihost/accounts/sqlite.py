@@ -129,6 +129,8 @@ class SqliteAccountStore:
             with self._write() as db:
                 db.execute("insert into accounts values (?, ?, ?, ?, ?)", (
                     name, name.casefold(), password_hash, quota_bytes, account.created_at))
+                db.execute("delete from devices where account = ?", (name,))
+                db.execute("delete from activity where account = ?", (name,))
         except sqlite3.IntegrityError:
             raise DuplicateAccount(f"an account named {name!r} already exists") from None
         return account

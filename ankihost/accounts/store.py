@@ -38,6 +38,10 @@ class DuplicateAccount(StoreError):
     """An account of that name (ignoring case) already exists."""
 
 
+class UnknownAccount(StoreError):
+    """There is no such account (any more): another change removed it first."""
+
+
 def key_hash(host_key: str) -> bytes:
     return hashlib.sha256(host_key.encode()).digest()
 
@@ -90,7 +94,9 @@ class AccountStore(Protocol):
     def close(self) -> None: ...
     def accounts(self) -> list[StoredAccount]: ...
     def add_account(self, name: str, password_hash: str, quota_bytes: int | None) -> StoredAccount:
-        """DuplicateAccount when the name, ignoring case, is taken."""
+        """DuplicateAccount when the name, ignoring case, is taken. Devices and activity left
+        under that name (by an environment account of old) are removed: a new account starts
+        with no device keys."""
         ...
     def set_password(self, name: str, password_hash: str) -> int:
         """Also revokes every device key of the account; returns how many."""
