@@ -66,6 +66,12 @@ class UserState:
                 return work(*args)
             return await anyio.to_thread.run_sync(self._prepared_then, work, *args)
 
+    async def ensure_prepared(self) -> None:
+        """Prepare the user (under their lock) if that has not happened yet: before anything is
+        written into their folder outside the lock, which `prepare` would take for a leftover."""
+        if not self.prepared:
+            await self.locked(_nothing)
+
     def _prepared_then(self, work: Callable[..., T], *args: Any) -> T:
         if not self.prepared:
             self.prepare()
@@ -93,6 +99,10 @@ class UserState:
             self.media.close()
         except sqlite3.Error:
             log.exception("closing the databases of %s", self.name)
+
+
+def _nothing() -> None:
+    return None
 
 
 class Registry:

@@ -64,7 +64,7 @@ class SyncRoutes:
 
     async def _upload(self, request: Request, header: SyncHeader, state: UserState) -> Response:
         compressed = header.version >= 11
-        state.folder.ensure()
+        await state.ensure_prepared()  # (a user added while the server runs may not be yet)
         target = state.folder.new_upload_file()
         path = Path(target.name)
         limit = self.settings.max_decompressed_bytes - 1  # upstream refuses len >= 3 x MAX
