@@ -145,13 +145,14 @@ class Registry:
 
     async def evict(self, name: str, *, removed: bool = False) -> None:
         """Under the user's lock: roll back their sync session and close their databases.
-        With `removed`, also forget them: requests still waiting for the lock are refused."""
+        With `removed`, also forget them: every request that has not got the lock yet,
+        even one queued before this call, is refused (403)."""
         state = self._states.get(name)
         if state is None:
             return
+        if removed:
+            state.removed = True  # from now: requests queued before us too are refused
         async with state.lock:
             await anyio.to_thread.run_sync(state.close)
-            if removed:
-                state.removed = True
-                if self._states.get(name) is state:
-                    del self._states[name]
+            if removed and self._states.get(name) is state:
+                del self._states[name]
