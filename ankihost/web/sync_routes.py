@@ -80,5 +80,9 @@ class SyncRoutes:
         problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
         if problem:
             return await framed_response(full.refuse_corrupt(problem, path), compressed)
-        reply = await state.locked(full.install_upload, state, path)
+        try:
+            reply = await state.locked(full.install_upload, state, path)
+        except BaseException:  # e.g. the user was removed meanwhile (403)
+            full.discard_upload(path)
+            raise
         return await framed_response(reply, compressed)
