@@ -241,6 +241,31 @@ def test_a_request_waiting_for_the_lock_of_a_user_being_removed_is_refused(
         assert db.execute("select count() from notes").fetchone()[0] == 0  # not installed
 
 
+@pytest.mark.parametrize("change", ["device.revoke", "user.passwd"])
+def test_a_request_that_waited_for_the_lock_while_its_key_was_revoked_is_refused(
+    server: Server, change: str
+) -> None:
+    phone, laptop = server.key("carol", "carol-pw"), server.key("carol", "carol-pw")
+    assert server.meta(phone) == 200
+    phone_id = server.admin("device.list", name="carol")["devices"][0]["id"]
+    state = server.app.registry._states["carol"]
+    server.http.portal.call(state.lock.acquire)  # type: ignore[union-attr]
+    queued, answered = _in_thread(lambda: server.meta(phone))
+    _until(lambda: _waiters(server, "carol") == 1, "the request waits for the lock")
+    args = {"ids": [phone_id]} if change == "device.revoke" else {"password": "new-pw"}
+    changing, changed = _in_thread(lambda: server.admin(change, name="carol", **args))
+    if change == "device.revoke":  # (a revocation does not wait for the lock)
+        changing.join(30)
+    else:  # the new password is set, and its eviction of carol's session waits for the lock
+        _until(lambda: _waiters(server, "carol") == 2, "the password change waits for the lock")
+    server.http.portal.call(state.lock.release)  # type: ignore[union-attr]
+    queued.join(30)
+    changing.join(30)
+    assert not isinstance(changed[0], Exception), changed
+    assert answered == [403]
+    assert server.meta(laptop) == (200 if change == "device.revoke" else 403)
+
+
 # -- throttling -------------------------------------------------------------------------------
 
 def test_throttled_logins_are_429_never_403_and_the_right_password_from_elsewhere_works(
