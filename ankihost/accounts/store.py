@@ -92,6 +92,10 @@ class AccountStore(Protocol):
     path: Path  # where it is, for messages
 
     def close(self) -> None: ...
+    def check_file(self) -> str | None:
+        """What went wrong with the store's storage since the last call, if anything (and
+        was repaired where it can be); asked every few seconds by the server."""
+        ...
     def accounts(self) -> list[StoredAccount]: ...
     def add_account(self, name: str, password_hash: str, quota_bytes: int | None) -> StoredAccount:
         """DuplicateAccount when the name, ignoring case, is taken. Devices and activity left
