@@ -16,6 +16,7 @@ changed meanwhile adds no device, and nothing is written for an account removed 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -35,6 +36,7 @@ from ankihost.accounts.store import (
 )
 from ankihost.errors import AuthFailed
 
+log = logging.getLogger(__name__)
 STORE = "store"
 # Verified for an unknown name when the store has accounts, so it costs what a real check does.
 _DECOY_HASH = passwords.hash_new_password("ankihost-decoy-password-never-valid")
@@ -157,8 +159,11 @@ class AccountDirectory:
         return self._activity.get(name)
 
     def flush(self) -> None:
-        """Write what changed since the last flush to the store (from a worker thread)."""
+        """Write what changed since the last flush to the store (from a worker thread); say if
+        the store's file was deleted (and written again) or replaced meanwhile."""
         with self._changes:
+            if problem := self.store.check_file():
+                log.error("account store: %s", problem)
             with self._lock:
                 devices, self._dirty_devices = list(self._dirty_devices.values()), {}
                 names, self._dirty_activity = self._dirty_activity, set()
