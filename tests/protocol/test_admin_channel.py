@@ -265,3 +265,27 @@ def test_no_env_users_but_store_users_starts(base: Path) -> None:
         from tests.conftest import Wire
 
         assert Wire(http).post("hostKey", {"u": "carol", "p": "pw"}, key="").status_code == 200
+
+
+def test_an_account_store_deleted_while_the_server_runs_is_written_again(tmp_path: Path) -> None:
+    import time
+
+    settings = make_settings(tmp_path / "base")
+    path = DataFolder(settings.base).accounts_db
+    app = build(settings)
+    with TestClient(app):
+        admin = Admin(settings, app)
+        admin("user.add", name="carol", password="pw")
+        for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            name.unlink(missing_ok=True)
+        admin("user.add", name="dave", password="pw")  # into the open store, as before
+        deadline = time.monotonic() + 15
+        while not path.exists():  # the activity flush, every 2 s, notices
+            assert time.monotonic() < deadline, "the account store was not written again"
+            time.sleep(0.1)
+        admin("user.add", name="erin", password="pw")
+    with TestClient(build(settings)) as http:  # after a restart, every account is there
+        from tests.conftest import Wire
+
+        for name in ("carol", "dave", "erin"):
+            assert Wire(http).post("hostKey", {"u": name, "p": "pw"}, key="").status_code == 200

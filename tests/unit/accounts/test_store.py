@@ -176,3 +176,58 @@ def test_the_store_file_is_readable_by_its_owner_only_when_made_by_the_lock_hold
         assert folder.state.stat().st_mode & 0o777 == 0o700
     finally:
         lock.release()
+
+
+def test_login_events_are_pruned_to_the_newest_and_changes_all_stay(
+    store: SqliteAccountStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A guessing attack from many addresses adds one audit row per try: only the newest
+    MAX_LOGIN_AUDIT_ROWS login events are kept; account and device changes are never pruned."""
+    monkeypatch.setattr(store_module, "MAX_LOGIN_AUDIT_ROWS", 300)
+    monkeypatch.setattr(store_module, "AUDIT_PRUNE_EVERY_ROWS", 50)
+    store.add_audit("cli", "carol", "account.added", "")
+    for i in range(2_000):
+        store.add_audit("server", None, "login.failed", f"user=x{i} ip=10.0.{i // 256}.{i % 256}")
+        if i % 500 == 0:
+            store.add_audit("server", "carol", "device.revoked", f"devices={i}")
+    entries = store.audit(limit=10_000)
+    failures = [e for e in entries if e.event == "login.failed"]
+    assert 300 <= len(failures) < 300 + 50
+    assert failures[0].detail.startswith("user=x1999")  # the newest are kept
+    assert [e.event for e in entries if not e.event.startswith("login")] == ["device.revoked"] * 4 + ["account.added"]
+
+
+def test_the_real_limits_bound_the_audit_table() -> None:
+    assert store_module.MAX_LOGIN_AUDIT_ROWS * 300 < 64 * 1024 * 1024  # rows of ~300 bytes
+    assert store_module.AUDIT_PRUNE_EVERY_ROWS < store_module.MAX_LOGIN_AUDIT_ROWS / 10
+
+
+def test_a_store_deleted_while_open_is_written_again(store: SqliteAccountStore, path: Path) -> None:
+    store.add_account("carol", "h", 5)
+    store.add_device("carol", "k", "c", "ip")
+    assert store.check_file() is None
+    for leftover in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        leftover.unlink(missing_ok=True)
+    store.add_account("dave", "h2", None)  # goes to the open (deleted) file
+    message = store.check_file()
+    assert message is not None and "deleted" in message and str(path) in message
+    assert store.check_file() is None
+    reopened = SqliteAccountStore.open(path)
+    try:
+        assert [a.name for a in reopened.accounts()] == ["carol", "dave"]
+        assert [d.account for _, d in reopened.devices()] == ["carol"]
+    finally:
+        reopened.close()
+    store.add_account("erin", "h3", None)  # the store goes on, on the new file
+    assert [a.name for a in store.accounts()] == ["carol", "dave", "erin"]
+    assert not list(path.parent.glob("*.restoring"))
+
+
+def test_a_store_replaced_while_open_is_reported_once(store: SqliteAccountStore, path: Path, tmp_path: Path) -> None:
+    other = SqliteAccountStore.open(tmp_path / "other.db")
+    other.close()
+    path.unlink()
+    (tmp_path / "other.db").rename(path)
+    message = store.check_file()
+    assert message is not None and "replaced" in message and "restart" in message
+    assert store.check_file() is None
