@@ -130,6 +130,28 @@ class AccountDirectory:
             raise AuthFailed(f"wrong password for {name!r}")
         return stored
 
+    def end_keys_of_changed_env_passwords(self) -> list[str]:
+        """With ANKIHOST_ENV_DEVICE_KEYS, an env account whose SYNC_USERn value changed since the
+        last start loses its device keys, as its shared key would (with the official server
+        too). Run by the server at start-up only: an admin command's environment may not be
+        the server's. Returns the names whose devices were logged out."""
+        if not self.env_device_keys:
+            return []
+        known = self.store.env_fingerprints()
+        changed = []
+        for name in self.env.names():
+            account = self.env.by_name(name)
+            assert account is not None
+            fingerprint = known.get(name)
+            if fingerprint is not None and passwords.parse_hash(fingerprint).verify(account.host_key):
+                continue
+            self.store.set_env_fingerprint(name, passwords.hash_new_password(account.host_key))
+            if fingerprint is not None:
+                revoked = self.revoke(name, None)
+                self.audit.record("account.env_password_changed", name, devices_revoked=len(revoked))
+                changed.append(name)
+        return changed
+
     # -- what devices and users did ---------------------------------------------------------
 
     def seen(self, credential: Credential, client: str, ip: str) -> None:

@@ -30,7 +30,7 @@ from ankihost.accounts.store import (
     key_hash,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 AUDIT_PAGE = 200
 # Login events kept in the audit table (successes, failures, lockouts): a guessing attack from
 # many addresses adds a row per try, so older ones go; account and device changes all stay.
@@ -74,8 +74,17 @@ create table audit (
 );
 create index audit_by_account on audit (account, id);
 """
+_V2 = """
+create table env_secrets (
+  account text primary key,       -- a SYNC_USERn account with device keys
+  fingerprint text not null       -- PHC argon2id of its official derived key (never the secret)
+);
+"""
 # Recorded migrations: (version it brings the file to, what it does, the SQL).
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "accounts, devices, activity, audit", _V1),)
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "accounts, devices, activity, audit", _V1),
+    (2, "fingerprints of SYNC_USERn values, to end device keys when one changes", _V2),
+)
 _RECORD = """
 create table if not exists migrations (
   version integer primary key, name text not null, applied_at integer not null
@@ -215,6 +224,13 @@ class SqliteAccountStore:
                 "update devices set last_seen = ?, last_ip = ?, client = ? where account = ? and id = ?",
                 [(d.last_seen, d.last_ip, d.client, d.account, d.id) for d in seen],
             )
+
+    def env_fingerprints(self) -> dict[str, str]:
+        return {str(row[0]): str(row[1]) for row in self._read("select account, fingerprint from env_secrets")}
+
+    def set_env_fingerprint(self, account: str, fingerprint: str) -> None:
+        with self._write() as db:
+            db.execute("insert or replace into env_secrets values (?, ?)", (account, fingerprint))
 
     # -- activity ---------------------------------------------------------------------------
 
