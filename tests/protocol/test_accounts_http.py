@@ -155,6 +155,33 @@ def test_env_accounts_keep_the_official_key(server: Server) -> None:
     assert server.admin("device.list", name="alice") == {"name": "alice", "shared_key": True, "devices": []}
 
 
+def test_env_accounts_with_device_keys(tmp_path: Path) -> None:
+    """ANKIHOST_ENV_DEVICE_KEYS=1: an env account gets a key per login, revocable one by one;
+    a new password in SYNC_USERn logs its devices out at the next start, an unchanged one not."""
+    base = tmp_path / "base"
+
+    def start(alice: str) -> tuple[SyncApp, TestClient]:
+        app = build(make_settings(base, SYNC_USER1=f"alice:{alice}", ANKIHOST_ENV_DEVICE_KEYS="1"))
+        return app, TestClient(app)
+
+    app, http = start("secret")
+    with http:
+        server = Server(app.settings, http, app)
+        phone, laptop = server.key("alice", "secret"), server.key("alice", "secret")
+        assert len({phone, laptop, ALICE_KEY}) == 3 and server.meta(ALICE_KEY) == 403
+        ids = [d["id"] for d in server.admin("device.list", name="alice")["devices"]]
+        server.admin("device.revoke", name="alice", ids=ids[:1])
+        assert (server.meta(phone), server.meta(laptop)) == (403, 200)
+    app, http = start("secret")
+    with http:
+        assert Server(app.settings, http, app).meta(laptop) == 200
+    app, http = start("changed")
+    with http:
+        server = Server(app.settings, http, app)
+        assert server.meta(laptop) == 403
+        assert server.meta(server.key("alice", "changed")) == 200
+
+
 # -- removal mid-sync -------------------------------------------------------------------------
 
 def _sync_until_graves(server: Server, key: str, card_ids: list[int]) -> None:

@@ -215,3 +215,23 @@ def test_accounts_never_show_their_secrets(directory: AccountDirectory) -> None:
     env = directory.by_name("alice")
     assert "pa55word" not in repr(account) and "argon2" not in repr(account)
     assert "secret" not in repr(env)
+
+
+def test_a_changed_sync_user_value_ends_that_accounts_device_keys(directories: Directories) -> None:
+    """With ANKIHOST_ENV_DEVICE_KEYS, changing the password in SYNC_USERn and restarting logs the
+    devices out, as the shared derived key does without it (and with the official server)."""
+    env = {**ENV, "SYNC_USER2": "bob:bob-pw"}
+    first = directories.open(env, env_device_keys=True)
+    assert first.end_keys_of_changed_env_passwords() == []  # first start: fingerprints noted
+    alice_key, bob_key = first.login("alice", "secret"), first.login("bob", "bob-pw")
+    same = directories.open(env, env_device_keys=True)
+    assert same.end_keys_of_changed_env_passwords() == []
+    assert same.credential(alice_key) is not None
+    changed = directories.open({**env, "SYNC_USER1": "alice:new-secret"}, env_device_keys=True)
+    assert changed.end_keys_of_changed_env_passwords() == ["alice"]
+    assert changed.credential(alice_key) is None and changed.credential(bob_key) is not None
+    assert [e.event for e in changed.store.audit("alice")][0] == "account.env_password_changed"
+    assert changed.credential(changed.login("alice", "new-secret")) is not None
+    fingerprints = changed.store.env_fingerprints()
+    assert set(fingerprints) == {"alice", "bob"}
+    assert all(f.startswith("$argon2id$") and "secret" not in f for f in fingerprints.values())

@@ -231,3 +231,23 @@ def test_a_store_replaced_while_open_is_reported_once(store: SqliteAccountStore,
     message = store.check_file()
     assert message is not None and "replaced" in message and "restart" in message
     assert store.check_file() is None
+
+
+def test_an_older_store_is_migrated_and_the_migration_recorded(path: Path) -> None:
+    """A store of version 1 (as the first release wrote it) gets migration 2, in one
+    transaction, recorded beside the first; its data stays."""
+    version_1 = [m for m in store_module.MIGRATIONS if m[0] == 1]
+    db = sqlite3.connect(path, isolation_level=None)
+    store_module._apply(db, *version_1[0])
+    db.execute("insert into accounts values ('carol', 'carol', 'h', null, 1)")
+    db.close()
+    store = SqliteAccountStore.open(path)
+    try:
+        assert [a.name for a in store.accounts()] == ["carol"]
+        store.set_env_fingerprint("alice", "$argon2id$fp")
+        assert store.env_fingerprints() == {"alice": "$argon2id$fp"}
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    assert [row[0] for row in db.execute("select version from migrations order by version")] == [1, 2]
+    assert db.execute("pragma user_version").fetchone()[0] == SCHEMA_VERSION == 2
