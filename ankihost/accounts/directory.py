@@ -16,6 +16,7 @@ changed meanwhile adds no device, and nothing is written for an account removed 
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -38,8 +39,13 @@ from ankihost.errors import AuthFailed
 
 log = logging.getLogger(__name__)
 STORE = "store"
-# Verified for an unknown name when the store has accounts, so it costs what a real check does.
-_DECOY_HASH = passwords.hash_new_password("ankihost-decoy-password-never-valid")
+
+
+@functools.cache
+def _decoy() -> passwords.Verifier:
+    """Verified for an unknown name when the store has accounts, so it costs what a real check
+    does. Made on first use: every command line run would otherwise pay an argon2id hash."""
+    return passwords.parse_hash(passwords.hash_new_password("ankihost-decoy-password-never-valid"))
 
 
 @dataclass(frozen=True, repr=False)
@@ -123,7 +129,7 @@ class AccountDirectory:
         stored = self._accounts.get(name)
         if stored is None:
             if self.env.by_name(name) is None and self._accounts:
-                passwords.parse_hash(_DECOY_HASH).verify(password)
+                _decoy().verify(password)
                 raise AuthFailed(f"unknown user {name!r}")
             return self.env.check(name, password)
         if stored.verifier is None or not stored.verifier.verify(password):
