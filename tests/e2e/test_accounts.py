@@ -282,3 +282,21 @@ def test_env_users_switch_to_and_from_the_official_server_without_logging_in_aga
     finally:
         ours.cleanup()
         official.cleanup()
+
+
+def test_a_throttled_login_is_a_network_error_not_a_wrong_password(
+    server: SyncServer, clients: dict[str, SyncClient]
+) -> None:
+    """What the app sees once a name is locked out at an address: "429 Too Many Requests" as a
+    network error (desktop keeps its saved login), never the 403 that logs it out."""
+    from ankihost.accounts.throttle import PAIR_LIMIT
+
+    add_user(server, "hank", "hank-pw")
+    a = device(clients, server, "A", "hank", "hank-pw")
+    for _ in range(PAIR_LIMIT):
+        with pytest.raises(Exception) as refused:
+            a.login("a guess")
+        assert is_auth_error(refused.value), repr(refused.value)
+    with pytest.raises(Exception) as refused:
+        a.login("hank-pw")
+    assert not is_auth_error(refused.value) and "429 Too Many Requests" in str(refused.value), repr(refused.value)
