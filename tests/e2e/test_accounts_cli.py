@@ -111,6 +111,15 @@ def test_a_server_starting_during_a_command_waits_and_a_command_during_a_start_g
             assert server.alive()
 
 
+def test_concurrent_commands_without_a_server_wait_for_each_other(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    names = ["ann", "ben", "cat"]
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda n: run_cli(base, "user", "add", n, stdin="pw\n"), names))
+    assert [r.returncode for r in results] == [0, 0, 0], [r.stderr for r in results]
+    assert [u["name"] for u in orjson.loads(cli_ok(base, "user", "list", "--json"))] == names
+
+
 HELP = [
     (("user",), ["add", "passwd", "remove", "set", "list"]),
     (("user", "add"), ["name", "--quota-mb", "stdin", "never from the command line"]),
