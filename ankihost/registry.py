@@ -72,6 +72,12 @@ class UserState:
             finally:
                 self.last_used = time.monotonic()
 
+    async def ensure_prepared(self) -> None:
+        """Prepare the user (under their lock) if that has not happened yet: before anything is
+        written into their folder outside the lock, which `prepare` would take for a leftover."""
+        if not self.prepared:
+            await self.locked(_nothing)
+
     def _prepared_then(self, work: Callable[..., T], *args: Any) -> T:
         if not self.prepared:
             self.prepare()
@@ -102,6 +108,10 @@ class UserState:
             self.media.close()
         except sqlite3.Error:
             log.exception("closing the databases of %s", self.name)
+
+
+def _nothing() -> None:
+    return None
 
 
 class Registry:
@@ -157,16 +167,17 @@ class Registry:
 
     async def evict(self, name: str, *, removed: bool = False) -> None:
         """Under the user's lock: roll back their sync session and close their databases.
-        With `removed`, also forget them: requests still waiting for the lock are refused."""
+        With `removed`, also forget them: every request that has not got the lock yet,
+        even one queued before this call, is refused (403)."""
         state = self._states.get(name)
         if state is None:
             return
+        if removed:
+            state.removed = True  # from now: requests queued before us too are refused
         async with state.lock:
             await anyio.to_thread.run_sync(state.close)
-            if removed:
-                state.removed = True
-                if self._states.get(name) is state:
-                    del self._states[name]
+            if removed and self._states.get(name) is state:
+                del self._states[name]
 
 
 async def _close_if_idle(state: UserState, idle_secs: float, abandoned_secs: float) -> bool:

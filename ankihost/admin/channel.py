@@ -88,7 +88,8 @@ class ChannelServer:
         try:
             request = orjson.loads(line)
             operation = self.table[request["op"]]
-            args = request.get("args") or {}
+            args = request.get("args")
+            args = {} if args is None else args
             if not isinstance(args, dict):
                 raise TypeError("args must be an object")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:

@@ -15,7 +15,7 @@ from ankihost.media.handlers import METHODS
 from ankihost.protocol.header import SyncHeader
 from ankihost.registry import Registry
 from ankihost.web.request_log import RequestLog
-from ankihost.web.steps import authenticate, body_limit, run_step
+from ankihost.web.steps import authenticate, body_limit, key_still_valid, run_step
 
 
 class MediaRoutes:
@@ -31,4 +31,5 @@ class MediaRoutes:
             raise BadRequest(f"unknown method msync/{method}")
         state = authenticate(self.registry, header, record)
         limit = body_limit(step, self.settings)
-        return await run_step(request, header, method, step, state, limit)
+        return await run_step(request, header, method, step, state, limit,
+                              key_still_valid(self.registry, header))

@@ -9,6 +9,9 @@ outside that lock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +28,7 @@ from ankihost.web.request_log import RequestLog
 # Methods whose bodies are a few small fields. Parsed JSON can take ~30x its text in memory,
 # so these never get the 3 x MAX_SYNC_PAYLOAD_MEGS allowance that carries collection data.
 SMALL_BODY_LIMIT = 1024 * 1024
+T = TypeVar("T")
 
 
 def authenticate(registry: Registry, header: SyncHeader, record: RequestLog) -> UserState:
@@ -37,6 +41,27 @@ def authenticate(registry: Registry, header: SyncHeader, record: RequestLog) -> 
     state = registry.state_of(credential.account)
     record.user = state.name
     return state
+
+
+def key_still_valid(registry: Registry, header: SyncHeader) -> Callable[[], None]:
+    """A check, made again once the user's lock is held: a request that waited for the lock
+    while its device was revoked (or its password changed) is refused like the next one."""
+
+    def check() -> None:
+        if registry.accounts.credential(header.host_key) is None:
+            raise AuthFailed("the host key was revoked while the request waited")
+
+    return check
+
+
+def guarded(work: Callable[..., T], check: Callable[[], None]) -> Callable[..., T]:
+    """`work`, after `check` (which raises if it must not run)."""
+
+    def run(*args: Any) -> T:
+        check()
+        return work(*args)
+
+    return run
 
 
 def body_limit(step: Step, settings: Settings) -> int:
@@ -52,12 +77,13 @@ async def decode_capped(request: Request, header: SyncHeader, method: str, limit
 
 
 async def run_step(
-    request: Request, header: SyncHeader, method: str, step: Step, state: UserState, limit: int
+    request: Request, header: SyncHeader, method: str, step: Step, state: UserState, limit: int,
+    still_valid: Callable[[], None],
 ) -> Response:
     with await decode_capped(request, header, method, limit) as sync_request:
         check = step.inline
         reply = await state.locked(
-            step.run, state, sync_request,
+            guarded(step.run, still_valid), state, sync_request,
             inline=None if check is None else (lambda: check(state, sync_request)),
         )
     return await framed_response(reply, header.version >= 11, _follow_up(state, reply))

@@ -7,6 +7,7 @@ is taken. Every other method is a `Step` in `methods`, run by `web/steps.run_ste
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ankihost.sync.handlers import STEPS
 from ankihost.web.envelope import decode, framed_response
 from ankihost.web.logins import LoginGate
 from ankihost.web.request_log import RequestLog
-from ankihost.web.steps import authenticate, body_limit, decode_capped, run_step
+from ankihost.web.steps import authenticate, body_limit, decode_capped, guarded, key_still_valid, run_step
 
 LOGIN_BODY_LIMIT = 64 * 1024
 
@@ -51,9 +52,11 @@ class SyncRoutes:
         if step is None and method != "upload":
             raise BadRequest(f"unknown method sync/{method}")
         state = authenticate(self.registry, header, record)
+        still_valid = key_still_valid(self.registry, header)
         if step is None:
-            return await self._upload(request, header, state)
-        return await run_step(request, header, method, step, state, body_limit(step, self.settings))
+            return await self._upload(request, header, state, still_valid)
+        limit = body_limit(step, self.settings)
+        return await run_step(request, header, method, step, state, limit, still_valid)
 
     async def _login(self, request: Request, header: SyncHeader, record: RequestLog) -> Response:
         with await decode_capped(request, header, "hostKey", LOGIN_BODY_LIMIT) as sync_request:
@@ -62,9 +65,11 @@ class SyncRoutes:
         key = await self.logins.login(name, password, header.client_version, record.ip)
         return await framed_response(login.reply(key), compressed=header.version >= 11)
 
-    async def _upload(self, request: Request, header: SyncHeader, state: UserState) -> Response:
+    async def _upload(
+        self, request: Request, header: SyncHeader, state: UserState, still_valid: Callable[[], None]
+    ) -> Response:
         compressed = header.version >= 11
-        state.folder.ensure()
+        await state.ensure_prepared()  # (a user added while the server runs may not be yet)
         target = state.folder.new_upload_file()
         path = Path(target.name)
         limit = self.settings.max_decompressed_bytes - 1  # upstream refuses len >= 3 x MAX
@@ -80,5 +85,9 @@ class SyncRoutes:
         problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
         if problem:
             return await framed_response(full.refuse_corrupt(problem, path), compressed)
-        reply = await state.locked(full.install_upload, state, path)
+        try:
+            reply = await state.locked(guarded(full.install_upload, still_valid), state, path)
+        except BaseException:  # e.g. the user was removed meanwhile (403)
+            full.discard_upload(path)
+            raise
         return await framed_response(reply, compressed)

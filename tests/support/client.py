@@ -93,10 +93,12 @@ class SyncClient:
         self._seen_starts = server.starts
 
     # -- plumbing -------------------------------------------------------------
-    def use_server(self, server: HasEndpoint) -> None:
-        """Talk to another server from now on (forgets the host key)."""
+    def use_server(self, server: HasEndpoint, *, keep_login: bool = False) -> None:
+        """Talk to another server from now on: forgets the host key, unless `keep_login`
+        (what a device does when the server's URL changes but it stays logged in)."""
         self.server = server
-        self.hkey = None
+        if not keep_login:
+            self.hkey = None
         self._seen_starts = -1  # treat as restarted: tolerate stale connections
 
     def _call(self, fn: Callable[[], T]) -> T:
