@@ -165,6 +165,19 @@ class Registry:
                 closed.append(state.name)
         return closed
 
+    async def drop_revoked_session(self, name: str) -> bool:
+        """Roll back the user's sync session if the key that started it no longer works
+        (its device was revoked), under their lock; whether one was."""
+        state = self._states.get(name)
+        if state is None:
+            return False
+        async with state.lock:
+            session = state.collection.session
+            if session is None or self.accounts.credential(session.host_key) is not None:
+                return False
+            state.collection.abort_session()
+            return True
+
     async def evict(self, name: str, *, removed: bool = False) -> None:
         """Under the user's lock: roll back their sync session and close their databases.
         With `removed`, also forget them: every request that has not got the lock yet,

@@ -29,6 +29,7 @@ from ankihost.accounts.store import (
     StoreError,
     key_hash,
 )
+from ankihost.storage.paths import folded
 
 SCHEMA_VERSION = 2
 AUDIT_PAGE = 200
@@ -163,7 +164,7 @@ class SqliteAccountStore:
         try:
             with self._write() as db:
                 db.execute("insert into accounts values (?, ?, ?, ?, ?)", (
-                    name, name.casefold(), password_hash, quota_bytes, account.created_at))
+                    name, folded(name), password_hash, quota_bytes, account.created_at))
                 db.execute("delete from devices where account = ?", (name,))
                 db.execute("delete from activity where account = ?", (name,))
         except sqlite3.IntegrityError:

@@ -17,7 +17,7 @@ from ankihost.accounts.directory import StoreAccount
 from ankihost.accounts.env import EnvAccount
 from ankihost.accounts.store import Account, DuplicateAccount, UnknownAccount
 from ankihost.admin.operations import CONFLICT, NOT_FOUND, AdminContext, AdminError
-from ankihost.storage.paths import unsafe_name_reason
+from ankihost.storage.paths import folded, unsafe_name_reason
 
 MIB = 1024 * 1024
 MAX_PASSWORD_CHARS = 1024
@@ -81,7 +81,7 @@ async def add_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
     name = _text(args, "name")
     if reason := unsafe_name_reason(name):
         raise AdminError(f"the user name {name!r} {reason}")
-    clash = next((n for n in ctx.directory.names() if n.casefold() == name.casefold()), None)
+    clash = next((n for n in ctx.directory.names() if folded(n) == folded(name)), None)
     if clash is not None:
         where = "" if isinstance(ctx.directory.by_name(clash), StoreAccount) else (
             " (defined by a SYNC_USERn variable in the server's environment)")
@@ -177,6 +177,7 @@ async def revoke_devices(ctx: AdminContext, args: dict[str, Any]) -> dict[str, A
         if unknown := [i for i in ids if i not in known]:
             raise AdminError(f"{name!r} has no device {', '.join(unknown)}", NOT_FOUND)
     revoked = await _change(ctx.directory.revoke, name, ids)
+    await ctx.registry.drop_revoked_session(name)  # a sync it had started is rolled back
     ctx.directory.audit.record("device.revoked", name, devices=",".join(revoked) or "none")
     return {"name": name, "revoked": revoked}
 

@@ -32,7 +32,7 @@ def handle_start(state: UserState, request: SyncRequest) -> Reply:
     key = session.session_key(request.session_key)
     message = start.parse_start(request.json_object())
     col = state.collection
-    current = col.begin_session(key, message.client_usn, message.client_is_newer)
+    current = col.begin_session(key, message.client_usn, message.client_is_newer, request.host_key)
     with col.rolled_back_on_failure():
         return json_reply(start.start(col.connection(), current, message))
 

@@ -142,6 +142,24 @@ def test_a_revoked_device_is_refused_and_the_others_keep_syncing(server: Server,
     assert server.wire.post(method, payload, area=area, key=ALICE_KEY).status_code == 200
 
 
+def test_revoking_a_device_rolls_back_the_sync_it_started_but_not_another_devices(server: Server) -> None:
+    phone, laptop = server.key("carol", "carol-pw"), server.key("carol", "carol-pw")
+    start = {"minUsn": 0, "lnewer": False, "graves": None}
+    assert server.wire.post("start", start, key=phone, session="p").status_code == 200
+    state = server.app.registry.by_name("carol")
+    phone_id = server.admin("device.list", name="carol")["devices"][0]["id"]
+    assert state.collection.session is not None
+    server.admin("device.revoke", name="carol", ids=[phone_id])
+    assert state.collection.session is None and not state.collection.connection().in_transaction
+    tablet = server.key("carol", "carol-pw")
+    assert server.wire.post("start", start, key=laptop, session="l").status_code == 200
+    tablet_id = server.admin("device.list", name="carol")["devices"][-1]["id"]
+    server.admin("device.revoke", name="carol", ids=[tablet_id])  # not the laptop's sync
+    assert state.collection.session is not None and state.collection.session.key == "l"
+    assert server.wire.post("chunk", {}, key=laptop, session="l").status_code == 200
+    assert server.meta(tablet) == 403
+
+
 def test_a_new_password_refuses_every_old_key_and_the_old_password(server: Server) -> None:
     keys = [server.key("carol", "carol-pw") for _ in range(2)]
     assert server.admin("user.passwd", name="carol", password="new-pw")["devices_revoked"] == 2

@@ -100,6 +100,12 @@ def test_unknown_devices_are_404_and_nothing_is_revoked(admin: Admin) -> None:
         assert admin.refused("device.revoke", name="carol", ids=ids).status == 400
 
 
+def test_a_name_in_another_unicode_form_is_a_duplicate(admin: Admin) -> None:
+    admin("user.add", name="Jos\u00e9", password="pw")
+    refusal = admin.refused("user.add", name="jose\u0301", password="pw")
+    assert refusal.status == 409 and "already exists" in refusal.message
+
+
 @pytest.mark.parametrize("name", ["carol", "CAROL", "Alice", "bob"])
 def test_duplicate_names_are_409(admin: Admin, name: str) -> None:
     refusal = admin.refused("user.add", name=name, password="pw")
