@@ -26,6 +26,9 @@ MAX_WORD_BYTES = 4096
 # call each; longer ones are read token by token.
 FAST_ROW_BYTES = 64 * 1024
 FAST_VALUE_BYTES = 64 * 1024
+# A string's closing quote is looked for with `bytes.find` this many times (and this many
+# backslashes before it); a string with more escaped quotes is matched by regex instead.
+FIND_QUOTE_TRIES = 16
 # What `Budget` charges for values built from the document (CPython's sizes, rounded up).
 DICT_BYTES, DICT_ENTRY_BYTES = 64, 48
 LIST_BYTES, LIST_ITEM_BYTES = 56, 8
@@ -34,7 +37,7 @@ SCALAR_BYTES = 32
 # item or member (a `,` or `:`), which is more than the token-by-token charges come to.
 WHOLE_CONTAINER_BYTES, WHOLE_ITEM_BYTES = 64, 96
 
-_LBRACE, _RBRACE, _LBRACKET, _RBRACKET, _QUOTE, _COLON, _COMMA = b'{}[]":,'
+_LBRACE, _RBRACE, _LBRACKET, _RBRACKET, _QUOTE, _COLON, _COMMA, _BACKSLASH = b'{}[]":,\\'
 _OPENERS = frozenset((_LBRACE, _LBRACKET))
 END = -1  # what `peek` returns at the end of the document
 
@@ -150,13 +153,44 @@ class Scanner:
 
     def _string(self, max_bytes: int | None) -> str:
         """The string token at the current position (a `"` is there)."""
-        while (match := _STRING.match(self._buf, self._pos)) is None:
-            if max_bytes is not None and self._available() > max_bytes:
+        scanned = 1  # from the token's start, bytes known to hold no closing quote
+        while (end := self._string_end(self._pos + scanned)) is None:
+            scanned = self._available()
+            if max_bytes is not None and scanned > max_bytes:
                 raise BadRequest(f"a string longer than {max_bytes} bytes")
             if not self._more():
                 raise invalid("unterminated string")
-        value: str = self._decode(match.end())
+        value: str = self._decode(end)
         return value
+
+    def _string_end(self, at: int) -> int | None:
+        """Where the string token at the current position ends (after its closing quote:
+        the first `"` after an even run of backslashes), looking from `at`; None if it does
+        not end in the buffer. `find` is fast; a string full of escaped quotes goes to the
+        regex."""
+        buf = self._buf
+        for _ in range(FIND_QUOTE_TRIES):
+            quote = buf.find(b'"', at)
+            if quote < 0:
+                return None
+            escapes = self._backslashes_before(quote)
+            if escapes is None:
+                break
+            if escapes % 2 == 0:
+                return quote + 1
+            at = quote + 1
+        match = _STRING.match(buf, self._pos)
+        return None if match is None else match.end()
+
+    def _backslashes_before(self, at: int) -> int | None:
+        """How many backslashes stand right before `at` (None: FIND_QUOTE_TRIES or more).
+        Stops at the string's opening quote at the latest."""
+        count = 0
+        while self._buf[at - 1 - count] == _BACKSLASH:
+            count += 1
+            if count == FIND_QUOTE_TRIES:
+                return None
+        return count
 
     def _word(self) -> Any:
         """A number, true, false or null at the current position."""
