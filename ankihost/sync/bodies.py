@@ -276,7 +276,8 @@ def _read_streamed(reader: Reader, sc: Scanner) -> ReadBody:
     try:
         message = reader(sc)
     except BadRequest as exc:
-        return ReadBody(size=sc.bytes_in, error=exc)
+        # kept without its traceback, whose frames hold what was parsed until then
+        return ReadBody(size=sc.bytes_in, error=BadRequest(exc.reason))
     finally:
         if sc.bytes_in >= body_stream.RELEASE_AFTER_BYTES:
             body_stream.release_memory_soon()
