@@ -84,9 +84,9 @@ def head(pieces: Iterator[bytes], limit: int) -> tuple[bytes, Iterator[bytes] | 
 
 # --- giving memory back ----------------------------------------------------------------
 
-# After a body of at least this many decompressed bytes has been read, freed memory is
-# handed back to the system once its request is over (see `release_memory_soon`).
-RELEASE_AFTER_BYTES = 16 << 20
+# After a large body, freed memory is handed back to the system this long after it was read,
+# once its request is over (its reply sent, its follow-up done; see `release_memory_soon`).
+# Measured: after a 250 MiB applyChunk the server kept 360 MB without it, 68 MB with it.
 RELEASE_DELAY_SECS = 2.0
 
 

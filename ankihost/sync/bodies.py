@@ -273,14 +273,15 @@ def read_body(method: str, raw: IO[bytes], limit: int) -> ReadBody:
 
 
 def _read_streamed(reader: Reader, sc: Scanner) -> ReadBody:
+    """`reader`'s message or refusal; the C heap's free memory goes back to the system soon
+    after (glibc would keep what a large body's strings took)."""
     try:
         message = reader(sc)
     except BadRequest as exc:
         # kept without its traceback, whose frames hold what was parsed until then
         return ReadBody(size=sc.bytes_in, error=BadRequest(exc.reason))
     finally:
-        if sc.bytes_in >= body_stream.RELEASE_AFTER_BYTES:
-            body_stream.release_memory_soon()
+        body_stream.release_memory_soon()
     return ReadBody(size=sc.bytes_in, message=message)
 
 
