@@ -133,6 +133,17 @@ def revlog_bomb(size: int) -> Iterator[bytes]:
     return repeated(b'{"chunk":{"done":false,"revlog":[', b"[[]],", size, b"[[]]", b"]}}")
 
 
+def legit_cards(count: int, data_bytes: int) -> Iterator[bytes]:
+    """A well-formed `applyChunk` of `count` cards with `data_bytes` of card data each."""
+    yield b'{"chunk":{"done":true,"cards":['
+    data = orjson.dumps({"pad": "x" * data_bytes}).decode()
+    for i in range(count):
+        card = [1_700_000_000_000 + i, 1_700_000_000_000, 1, 0, 1_700_000_000, -1, 0, 0, i, 0, 0, 0, 0, 0, 0, 0, 0,
+                data]
+        yield (b"," if i else b"") + orjson.dumps(card)
+    yield b"]}}"
+
+
 # -- watching a server ---------------------------------------------------------------------
 
 
