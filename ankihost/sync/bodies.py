@@ -11,14 +11,15 @@ except for the limits below. A smaller body is parsed whole by orjson as before
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from typing import IO, Any, TypeVar
 
-from ankihost.errors import BadRequest
-from ankihost.protocol import body_stream
+from ankihost.errors import BadRequest, PayloadTooLarge
+from ankihost.protocol import body_stream, compression
 from ankihost.protocol.bounded_json import LIST_ITEM_BYTES, SCALAR_BYTES, Budget, Scanner
 from ankihost.protocol.request import SyncRequest
 from ankihost.sync import changes, chunks, start
@@ -243,17 +244,13 @@ class ReadBody:
 
 def read_small_body(raw: IO[bytes], limit: int = STREAM_ABOVE_BYTES) -> bytes | None:
     """The decompressed body if it is at most `limit` bytes, else None (cheap when small:
-    meant for the event loop). Decompression errors raise the SyncError they are."""
-    pieces = body_stream.zstd_pieces(raw, limit + 1)
+    meant for the event loop). Decompression errors raise the BadRequest they are."""
+    target = io.BytesIO()
     try:
-        whole, rest = body_stream.head(pieces, limit)
-    except body_stream.BodyUnreadable as exc:
-        if isinstance(exc.error, BadRequest):
-            raise exc.error from None
-        return None  # more than limit + 1 bytes
-    finally:
-        pieces.close()
-    return whole if rest is None else None
+        compression.decompress_into(raw, target, limit)
+    except PayloadTooLarge:
+        return None
+    return target.getvalue()
 
 
 def read_body(method: str, raw: IO[bytes], limit: int) -> ReadBody:
