@@ -2,8 +2,8 @@
 
 A body over STREAM_ABOVE_BYTES is read while it is decompressed (`read_body`): its method's
 reader takes each part from a `bounded_json.Scanner` and refuses the first one that is not the
-documented structure, so a hostile body is refused after a few KB, and a well-formed one costs
-about its size plus the rows it holds. Each reader ends in the checks of today's parsers
+documented structure, so a hostile body is refused after a few hundred KB, and a well-formed one
+costs about its size plus the rows it holds. Each reader ends in the checks of today's parsers
 (`start.parse_start`, `chunks.parse_revlog`, ...), so it accepts and refuses the same bodies,
 except for the limits below. A smaller body is parsed whole by orjson as before
 (`*_message`): 256 KiB of any shape costs at most ~10 MB and ~25 ms.
@@ -34,7 +34,7 @@ STREAM_ABOVE_BYTES = 256 * 1024
 # (rslib: CHUNK_SIZE = 250, checked once per round of one revlog, one card, one note).
 MAX_CHUNK_ROWS = 10_000
 # Ids in the graves of one start or applyGraves; the real client sends at most 250 per
-# applyGraves and none in start (`graves: null`; only pre-2.1.50 clients sent them there).
+# applyGraves and none in start (`graves: null`; rslib calls the field deprecated).
 MAX_GRAVES = 100_000
 # Values the server does not use (unknown keys, the revlog and note fields it ignores):
 # what building them may cost, in bytes of parsed objects.
