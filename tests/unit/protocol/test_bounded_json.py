@@ -217,3 +217,29 @@ def test_many_short_scalars_at_the_end_of_the_body_cost_linear_time(tail: bytes)
         values.extend(sc.scalars("n"))
     assert time.perf_counter() - started < 1
     assert len(values) == 30_000
+
+
+WORST_SHAPES = [b"[[]]", b"[]", b"{}", b'{"":0}', b"[0]", b"0", b"0.0", b'""', b'"a"', b"[[[[[[[[]]]]]]]]",
+                b"1111111111111", b'{"k":[1,"x",{"y":null}]}', b"true"]
+
+
+@pytest.mark.parametrize("unit", WORST_SHAPES)
+def test_parse_cost_is_at_least_what_orjson_builds(unit: bytes) -> None:
+    data = b"[" + b",".join([unit] * (256 * 1024 // (len(unit) + 1))) + b"]"
+    tracemalloc.start()
+    try:
+        value = orjson.loads(data)
+        built = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    del value
+    assert bounded_json.parse_cost(data) >= built
+
+
+def test_loads_within_refuses_costly_bodies_only() -> None:
+    nested = b"[" + b"[[]]," * (200 * 1024) + b"[[]]]"
+    with pytest.raises(BadRequest, match="once parsed"):
+        bounded_json.loads_within(nested, 16 * MiB)
+    assert bounded_json.loads_within(nested, 128 * MiB) == orjson.loads(nested)
+    small = b"[" + b"[[]]," * 1000 + b"[]]"
+    assert bounded_json.loads_within(small, 1) == orjson.loads(small)  # too small to look at
