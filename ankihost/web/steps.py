@@ -9,9 +9,11 @@ outside that lock.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,7 +24,8 @@ from ankihost.protocol.header import SyncHeader
 from ankihost.protocol.request import Step, SyncRequest
 from ankihost.protocol.response import Reply
 from ankihost.registry import Registry, UserState
-from ankihost.web.envelope import decode, framed_response
+from ankihost.sync import bodies
+from ankihost.web.envelope import INLINE_DECOMPRESS_BYTES, decode, framed_response, read_raw_body
 from ankihost.web.request_log import RequestLog
 
 # Methods whose bodies are a few small fields. Parsed JSON can take ~30x its text in memory,
@@ -69,11 +72,34 @@ def body_limit(step: Step, settings: Settings) -> int:
 
 
 async def decode_capped(request: Request, header: SyncHeader, method: str, limit: int) -> SyncRequest:
-    """The decoded body; one over `limit` is a 400, as the official server answers it."""
+    """The decoded body; one over `limit` is a 400, as the official server answers it. The
+    bodies that carry collection data (`bodies.READERS`) are read with their shape checked."""
     try:
+        if method in bodies.READERS:
+            return await _decode_checked(request, header, method, limit)
         return await decode(request, header, method, limit)
     except PayloadTooLarge as exc:
         raise BadRequest(exc.reason) from None
+
+
+async def _decode_checked(request: Request, header: SyncHeader, method: str, limit: int) -> SyncRequest:
+    """A small body whole, right here (the step parses it, as any other); a larger one read
+    with its shape checked while it is decompressed, in a worker thread, never on disk."""
+    raw = await read_raw_body(request, limit)
+    try:
+        read = None
+        if raw.seek(0, 2) <= INLINE_DECOMPRESS_BYTES:
+            whole = bodies.read_small_body(raw)
+            read = None if whole is None else bodies.ReadBody(len(whole), whole=whole)
+        if read is None:
+            read = await anyio.to_thread.run_sync(bodies.read_body, method, raw, limit)
+    finally:
+        raw.close()
+    return bodies.ReadSyncRequest(
+        method=method, sync_version=header.version, host_key=header.host_key,
+        client_version=header.client_version, session_key=header.session_key,
+        body=io.BytesIO(read.whole or b""), body_size=read.size, read=read,
+    )
 
 
 async def run_step(
