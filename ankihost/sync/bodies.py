@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import IO, Any, TypeVar
 
+from ankihost import memory
 from ankihost.errors import BadRequest, PayloadTooLarge
 from ankihost.protocol import body_stream, compression
 from ankihost.protocol.bounded_json import LIST_ITEM_BYTES, SCALAR_BYTES, Budget, Scanner
@@ -279,7 +280,7 @@ def _read_streamed(reader: Reader, sc: Scanner) -> ReadBody:
         # kept without its traceback, whose frames hold what was parsed until then
         return ReadBody(size=sc.bytes_in, error=BadRequest(exc.reason))
     finally:
-        body_stream.release_memory_soon()
+        memory.release_memory_soon()
     return ReadBody(size=sc.bytes_in, message=message)
 
 

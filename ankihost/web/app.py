@@ -25,7 +25,7 @@ from ankihost.admin.operations import AdminContext, operations
 from ankihost.config import IP_HEADERS, Settings
 from ankihost.errors import MethodNotAllowed, NotFound, SyncError
 from ankihost.log import printable
-from ankihost.memory import release_unused
+from ankihost.memory import release_memory
 from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
 from ankihost.web import legacy
@@ -135,7 +135,7 @@ class SyncApp:
             try:
                 if closed := await self.registry.close_idle(idle, ABANDONED_SESSION_SECS):
                     log.debug("closed the databases of idle users: %s", ", ".join(closed))
-                    await anyio.to_thread.run_sync(release_unused)
+                    await anyio.to_thread.run_sync(release_memory)
             except Exception:
                 log.exception("closing idle users' databases failed")
 

@@ -21,7 +21,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ankihost.errors import BadRequest, PayloadTooLarge
-from ankihost.protocol import body_stream
 from ankihost.protocol.bounded_json import Scanner
 from ankihost.protocol.request import SyncRequest
 from ankihost.sync import bodies, changes, chunks, start
@@ -378,14 +377,3 @@ def test_messages_for_the_handlers() -> None:
     request.body.write(small)
     assert bodies.start_message(request) == start.parse_start(orjson.loads(small))
     assert bodies.start_message(sync_request("start", small)) == start.parse_start(orjson.loads(small))
-
-
-def test_memory_release_runs_once_per_delay() -> None:
-    body_stream.release_memory()  # glibc: free heap pages go back; elsewhere a no-op
-    body_stream.release_memory_soon(0.05)
-    assert body_stream._pending.locked()  # one release is pending; a second call adds none
-    body_stream.release_memory_soon(0.05)
-    deadline = time.monotonic() + 5
-    while body_stream._pending.locked() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not body_stream._pending.locked()
