@@ -1,0 +1,526 @@
+"""HTTP/1.1 connections of the listener: httptools parsing, the limits, one ASGI cycle at a time.
+
+A `Connection` parses requests as bytes arrive and refuses an oversized request line (414) or
+head (431) as soon as the limit is passed, without reading the rest. Each request runs the ASGI
+app in a task of its own: the body streams in through `receive` (reading pauses while the app
+has not taken what is buffered) and the reply goes out through `send`, the head in the same
+write as the first piece of body. Timeouts are checked once a second by `Hub.tick`, from times
+kept on the coarse `Hub.clock`, so a request starts no timer of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import http
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import httptools
+
+if TYPE_CHECKING:
+    from ankihost.web.listener import ListenerLimits
+
+log = logging.getLogger("ankihost.http")
+
+Message = MutableMapping[str, Any]
+App = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Message]],
+                Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+# Request body bytes buffered for the app before reading from the client pauses.
+BODY_BUFFER_BYTES = 256 * 1024
+# An idle connection (or one still sending its head) may be closed for a new one once it has
+# been so for this long: a client that just connected is not pushed out before it could speak.
+EVICTABLE_AFTER_SECS = 1.0
+# Replies up to this size are joined to their head and written at once; larger ones by writev.
+JOIN_BYTES = 64 * 1024
+
+IDLE, HEAD, BODY, DEAD = 0, 1, 2, 3  # parse phase: between requests, in a head, in a body, refused
+ASGI = {"version": "3.0", "spec_version": "2.4"}
+DISCONNECT: Message = {"type": "http.disconnect"}
+STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
+METHODS = {m.encode(): m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")}
+
+
+def plain_response(status: int, text: str = "") -> bytes:
+    """A complete response that closes the connection (refusals and timeouts)."""
+    body = (text or http.HTTPStatus(status).phrase).encode() + b"\n"
+    return (STATUS_LINES[status] + b"content-type: text/plain; charset=utf-8\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+
+
+SERVICE_UNAVAILABLE = plain_response(503, "The server is busy; try again shortly.")[:-2] + b"\n"
+
+
+class ClientDisconnected(OSError):
+    """`send` after the client went away (ASGI 2.4: an OSError)."""
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a request that breaks a limit."""
+
+
+class Hub:
+    """What every connection shares: the app, the limits, the clock, the open connections and
+    the running app tasks."""
+
+    def __init__(self, app: App, limits: ListenerLimits, scheme: str) -> None:
+        self.app = app
+        self.limits = limits
+        self.scheme = scheme
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time()
+        self.date = b""
+        self.connections: dict[Connection, None] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closing = False
+        self.refused = 0
+        self._set_date()
+
+    def _set_date(self) -> None:
+        self.date = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\n"
+
+    def tick(self) -> None:
+        """Once a second: move the clock and the Date header on, and apply the timeouts."""
+        now = self.clock = self.loop.time()
+        self._set_date()
+        for connection in list(self.connections):
+            connection.check_timeouts(now)
+
+    def admit(self, connection: Connection) -> bool:
+        if len(self.connections) >= self.limits.max_connections and not self._evict_one():
+            self.refused += 1
+            return False
+        self.connections[connection] = None
+        return True
+
+    def _evict_one(self) -> bool:
+        """Close one connection that waits for a request (or is slow sending its head)."""
+        for connection in self.connections:
+            if connection.evictable(self.clock):
+                self.forget(connection)
+                connection.close()
+                return True
+        return False
+
+    def forget(self, connection: Connection) -> None:
+        self.connections.pop(connection, None)
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parses its requests and runs them one after the other."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.phase = IDLE
+        self.since = self.last_read = hub.clock
+        self.head_bytes = self.header_bytes = 0
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.refusal: tuple[int, str] | None = None
+        self.cycle: Cycle | None = None  # the request the app is answering
+        self.parsing: Cycle | None = None  # the request whose body is arriving
+        self.queued: deque[Cycle] = deque()  # pipelined requests waiting for their turn
+        self.served = 0
+        self.lost = self.read_paused = self.write_paused = False
+        self.write_stalled_since = 0.0
+        self.write_buffered = 0
+        self.drain_waiters: list[asyncio.Future[None]] = []
+
+    # -- transport events -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if not self.hub.admit(self):
+            self.lost = True
+            self.transport.write(SERVICE_UNAVAILABLE)
+            self.transport.close()
+            return
+        peer = transport.get_extra_info("peername")
+        self.client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        own = transport.get_extra_info("sockname")
+        self.server = (str(own[0]), int(own[1])) if isinstance(own, tuple) else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.phase = DEAD
+        self.hub.forget(self)
+        for cycle in (self.cycle, self.parsing, *self.queued):
+            if cycle is not None:
+                cycle.wake()
+        self._release_drain()
+
+    def data_received(self, data: bytes) -> None:
+        if self.phase == DEAD:
+            return
+        self.last_read = self.hub.clock
+        if self.phase != BODY:
+            if self.phase == IDLE:
+                self.phase, self.since = HEAD, self.hub.clock
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            status, reason = self.refusal or (500, "internal error while parsing")
+            if self.refusal is None:
+                log.error("error in a parser callback", exc_info=exc.__context__)
+            self.refuse(status, reason)
+        except httptools.HttpParserUpgrade:
+            self.phase = DEAD  # protocol upgrades are not offered: answer this request, then close
+            self._pause_reading()
+        except httptools.HttpParserError as exc:
+            self.refuse(400, f"malformed request ({exc})")
+        else:
+            if self.phase == HEAD and self.head_bytes > self.hub.limits.max_head_bytes:
+                self.refuse(431, f"request head over {self.hub.limits.max_head_bytes} bytes")
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.write_stalled_since = self.hub.clock
+        self.write_buffered = self.transport.get_write_buffer_size()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._release_drain()
+
+    # -- parser callbacks ---------------------------------------------------------------------
+    def on_url(self, url: bytes) -> None:
+        if self.phase == IDLE:
+            self.phase, self.since = HEAD, self.hub.clock
+        self.url += url
+        if len(self.url) > self.hub.limits.max_url_bytes:
+            self.refusal = (414, f"request target over {self.hub.limits.max_url_bytes} bytes")
+            raise _Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+        self.header_bytes += len(name) + len(value) + 4
+        limits = self.hub.limits
+        if len(self.headers) > limits.max_header_count:
+            self.refusal = (431, f"more than {limits.max_header_count} header fields")
+            raise _Refused
+        if self.header_bytes + len(self.url) > limits.max_head_bytes:
+            self.refusal = (431, f"request head over {limits.max_head_bytes} bytes")
+            raise _Refused
+
+    def on_headers_complete(self) -> None:
+        cycle = Cycle(self, self._scope(), self.parser.should_keep_alive())
+        self.url, self.headers, self.head_bytes, self.header_bytes = b"", [], 0, 0
+        self.phase, self.last_read, self.parsing = BODY, self.hub.clock, cycle
+        if self.cycle is None:
+            self._start(cycle)
+        else:
+            self.queued.append(cycle)
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.parsing
+        assert cycle is not None
+        cycle.chunks.append(body)
+        cycle.buffered += len(body)
+        cycle.wake()
+        if cycle.buffered > BODY_BUFFER_BYTES:
+            self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        cycle = self.parsing
+        assert cycle is not None
+        cycle.complete = True
+        cycle.wake()
+        self.parsing = None
+        if self.phase == BODY:
+            self.phase, self.since = IDLE, self.hub.clock
+
+    def _scope(self) -> dict[str, Any]:
+        url = self.url
+        if url[:1] != b"/":  # absolute form (or "*"): keep the path and query only
+            parsed = httptools.parse_url(url)
+            url = (parsed.path or b"/") + (b"?" + parsed.query if parsed.query else b"")
+        raw_path, _, query = url.partition(b"?")
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            self.refusal = (400, "request target is not ASCII")
+            raise _Refused from None
+        method = self.parser.get_method()
+        return {
+            "type": "http", "asgi": ASGI, "http_version": self.parser.get_http_version(),
+            "method": METHODS.get(method) or method.decode("ascii", "replace"),
+            "scheme": self.hub.scheme, "path": unquote(path) if "%" in path else path,
+            "raw_path": raw_path, "query_string": query, "root_path": "",
+            "headers": self.headers, "client": self.client, "server": self.server,
+        }
+
+    # -- running requests ------------------------------------------------------------------------
+    def _start(self, cycle: Cycle) -> None:
+        self.cycle = cycle
+        task = self.hub.loop.create_task(cycle.run())
+        cycle.task = task
+        self.hub.tasks.add(task)
+
+    def cycle_done(self, cycle: Cycle) -> None:
+        """The reply to `cycle` was sent whole: next request, keep-alive, or close."""
+        self.cycle = None
+        self.served += 1
+        if not cycle.complete or not cycle.keep_alive or self.hub.closing or self.phase == DEAD:
+            self.close()
+            return
+        if self.phase == IDLE:
+            self.since = self.hub.clock
+        if self.queued:
+            self._start(self.queued.popleft())
+        if self.read_paused and not self.queued:
+            self._resume_reading()
+
+    def body_taken(self, cycle: Cycle) -> None:
+        if self.read_paused and cycle is self.cycle and not self.queued and self.phase != DEAD:
+            self._resume_reading()
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ClientDisconnected("the client closed the connection")
+        waiter = self.hub.loop.create_future()
+        self.drain_waiters.append(waiter)
+        await waiter
+        if self.lost:
+            raise ClientDisconnected("the client closed the connection")
+
+    def _release_drain(self) -> None:
+        waiters, self.drain_waiters = self.drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused and not self.lost:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and not self.lost:
+            self.read_paused = False
+            self.last_read = self.hub.clock
+            self.transport.resume_reading()
+
+    # -- refusals, timeouts, closing -------------------------------------------------------------
+    def refuse(self, status: int, reason: str) -> None:
+        """Answer `status` (unless a reply is under way) and close; logged once, without data."""
+        log.info("refused a request from %s: %s (%d)", self.client[0] if self.client else "-", reason, status)
+        self.phase = DEAD
+        if self.cycle is None and not self.lost:
+            self.transport.write(plain_response(status))
+        self.close()
+
+    def close(self) -> None:
+        self.phase = DEAD
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def evictable(self, now: float) -> bool:
+        return self.cycle is None and self.phase in (IDLE, HEAD) and now - self.since >= EVICTABLE_AFTER_SECS
+
+    def check_timeouts(self, now: float) -> None:
+        limits = self.hub.limits
+        if self.write_paused:
+            self._check_write_progress(now)
+        elif self.phase == BODY:
+            if not self.read_paused and now - self.last_read > limits.body_idle_timeout:
+                self._time_out(f"no body data for {limits.body_idle_timeout:g} s")
+        elif self.cycle is not None:
+            return  # the app is working on a request
+        elif self.phase == HEAD:
+            if now - self.since > limits.header_timeout:
+                self._time_out(f"request head not complete within {limits.header_timeout:g} s")
+        elif self.phase == IDLE:
+            limit = limits.keep_alive_timeout if self.served else limits.header_timeout
+            if now - self.since > limit:
+                self.close()
+
+    def _check_write_progress(self, now: float) -> None:
+        buffered = self.transport.get_write_buffer_size()
+        if buffered < self.write_buffered:
+            self.write_buffered, self.write_stalled_since = buffered, now
+        elif now - self.write_stalled_since > self.hub.limits.body_idle_timeout:
+            log.info("closed the connection of %s: it read nothing of the reply for %g s",
+                     self.client[0] if self.client else "-", self.hub.limits.body_idle_timeout)
+            self.transport.abort()
+
+    def _time_out(self, reason: str) -> None:
+        if self.cycle is not None and self.cycle.started:
+            log.info("closed the connection of %s: %s", self.client[0] if self.client else "-", reason)
+            self.transport.abort()
+        else:
+            self.refuse(408, reason)
+
+
+class Cycle:
+    """One request and its reply: the ASGI `receive` and `send` of one app call."""
+
+    __slots__ = ("conn", "scope", "keep_alive", "chunks", "buffered", "complete", "final", "waiter",
+                 "status", "reply_headers", "started", "head_written", "chunked", "ended", "task", "continued")
+
+    def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.keep_alive = keep_alive
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.complete = self.final = self.started = self.head_written = self.chunked = self.ended = False
+        self.continued = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.status = 200
+        self.reply_headers: Any = ()
+        self.task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def run(self) -> None:
+        conn = self.conn
+        try:
+            await conn.hub.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            self._unfinished()
+        except Exception as exc:
+            if conn.lost:
+                log.debug("app error after the client left: %r", exc)
+            else:
+                log.error("unhandled error in the app", exc_info=exc)
+            self._unfinished()
+        else:
+            if not self.ended:
+                if not self.started:
+                    log.error("the app returned without a reply")
+                self._unfinished()
+        finally:
+            if self.task is not None:
+                conn.hub.tasks.discard(self.task)
+
+    def _unfinished(self) -> None:
+        """The app ended without a whole reply: a 500 if nothing was sent, else cut it off."""
+        conn = self.conn
+        if self.ended or conn.lost:
+            return
+        if not self.head_written:
+            conn.transport.write(plain_response(500))
+            conn.close()
+        else:
+            conn.transport.abort()
+        self.ended = True
+        conn.cycle = None
+
+    async def receive(self) -> Message:
+        conn = self.conn
+        while True:
+            if self.chunks:
+                return self._take()
+            if self.complete:
+                if not self.final:
+                    self.final = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                if self.ended or conn.lost:
+                    return DISCONNECT
+            elif conn.lost:
+                return DISCONNECT
+            elif not self.head_written and self._expects_continue():
+                conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiter = conn.hub.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def _take(self) -> Message:
+        chunks = self.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.chunks, self.buffered = [], 0
+        self.final = self.complete
+        self.conn.body_taken(self)
+        return {"type": "http.request", "body": data, "more_body": not self.complete}
+
+    def _expects_continue(self) -> bool:
+        """True once, if the client waits for "100 Continue" before sending its body."""
+        if self.continued:
+            return False
+        self.continued = True
+        return any(name == b"expect" and value.lower() == b"100-continue" for name, value in self.scope["headers"])
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started or self.ended:
+                raise RuntimeError("http.response.body without a response start, or after the end")
+            conn = self.conn
+            if conn.lost:
+                raise ClientDisconnected("the client closed the connection")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            self._write(body, more)
+            if not more:
+                self.ended = True
+                self.wake()
+                conn.cycle_done(self)
+            elif conn.write_paused:
+                await conn.drain()
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("the response was already started")
+            self.started = True
+            self.status = message["status"]
+            self.reply_headers = message.get("headers") or ()
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r}")
+
+    def _write(self, body: bytes, more: bool) -> None:
+        head = b""
+        if not self.head_written:
+            self.head_written = True
+            head = self._head(len(body), more)
+        if self.scope["method"] == "HEAD" or self.status in (204, 304):
+            body = b""
+        if self.chunked:
+            size = b"%x\r\n" % len(body) if body else b""
+            tail = (b"\r\n" if body else b"") + (b"" if more else b"0\r\n\r\n")
+            pieces = [head, size, body, tail]
+        else:
+            pieces = [head, body]
+        transport = self.conn.transport
+        if len(body) <= JOIN_BYTES:
+            joined = b"".join(pieces)
+            if joined:
+                transport.write(joined)
+        else:
+            transport.writelines(pieces)
+
+    def _head(self, size: int, more: bool) -> bytes:
+        status = self.status
+        parts = [STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        has_length = False
+        for name, value in self.reply_headers:
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                raise RuntimeError("a response header contains a line break")
+            if name.lower() == b"content-length":
+                has_length = True
+            parts.append(b"%s: %s\r\n" % (name, value))
+        if not has_length and status not in (204, 304) and status >= 200:
+            if more:
+                self.chunked = True
+                parts.append(b"transfer-encoding: chunked\r\n")
+            else:
+                parts.append(b"content-length: %d\r\n" % size)
+        parts.append(self.conn.hub.date)
+        if not self.keep_alive or self.conn.hub.closing or self.conn.phase == DEAD:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        return b"".join(parts)
