@@ -211,6 +211,7 @@ class Listener:
                 if task is not None:
                     task.cancel()
             await lifespan.shutdown()
+            log.info("shutdown complete")
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
