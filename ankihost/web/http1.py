@@ -148,6 +148,10 @@ class Connection(asyncio.Protocol):
         self.server = (str(own[0]), int(own[1])) if isinstance(own, tuple) else None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._gone()
+
+    def _gone(self) -> None:
+        """The connection is (being) closed: requests still running see a disconnect."""
         self.lost = True
         self.phase = DEAD
         self.hub.forget(self)
@@ -315,15 +319,15 @@ class Connection(asyncio.Protocol):
     def refuse(self, status: int, reason: str) -> None:
         """Answer `status` (unless a reply is under way) and close; logged once, without data."""
         log.info("refused a request from %s: %s (%d)", self.client[0] if self.client else "-", reason, status)
-        self.phase = DEAD
-        if self.cycle is None and not self.lost:
+        if not self.lost and (self.cycle is None or not self.cycle.head_written):
             self.transport.write(plain_response(status))
         self.close()
 
     def close(self) -> None:
-        self.phase = DEAD
+        """Close after what was written is sent."""
         if not self.transport.is_closing():
             self.transport.close()
+        self._gone()
 
     def evictable(self, now: float) -> bool:
         return self.cycle is None and self.phase in (IDLE, HEAD) and now - self.since >= EVICTABLE_AFTER_SECS
@@ -355,7 +359,7 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _time_out(self, reason: str) -> None:
-        if self.cycle is not None and self.cycle.started:
+        if self.cycle is not None and self.cycle.head_written:
             log.info("closed the connection of %s: %s", self.client[0] if self.client else "-", reason)
             self.transport.abort()
         else:
