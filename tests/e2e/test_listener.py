@@ -256,6 +256,24 @@ def test_idle_connections_make_room_for_new_ones() -> None:
             assert sum(closed_within(conn, 0.2) < 0.2 for conn in idle) >= 1
 
 
+def test_a_flood_of_idle_connections_leaves_syncing_unaffected() -> None:
+    """More idle connections than the default cap (1,000): requests are still served at once."""
+    with SyncServer("ankihost", users=[(USER, PASSWORD)]) as server, ExitStack() as stack:
+        flood = []
+        for _ in range(1200):
+            try:
+                flood.append(stack.enter_context(connect(server)))
+            except OSError:
+                break
+        time.sleep(1.2)
+        slowest = 0.0
+        for _ in range(20):
+            started = time.monotonic()
+            assert meta_status(server) == 200
+            slowest = max(slowest, time.monotonic() - started)
+        assert len(flood) == 1200 and slowest < 0.5
+
+
 # -- shutdown ---------------------------------------------------------------------------------------
 def test_sigterm_lets_a_request_under_way_finish_then_exits() -> None:
     server = SyncServer("ankihost", users=[(USER, PASSWORD)], env={"ANKIHOST_SHUTDOWN_GRACE": "10"})
