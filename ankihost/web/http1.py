@@ -34,7 +34,8 @@ App = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[Message]],
 BODY_BUFFER_BYTES = 256 * 1024
 # An idle connection (or one still sending its head) may be closed for a new one once it has
 # been so for this long: a client that just connected is not pushed out before it could speak.
-EVICTABLE_AFTER_SECS = 1.0
+# (Times are read from the clock of the last tick, so the real age is at least one second.)
+EVICTABLE_AFTER_SECS = 2.0
 # Replies up to this size are joined to their head and written at once; larger ones by writev.
 JOIN_BYTES = 64 * 1024
 
@@ -89,6 +90,10 @@ class Hub:
         self._set_date()
         for connection in list(self.connections):
             connection.check_timeouts(now)
+        if self.refused:
+            log.warning("%d connection(s) refused with 503: %d open, all busy (ANKIHOST_MAX_CONNECTIONS)",
+                        self.refused, len(self.connections))
+            self.refused = 0
 
     def admit(self, connection: Connection) -> bool:
         if len(self.connections) >= self.limits.max_connections and not self._evict_one():

@@ -17,10 +17,13 @@ import signal
 import socket
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ankihost.config import ConfigError
 from ankihost.web.http1 import App, Connection, Hub
+
+if TYPE_CHECKING:
+    from ankihost.tls.context import CertificateStore, TlsFiles
 
 log = logging.getLogger("ankihost.listener")
 
@@ -143,7 +146,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(app: App, host: str, port: int, limits: ListenerLimits, tls: Any = None,
+def run(app: App, host: str, port: int, limits: ListenerLimits, tls: TlsFiles | None = None,
         on_listening: Callable[[str], None] | None = None) -> None:
     """Serve `app` on host:port until SIGTERM/SIGINT, then shut down gracefully.
 
@@ -180,7 +183,7 @@ def _event_loop_runner() -> Callable[[Any], Any]:
 class Listener:
     """One listening socket, its connections, and the app's lifespan."""
 
-    def __init__(self, app: App, limits: ListenerLimits, store: Any) -> None:
+    def __init__(self, app: App, limits: ListenerLimits, store: CertificateStore | None) -> None:
         self.app = app
         self.limits = limits
         self.store = store

@@ -243,14 +243,15 @@ def test_connections_over_the_cap_get_503_and_a_request_is_served_after() -> Non
             assert read_response(busy[0])[0] == 200
             busy.pop(0).close()
             assert meta_status(server) == 200
-        assert "503" not in server.log_text() or "Traceback" not in server.log_text()
+        time.sleep(1.2)  # refusals are logged once a second, as a count
+        assert "1 connection(s) refused with 503" in server.log_text()
 
 
 def test_idle_connections_make_room_for_new_ones() -> None:
     with SyncServer("ankihost", users=[(USER, PASSWORD)], env={"ANKIHOST_MAX_CONNECTIONS": "4"}) as server:
         with ExitStack() as stack:
             idle = [stack.enter_context(connect(server)) for _ in range(4)]
-            time.sleep(1.5)  # old enough to be closed for a newcomer
+            time.sleep(2.5)  # old enough to be closed for a newcomer
             for _ in range(3):
                 assert meta_status(server) == 200
             assert sum(closed_within(conn, 0.2) < 0.2 for conn in idle) >= 1
@@ -265,7 +266,7 @@ def test_a_flood_of_idle_connections_leaves_syncing_unaffected() -> None:
                 flood.append(stack.enter_context(connect(server)))
             except OSError:
                 break
-        time.sleep(1.2)
+        time.sleep(2.5)  # the flood is old enough to make room
         slowest = 0.0
         for _ in range(20):
             started = time.monotonic()
