@@ -19,7 +19,8 @@ from the real client against the official server, then replayed by this process,
 bodies chunked as the real client sends them):
 
 1. ``meta`` ``--requests`` times (default 2,000) over one keep-alive connection: the
-   smallest real request (protocol-11 envelope, zstd body, a collection read).
+   smallest real request (protocol-11 envelope, zstd body, a collection read); then as many
+   again spread over ``--connections`` (default 8) connections at once.
 2. ``--syncs`` normal syncs (default 2 x 15): device A answers 5 cards and adds a note, then
    syncs (push); device B syncs (pull). Each round first replays A's full upload and B's
    full download (untimed) onto a fresh server, so the normal syncs replay against the state
@@ -32,8 +33,8 @@ after each workload; the table shows milliseconds of server CPU per request / pe
 Rounds alternate the order of the variants (ABC, CBA, ...), each on a fresh server.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_http_server.py [--rounds 5]
-        [--variants official,uvicorn-httptools,listener] [--requests 2000] [--syncs 15]
-        [--floor] [--json out.json]
+        [--variants official,uvicorn-httptools,listener] [--requests 2000] [--connections 8]
+        [--syncs 15] [--floor] [--json out.json]
 
 This script is also the server process for the ankihost variants:
 ``bench_http_server.py --serve VARIANT [--app ankihost|echo]`` (environment as for ankihost).
