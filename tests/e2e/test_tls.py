@@ -127,11 +127,13 @@ def test_the_client_refuses_an_untrusted_certificate(server: SyncServer, clients
     """Control for the test above: without the CA the same client cannot sync."""
     from anki.errors import NetworkError
 
-    other = PrivateCA.create(tmp_path / "other")
+    other = PrivateCA.create(tmp_path / "other", name="another CA")
     monkeypatch.setenv("SSL_CERT_FILE", str(other.pem_path))
     a = clients["a"] = SyncClient(server, USER, PASSWORD, name="a")
     with pytest.raises(NetworkError):
         a.login()
+    _wait_for(lambda: "TLS handshake with 127.0.0.1 failed" in server.log_text())
+    assert "does not trust" in server.log_text()
 
 
 def _add_notes(client: SyncClient, count: int) -> None:
@@ -195,14 +197,16 @@ class legacy_tls_server:  # noqa: N801 - used as a context manager like a functi
         self.sock.close()
 
 
-def test_plain_http_on_the_tls_port_is_closed_at_once(server: SyncServer, ca: PrivateCA, files: ServerFiles) -> None:
+def test_plain_http_on_the_tls_port_is_told_to_use_https(server: SyncServer, ca: PrivateCA,
+                                                          files: ServerFiles) -> None:
     assert server.port is not None
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
-        conn.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-        started = time.monotonic()
-        while conn.recv(4096):
-            pass
-        assert time.monotonic() - started < 2
+        conn.sendall(b"POST /sync/meta HTTP/1.1\r\nhost: x\r\n\r\n")
+        answer = b""
+        while piece := conn.recv(4096):
+            answer += piece
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"This port speaks HTTPS" in answer
+    assert "plain HTTP from 127.0.0.1 on the HTTPS port" in server.log_text()
     assert served_fingerprint(server.port, ca) == files.fingerprint
 
 
