@@ -167,6 +167,7 @@ def test_tls_1_0_and_1_1_are_refused(server: SyncServer, ca: PrivateCA, files: S
             assert conn.version() in ("TLSv1", "TLSv1.1")
     with pytest.raises((ssl.SSLError, ConnectionResetError)):  # ankihost ends the handshake
         tls_connect(server.port, context).close()
+    _wait_for(lambda: "only TLS versions before 1.2" in server.log_text())
     assert served_fingerprint(server.port, ca) == files.fingerprint  # and it still serves
 
 
