@@ -110,16 +110,18 @@ def test_real_client_syncs_over_https(server: SyncServer, ca: PrivateCA, clients
     assert server.endpoint.startswith("https://")
     a = clients["a"] = SyncClient(server, USER, PASSWORD, name="a")
     b = clients["b"] = SyncClient(server, USER, PASSWORD, name="b")
-    _add_notes(a, 30)
-    assert a.sync(on_conflict="upload").action == "upload"
-    write_media(a.media_dir, {"big.bin": os.urandom(3 * 1024 * 1024), "small.txt": b"hello"})
-    a.sync_media()
-    assert b.sync().action == "download"
-    b.sync_media()
-    assert (b.media_dir / "big.bin").read_bytes() == (a.media_dir / "big.bin").read_bytes()
-    _add_notes(b, 5)
-    assert b.sync().action == "normal" and a.sync().action == "normal"
-    assert a.col.note_count() == b.col.note_count() == 35
+    with server.log_on_failure():
+        _add_notes(a, 30)
+        assert a.sync(on_conflict="upload").action == "upload"
+        write_media(a.media_dir, {"big.bin": os.urandom(3 * 1024 * 1024), "small.txt": b"hello"})
+        a.sync_media()
+        assert b.sync().action == "download"
+        b.sync_media()
+        assert sorted(p.name for p in b.media_dir.iterdir()) == ["big.bin", "small.txt"]
+        assert (b.media_dir / "big.bin").read_bytes() == (a.media_dir / "big.bin").read_bytes()
+        _add_notes(b, 5)
+        assert b.sync().action == "normal" and a.sync().action == "normal"
+        assert a.col.note_count() == b.col.note_count() == 35
 
 
 def test_the_client_refuses_an_untrusted_certificate(server: SyncServer, clients: dict[str, SyncClient],
