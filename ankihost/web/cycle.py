@@ -45,8 +45,8 @@ class ClientDisconnected(OSError):
 class Cycle:
     """One request and its reply: the ASGI `receive` and `send` of one app call."""
 
-    __slots__ = ("conn", "scope", "keep_alive", "chunks", "buffered", "complete", "final", "waiter",
-                 "status", "reply_headers", "started", "head_written", "chunked", "ended", "task", "continued")
+    __slots__ = ("conn", "scope", "keep_alive", "chunks", "buffered", "complete", "final", "waiter", "status",
+                 "reply_headers", "started", "head_written", "chunked", "ended", "task", "continued", "discard")
 
     def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool) -> None:
         self.conn = conn
@@ -56,6 +56,7 @@ class Cycle:
         self.buffered = 0
         self.complete = self.final = self.started = self.head_written = self.chunked = self.ended = False
         self.continued = False
+        self.discard = False  # the reply is sent: the rest of the body is dropped
         self.waiter: asyncio.Future[None] | None = None
         self.status = 200
         self.reply_headers: Any = ()

@@ -32,6 +32,10 @@ BODY_BUFFER_BYTES = 256 * 1024
 # been so for this long: a client that just connected is not pushed out before it could speak.
 # (Times are read from the clock of the last tick, so the real age is at least one second.)
 EVICTABLE_AFTER_SECS = 2.0
+# A body still arriving after its reply was sent (a refusal before the end) is read and
+# dropped, so the client reads the reply rather than a reset; past this much, the connection
+# is closed instead.
+DISCARD_LIMIT_BYTES = 4 * 1024 * 1024
 
 IDLE, HEAD, BODY, DEAD = 0, 1, 2, 3  # parse phase: between requests, in a head, in a body, refused
 METHODS = {m.encode(): m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")}
@@ -114,6 +118,7 @@ class Connection(asyncio.Protocol):
         self.parsing: Cycle | None = None  # the request whose body is arriving
         self.queued: deque[Cycle] = deque()  # pipelined requests waiting for their turn
         self.served = 0
+        self.discarded = 0
         self.lost = self.read_paused = self.write_paused = False
         self.write_stalled_since = 0.0
         self.write_buffered = 0
@@ -202,6 +207,8 @@ class Connection(asyncio.Protocol):
             raise _Refused
 
     def on_headers_complete(self) -> None:
+        if self.lost:
+            return
         cycle = Cycle(self, self._scope(), self.parser.should_keep_alive())
         self.url, self.headers, self.head_bytes, self.header_bytes = b"", [], 0, 0
         self.phase, self.last_read, self.parsing = BODY, self.hub.clock, cycle
@@ -213,7 +220,13 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         cycle = self.parsing
-        assert cycle is not None
+        if cycle is None:  # the connection was closed earlier in this piece of data
+            return
+        if cycle.discard:
+            self.discarded += len(body)
+            if self.discarded > DISCARD_LIMIT_BYTES:
+                self.close()
+            return
         cycle.chunks.append(body)
         cycle.buffered += len(body)
         cycle.wake()
@@ -222,7 +235,8 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         cycle = self.parsing
-        assert cycle is not None
+        if cycle is None:
+            return
         cycle.complete = True
         cycle.wake()
         self.parsing = None
@@ -260,8 +274,12 @@ class Connection(asyncio.Protocol):
         """The reply to `cycle` was sent whole: next request, keep-alive, or close."""
         self.cycle = None
         self.served += 1
-        if not cycle.complete or not cycle.keep_alive or self.hub.closing or self.phase == DEAD:
+        if not cycle.keep_alive or self.hub.closing or self.phase == DEAD:
             self.close()
+            return
+        if not cycle.complete:  # answered before the whole body came: read the rest and drop it
+            cycle.discard, cycle.chunks, self.discarded = True, [], 0
+            self._resume_reading()
             return
         if self.phase == IDLE:
             self.since = self.hub.clock

@@ -197,6 +197,21 @@ def test_stalled_body_times_out_while_a_slow_body_is_served(server: SyncServer) 
     assert results["slow"] == 200
 
 
+def test_a_reply_sent_before_the_whole_body_leaves_the_connection_usable() -> None:
+    """An upload refused as too large part-way: the client reads the refusal (the rest of the
+    body is read and dropped, not reset) and its next request on the connection is served."""
+    env = {"MAX_SYNC_PAYLOAD_MEGS": "1"}  # uploads up to 3 MiB
+    with SyncServer("ankihost", users=[(USER, PASSWORD)], env=env) as server, connect(server) as conn:
+        head = meta_head().replace(b"/sync/meta", b"/sync/upload")
+        piece = bytes(range(256)) * 256  # 64 KiB
+        conn.sendall(head + b"".join(chunk(piece) for _ in range(56)) + LAST_CHUNK)  # 3.5 MiB
+        status, _, body = read_response(conn)
+        answer = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+        assert status == 200 and b"exceeds size limit" in answer
+        conn.sendall(meta_head() + chunk(META_BODY) + LAST_CHUNK)
+        assert read_response(conn)[0] == 200
+
+
 # -- pipelining and HTTP/1.0 ---------------------------------------------------------------------
 def test_pipelined_requests_are_answered_in_order(server: SyncServer) -> None:
     with connect(server) as conn:
