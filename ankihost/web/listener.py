@@ -125,6 +125,7 @@ def raise_fd_limit() -> int:
     if target > soft:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info("open-file limit raised from %d to %d", soft, target)
             soft = target
     return soft
 

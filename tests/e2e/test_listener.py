@@ -255,8 +255,10 @@ def test_file_descriptor_soft_limit_is_raised_to_the_hard_limit() -> None:
     command = [sys.executable, "-c", LOW_SOFT_LIMIT_THEN_ANKIHOST]
     with SyncServer("ankihost", users=[(USER, PASSWORD)], command=command) as server:
         limits = Path(f"/proc/{server.pid}/limits").read_text()
+        log = server.log_text()
     soft, hard = re.search(r"Max open files\s+(\d+)\s+(\d+)", limits).groups()  # type: ignore[union-attr]
     assert int(hard) > 256 and soft == hard
+    assert f"open-file limit raised from 256 to {hard}" in log
 
 
 # -- the connection cap ------------------------------------------------------------------------------
