@@ -68,6 +68,27 @@ def _seconds(value: str) -> int:
     return seconds
 
 
+def _hours(value: str) -> float:
+    hours = float(value)
+    if not (hours >= 0 and hours != float("inf")):
+        raise ValueError("must be a number of hours, 0 or more")
+    return hours
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if count < 1:
+        raise ValueError("must be a whole number, at least 1")
+    return count
+
+
+def _days(value: str) -> float:
+    days = float(value)
+    if not (days > 0 and days != float("inf")):
+        raise ValueError("must be a number of days, more than 0")
+    return days
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -112,6 +133,13 @@ SETTINGS = (
             "with the official server)", _flag),
     Setting("ANKIHOST_IDLE_CLOSE_SECS", "60", "close a user's databases after this many seconds "
             "without a request, so idle users cost no memory (0: never)", _seconds),
+    Setting("ANKIHOST_SNAPSHOT_INTERVAL_HOURS", "24", "snapshot each user's collection this "
+            "often when it changed since the last snapshot (0: only before full uploads and "
+            "restores)", _hours),
+    Setting("ANKIHOST_SNAPSHOT_KEEP", "20", "the most snapshots kept per user (the oldest go "
+            "first)", _count),
+    Setting("ANKIHOST_SNAPSHOT_KEEP_DAYS", "90", "snapshots older than this many days are "
+            "deleted (the newest is always kept)", _days),
 )
 
 
@@ -136,6 +164,9 @@ class Settings:
     passwords_hashed: bool
     env_device_keys: bool = False
     idle_close_secs: int = 60
+    snapshot_interval_hours: float = 24.0
+    snapshot_keep: int = 20
+    snapshot_keep_days: float = 90.0
 
     @property
     def max_payload_bytes(self) -> int:
@@ -171,6 +202,9 @@ class Settings:
             passwords_hashed="PASSWORDS_HASHED" in environ,
             env_device_keys=values["ANKIHOST_ENV_DEVICE_KEYS"],
             idle_close_secs=values["ANKIHOST_IDLE_CLOSE_SECS"],
+            snapshot_interval_hours=values["ANKIHOST_SNAPSHOT_INTERVAL_HOURS"],
+            snapshot_keep=values["ANKIHOST_SNAPSHOT_KEEP"],
+            snapshot_keep_days=values["ANKIHOST_SNAPSHOT_KEEP_DAYS"],
         )
 
 

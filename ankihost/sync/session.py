@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -54,6 +55,9 @@ class SyncSession:
     # first, and the error writing one of them raised, for the session's next request.
     unapplied: list[IncomingChunk] = field(default_factory=list)
     apply_error: Exception | None = None
+    # When the session's latest request began (time.monotonic()): admin work that must not cut
+    # a sync tells a session still in use from one its client gave up.
+    last_request: float = field(default_factory=time.monotonic)
 
     @property
     def unsettled(self) -> bool:
@@ -97,6 +101,7 @@ class UserCollection:
         session = self.session
         if session is None or session.key != key or self.db is None:
             raise SessionConflict("no sync session with this key")
+        session.last_request = time.monotonic()
         return session
 
     def commit_session(self) -> None:

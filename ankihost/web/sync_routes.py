@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,6 +20,8 @@ from ankihost.errors import BadRequest, PayloadTooLarge
 from ankihost.protocol.header import SyncHeader
 from ankihost.protocol.request import Step
 from ankihost.registry import Registry, UserState
+from ankihost.snapshots.keeper import settle
+from ankihost.snapshots.retention import retention_of
 from ankihost.sync import full, login, meta
 from ankihost.sync.handlers import STEPS
 from ankihost.web.envelope import decode, framed_response
@@ -34,6 +37,7 @@ class SyncRoutes:
         self.settings = settings
         self.registry = registry
         self.logins = logins
+        self.retention = retention_of(settings)
         check_meta = partial(meta.meta, max_collection_bytes=settings.max_decompressed_bytes)
         self.methods: dict[str, Step] = {
             "meta": Step(check_meta, meta.runs_inline, small_body=True),
@@ -81,4 +85,5 @@ class SyncRoutes:
         if problem:
             return await framed_response(full.refuse_corrupt(problem, path), compressed)
         reply = await state.locked(full.install_upload, state, path)
-        return await framed_response(reply, compressed)
+        # The replaced collection, kept as a pending snapshot, is compressed after the reply.
+        return await framed_response(reply, compressed, BackgroundTask(settle, state, self.retention))
