@@ -86,6 +86,14 @@ def _parse(name: str, prefix: str, suffix: str) -> tuple[str, str] | None:
     return id, reason
 
 
+def pending_id(path: Path) -> str:
+    """The id of the pending copy at `path` (as `capture` and `capture_file` return it)."""
+    parsed = _parse(path.name, SNAPSHOT_PENDING_PREFIX, SNAPSHOT_PENDING_SUFFIX)
+    if parsed is None:
+        raise ValueError(f"{path.name} is not a pending snapshot")
+    return parsed[0]
+
+
 class UserSnapshots:
     def __init__(self, folder: UserFolder) -> None:
         self.folder = folder
