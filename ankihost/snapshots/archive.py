@@ -32,6 +32,7 @@ from ankihost.storage.paths import STATE_FOLDER_NAME, unsafe_name_reason
 FORMAT = 1
 HEADER_NAME = f"{STATE_FOLDER_NAME}/backup.json"
 TRAILER_NAME = f"{STATE_FOLDER_NAME}/backup-end.json"
+ACCOUNTS_MEMBER = f"{STATE_FOLDER_NAME}/accounts.db"
 COMPRESSION_LEVEL = 3
 CHUNK_BYTES = 1024 * 1024
 MAX_JSON_MEMBER_BYTES = 1024 * 1024
@@ -200,7 +201,10 @@ def _check_name(name: str) -> None:
     parts = name.split("/")
     if any(part in ("", ".", "..") or "\x00" in part for part in parts):
         raise BadRequest(f"the archive holds an unsafe path {name!r:.200}")
-    if parts[0] != STATE_FOLDER_NAME and unsafe_name_reason(parts[0]) is not None:
+    if parts[0] == STATE_FOLDER_NAME:
+        if name != ACCOUNTS_MEMBER:
+            raise BadRequest(f"the archive holds {name!r:.200}, which is none of ankihost's files")
+    elif unsafe_name_reason(parts[0]) is not None:
         raise BadRequest(f"the archive holds a path outside any user's folder: {name!r:.200}")
 
 
@@ -247,13 +251,20 @@ def read(source: BinaryIO, on_file: OnFile | None = None, on_folder: OnFolder | 
     reader = zstandard.ZstdDecompressor().stream_reader(source, closefd=False)
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:
-            return _read_members(tar, on_file, on_folder, progress)
+            about = _read_members(tar, on_file, on_folder, progress, lambda: _drain(reader))
+            _drain(reader)  # the rest of the stream: zstd checks its checksum at the end
+            return about
     except (tarfile.TarError, zstandard.ZstdError, EOFError, orjson.JSONDecodeError) as exc:
         raise BadRequest(f"the archive is damaged: {exc}") from None
 
 
+def _drain(reader: Any) -> None:
+    while reader.read(CHUNK_BYTES):
+        pass
+
+
 def _read_members(tar: tarfile.TarFile, on_file: OnFile | None, on_folder: OnFolder | None,
-                  progress: Progress) -> About:
+                  progress: Progress, drain: Callable[[], None]) -> About:
     header = _json_member(tar, tar.next(), HEADER_NAME)
     if header.get("format") != FORMAT:
         raise BadRequest(f"the archive is of an unknown format {header.get('format')!r}")
@@ -261,8 +272,9 @@ def _read_members(tar: tarfile.TarFile, on_file: OnFile | None, on_folder: OnFol
     while True:
         info = tar.next()
         _forget_members(tar)
-        if info is None:
-            raise BadRequest("the archive is incomplete: it ends before its closing member")
+        if info is None:  # tar saw an end: a damaged header reads as one, which zstd may tell
+            drain()
+            raise BadRequest("the archive is damaged or incomplete: it ends before its closing member")
         if info.name == TRAILER_NAME:
             return _closing(tar, info, header, digest, totals)
         _check_name(info.name)

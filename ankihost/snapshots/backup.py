@@ -28,7 +28,7 @@ from ankihost import __version__
 from ankihost.errors import BadRequest, ServerError, SessionConflict
 from ankihost.registry import Registry
 from ankihost.snapshots import archive
-from ankihost.snapshots.archive import About, ArchiveWriter
+from ankihost.snapshots.archive import ACCOUNTS_MEMBER, About, ArchiveWriter
 from ankihost.snapshots.freeze import Frozen, freeze, freeze_unowned
 from ankihost.snapshots.idle import WAIT_SECS, when_idle
 from ankihost.snapshots.progress import Progress
@@ -37,7 +37,6 @@ from ankihost.storage.paths import (
     COLLECTION_NAME,
     MEDIA_DB_NAME,
     MEDIA_FOLDER_NAME,
-    STATE_FOLDER_NAME,
     DataFolder,
     UserFolder,
     fsync_dir,
@@ -46,7 +45,6 @@ from ankihost.storage.paths import (
 
 log = logging.getLogger(__name__)
 
-ACCOUNTS_MEMBER = f"{STATE_FOLDER_NAME}/accounts.db"
 _PARTIAL_MARK = ".ankihost-partial-"
 _UNPACK_MARK = ".ankihost-unpack-"
 DEFAULT_NAME = "ankihost-backup-{time}.tar.zst"
