@@ -33,10 +33,11 @@ PRUNE_EVERY_SECS = 3600.0
 
 
 async def settle(state: UserState, policy: Retention) -> None:
-    """Compress the user's pending copies and apply retention, in a worker thread (no lock:
-    the snapshots folder has its own). Logged, never raised: it runs after replies."""
+    """If the user has pending copies, compress them and apply retention, in a worker thread
+    (no lock: the snapshots folder has its own). Logged, never raised: it runs after replies."""
     try:
-        await anyio.to_thread.run_sync(state.snapshots.settle, policy)
+        if state.snapshots.has_pending():
+            await anyio.to_thread.run_sync(state.snapshots.settle, policy)
     except (SyncError, OSError, sqlite3.Error):
         log.exception("could not finish the snapshots of %s", state.name)
 
@@ -77,8 +78,8 @@ class SnapshotKeeper:
     async def _tidy(self, state: UserState, *, force: bool) -> None:
         now = time.monotonic()
         due = now - self._pruned_at.get(state.name, float("-inf")) >= PRUNE_EVERY_SECS
-        if force or due or await anyio.to_thread.run_sync(state.snapshots.has_pending):
-            await settle(state, self.policy)
+        if force or due or state.snapshots.has_pending():
+            await anyio.to_thread.run_sync(state.snapshots.settle, self.policy)
             self._pruned_at[state.name] = now
 
     async def _periodic(self, state: UserState) -> bool:

@@ -12,6 +12,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +203,53 @@ def test_the_data_of_a_removed_account_is_backed_up_too(prepared: tuple[Path, st
     assert ankihost_cli(base, USERS, "backup", "--restore", str(tmp_path / "b.tar.zst"), str(target)).returncode == 0
     assert notes(target / "carol" / "collection.anki2") == 40
     assert sqlite3.connect(target / ".ankihost" / "accounts.db").execute("pragma integrity_check").fetchone() == ("ok",)
+
+
+SERVER_CRASHES = [
+    ("ankihost.snapshots.shelf:UserSnapshots.settle", "before", 1),  # the pending copy, untouched
+    ("ankihost.snapshots.compressed:write", "after", 1),  # compressed, not yet renamed
+    # 1: the pending copy's link made durable; 2: the snapshot renamed into place, the pending
+    # copy not yet removed
+    ("ankihost.snapshots.shelf:fsync_dir", "before", 2),
+]
+
+
+@pytest.mark.parametrize(("target", "when", "nth"), SERVER_CRASHES,
+                         ids=[f"{t}-{w}-{n}" for t, w, n in SERVER_CRASHES])
+def test_a_server_killed_while_keeping_a_snapshot_finishes_it_at_start_up(
+    tmp_path: Path, target: str, when: str, nth: int
+) -> None:
+    """The real client full-uploads twice; the server is killed while it keeps the replaced
+    collection as a snapshot (after the reply); the next start finishes the snapshot."""
+    from tests.support.client import SyncClient
+    from tests.support.server import SyncServer
+
+    base = tmp_path / "base"
+    command = [sys.executable, "-m", "tests.support.crash", target, when, str(nth), "--", "serve"]
+    server = SyncServer("ankihost", USERS, base=base, command=command)
+    device = None
+    with server, server.log_on_failure():
+        device = SyncClient(server, *USERS[0], name="crash")
+        try:
+            basic = device.col.models.by_name("Basic")
+            for i in range(12):
+                note = device.col.new_note(basic)
+                note["Front"] = f"first {i}"
+                device.col.add_note(note, 1)
+            assert device.sync().action == "upload"
+            note = device.col.new_note(basic)
+            note["Front"] = "second"
+            device.col.add_note(note, 1)
+            device.full_upload()
+            deadline = time.monotonic() + 30
+            while server.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.proc is not None and server.proc.poll() == -9, server.log_tail()
+            server.command = [sys.executable, "-m", "ankihost"]
+            server.start()  # start-up finishes the snapshot
+            listed = orjson.loads(ankihost_cli(base, USERS, "snapshot", "list", "alice", "--json").stdout)
+            assert [(s["reason"], s["notes"]) for s in listed["snapshots"]] == [("upload", 12)]
+            assert leftovers(base) == []
+            assert device.sync().required == 0  # NO_CHANGES: the upload itself stands
+        finally:
+            device.cleanup()
