@@ -96,7 +96,9 @@ def _claim(dest: Path, mark: str) -> Path:
     """A temporary name beside `dest` for this process; ones of processes that died are
     removed first (a kill -9 leaves them)."""
     prefix = f".{dest.name}{mark}"
-    for old in dest.parent.glob(f"{prefix}*"):
+    for old in dest.parent.iterdir():
+        if not old.name.startswith(prefix):
+            continue
         pid = old.name[len(prefix):].split("-", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             if old.is_dir():
@@ -304,6 +306,8 @@ def unpack(path: Path, target: Path, progress: Progress) -> About:
     problem `target` stays as it was."""
     target = target.absolute()
     _require_empty(target)
+    if not path.is_file():
+        raise BadRequest(f"cannot read {path}: no such file")
     staging = _claim(target, _UNPACK_MARK)
     staging.mkdir(mode=0o700)
     try:

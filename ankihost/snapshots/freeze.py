@@ -29,6 +29,7 @@ from ankihost.storage.paths import (
     MEDIA_FOLDER_NAME,
     UserFolder,
     is_media_temp_name,
+    is_transient,
 )
 from ankihost.storage.schema import SQLITE_MAGIC
 
@@ -136,8 +137,10 @@ def _link_entry(source: Path, relative: str, frozen: Frozen) -> None:
         log.warning("backup: skipping the symbolic link %s", source)
     elif source.is_dir():
         target.mkdir()
-        for child in sorted(os.scandir(source), key=lambda e: e.name):
-            _link_entry(Path(child.path), f"{relative}/{child.name}", frozen)
+        with os.scandir(source) as children:
+            for child in children:
+                if not is_transient(child.name):
+                    _link_entry(Path(child.path), f"{relative}/{child.name}", frozen)
     elif source.is_file():
         if _is_database(source):
             _copy_file_database(source, frozen, relative)

@@ -48,8 +48,10 @@ class SnapshotKeeper:
         self.policy = policy
         self.interval_secs = interval_hours * 3600
         self.tick_secs = min(MAX_TICK_SECS, max(MIN_TICK_SECS, self.interval_secs / 4 or MAX_TICK_SECS))
-        # Per user: the collection's modification time when it was last found unchanged.
+        # Per user: the collection's modification time when it was last found unchanged, when
+        # (time.time()) the next periodic snapshot is due, when retention last ran.
         self._unchanged_at: dict[str, float] = {}
+        self._due: dict[str, float] = {}
         self._pruned_at: dict[str, float] = {}
 
     async def run(self) -> None:
@@ -83,10 +85,11 @@ class SnapshotKeeper:
             self._pruned_at[state.name] = now
 
     async def _periodic(self, state: UserState) -> bool:
-        if not self.interval_secs:
-            return False
+        if not self.interval_secs or time.time() < self._due.get(state.name, 0) or state.lock.locked():
+            return False  # (a user busy now is tried again next round)
         latest = await anyio.to_thread.run_sync(state.snapshots.latest)
         if latest is not None and time.time() - latest.taken < self.interval_secs:
+            self._due[state.name] = latest.taken + self.interval_secs
             return False
         modified = _modified(state.folder)
         if modified is None or self._unchanged_at.get(state.name) == modified:

@@ -217,8 +217,7 @@ class UserFolder:
             entries = sorted(self.root.iterdir())
         except FileNotFoundError:
             return []
-        return [e for e in entries if e.name not in special and not _is_leftover(e.name)
-                and not e.name.startswith(FREEZE_PREFIX) and not e.name.endswith(SIDECAR_SUFFIXES)
+        return [e for e in entries if e.name not in special and not is_transient(e.name)
                 and e.name != PREVIOUS_NAME]
 
     def ensure(self) -> None:
@@ -282,6 +281,13 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def is_transient(name: str) -> bool:
+    """Whether `name` (anywhere in a user's folder) is a file ankihost is writing or a crash
+    left, or a database's -wal/-shm/-journal: never part of a copy of the folder."""
+    return (_is_leftover(name) or name.startswith((FREEZE_PREFIX, SNAPSHOT_TEMP_PREFIX))
+            or name.endswith(SIDECAR_SUFFIXES) or is_media_temp_name(name))
 
 
 def _is_leftover(name: str) -> bool:

@@ -4,6 +4,7 @@ and that every refusal changes nothing."""
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import threading
@@ -266,3 +267,25 @@ def test_retention_applies_to_upload_snapshots(tmp_path: Path, client_collection
             assert wire.payload(wire.post("upload", body)) == b"OK"
         snapshots = Server(http, base).admin("snapshot.list", name="alice")["snapshots"]
     assert [s["notes"] for s in snapshots] == [30, 40]
+
+
+def test_a_backup_whose_command_goes_away_is_cancelled_and_leaves_nothing(
+    server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    media = server.alice / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    for i in range(60):
+        (media / f"big {i}.bin").write_bytes(os.urandom(1024 * 1024))
+    (tmp_path / "backups").mkdir()
+    dest = tmp_path / "backups" / "gone.tar.zst"
+    caplog.set_level("INFO", "ankihost.admin.channel")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(str(server.base / ".ankihost/control.sock"))
+        request = {"op": "backup.create", "args": {"dest": str(dest)}, "progress": True}
+        sock.sendall(orjson.dumps(request) + b"\n")
+        assert b"progress" in sock.recv(65536)
+    wait_for(lambda: "backup.create cancelled: its client went away" in caplog.text, 30)
+    assert list(dest.parent.iterdir()) == []
+    assert not [p for p in server.base.rglob("*") if p.name.startswith((".freeze-", ".scratch-"))]
+    result = server.admin("backup.create", dest=str(dest))  # the server still serves the channel
+    assert Path(result["path"]).exists()
