@@ -252,7 +252,10 @@ def _publish(written: Path, dest: Path) -> None:
 
 def verify(path: Path, scratch: Path, progress: Progress) -> About:
     """Read the archive at `path` through: structure, checksums, and the integrity of every
-    database in it (each copied to `scratch` to be opened). BadRequest names the problem."""
+    database in it (each copied to `scratch` to be opened). BadRequest names the problem; a
+    damaged archive is reported as such even when the damage first shows in a database."""
+    problems: list[str] = []
+
     def check(name: str, size: int, reader: archive.MemberReader) -> None:
         if _is_database_member(name):
             copy = scratch / "check.db"
@@ -260,15 +263,20 @@ def verify(path: Path, scratch: Path, progress: Progress) -> About:
                 _pour(reader, out)
             try:
                 _require_sound(copy, name)
+            except BadRequest as exc:
+                problems.append(exc.reason)  # reported once the whole archive checks out
             finally:
                 for leftover in scratch.iterdir():
                     leftover.unlink()
 
     try:
         with open(path, "rb") as f:
-            return archive.read(f, on_file=check, progress=progress)
+            about = archive.read(f, on_file=check, progress=progress)
     except OSError as exc:
         raise BadRequest(f"cannot read {path}: {exc.strerror or exc}") from None
+    if problems:
+        raise BadRequest(problems[0])
+    return about
 
 
 def _is_database_member(name: str) -> bool:

@@ -195,3 +195,35 @@ def test_a_failed_unpack_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(BadRequest):
         backup.unpack(path, tmp_path / "base", Silent())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar.zst", "alice"]
+
+
+def test_verify_checks_every_database_in_the_archive(tmp_path: Path) -> None:
+    """An intact archive whose collection is not a sound database is refused by --verify."""
+    path = tmp_path / "a.tar.zst"
+    write(path, ("alice", tree(tmp_path / "alice")))  # collection.anki2 holds random bytes
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(BadRequest, match="alice/collection.anki2 in the archive is not a readable database"):
+        backup.verify(path, scratch, Silent())
+    assert list(scratch.iterdir()) == []
+
+
+def test_verify_reports_a_damaged_archive_as_such_when_the_damage_shows_in_a_database(
+    tmp_path: Path, client_collection: bytes
+) -> None:
+    root = tmp_path / "alice"
+    root.mkdir()
+    (root / "collection.anki2").write_bytes(client_collection)
+    path = tmp_path / "a.tar.zst"
+    write(path, ("alice", root))
+    raw = bytearray(unzstd(path))
+    raw[raw.index(client_collection) + 4096 + 100] ^= 0xFF  # inside the database's second page
+    compressor = zstandard.ZstdCompressor(write_checksum=True)
+    good_checksum = compressor.compress(unzstd(path))[-4:]
+    damaged = bytearray(compressor.compress(bytes(raw)))
+    damaged[-4:] = good_checksum  # as if the data were damaged but the checksum not
+    path.write_bytes(bytes(damaged))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(BadRequest, match="damaged"):
+        backup.verify(path, scratch, Silent())
