@@ -212,12 +212,13 @@ def test_verify_reports_a_damaged_archive_as_such_when_the_damage_shows_in_a_dat
     tmp_path: Path, client_collection: bytes
 ) -> None:
     root = tmp_path / "alice"
-    root.mkdir()
+    (root / "media").mkdir(parents=True)
     (root / "collection.anki2").write_bytes(client_collection)
+    (root / "media" / "big.bin").write_bytes(os.urandom(4 * 1024 * 1024))  # read after the collection
     path = tmp_path / "a.tar.zst"
     write(path, ("alice", root))
     raw = bytearray(unzstd(path))
-    raw[raw.index(client_collection) + 4096 + 100] ^= 0xFF  # inside the database's second page
+    raw[raw.index(client_collection) + 3] ^= 0xFF  # the database's magic: no longer SQLite
     compressor = zstandard.ZstdCompressor(write_checksum=True)
     good_checksum = compressor.compress(unzstd(path))[-4:]
     damaged = bytearray(compressor.compress(bytes(raw)))
