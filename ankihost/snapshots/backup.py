@@ -58,6 +58,9 @@ async def create(registry: Registry, data: DataFolder, dest: Path, *, snapshots:
     """Write the archive of everything under SYNC_BASE to `dest` (a new file, or a folder to
     put a dated one in); what it holds."""
     dest = destination(dest)
+    if dest.parent.resolve().is_relative_to(data.base.resolve()):
+        raise BadRequest(f"{dest} is inside the data folder {data.base}: write backups elsewhere "
+                         "(a backup there would end up inside the next one)")
     started = time.monotonic()
     part = _claim(dest, _PARTIAL_MARK)
     try:

@@ -230,6 +230,7 @@ def test_restore_backup_and_export_refuse_bad_input_with_a_message_and_change_no
             (("export", "nobody", str(tmp_path / "x.colpkg")), "no user 'nobody'"),
             (("backup", str(tmp_path / "missing" / "b.tar.zst")), "does not exist"),
             (("export", "alice", str(tmp_path / "missing" / "x.colpkg")), "does not exist"),
+            (("backup", str(server.base / "alice" / "b.tar.zst")), "inside the data folder"),
         ]:
             result = ankihost_cli(server.base, USERS, *args)
             assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
