@@ -96,6 +96,27 @@ def _file(value: str) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _hours(value: str) -> float:
+    hours = float(value)
+    if not (hours >= 0 and hours != float("inf")):
+        raise ValueError("must be a number of hours, 0 or more")
+    return hours
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if count < 1:
+        raise ValueError("must be a whole number, at least 1")
+    return count
+
+
+def _days(value: str) -> float:
+    days = float(value)
+    if not (days > 0 and days != float("inf")):
+        raise ValueError("must be a number of days, more than 0")
+    return days
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -154,6 +175,13 @@ SETTINGS = (
             "requests (1-86400)", _secs(1, 86400)),
     Setting("ANKIHOST_SHUTDOWN_GRACE", "10", "seconds requests under way get to finish on SIGTERM "
             "(0-3600)", _secs(0, 3600)),
+    Setting("ANKIHOST_SNAPSHOT_INTERVAL_HOURS", "24", "snapshot each user's collection this "
+            "often when it changed since the last snapshot (0: only before full uploads and "
+            "restores)", _hours),
+    Setting("ANKIHOST_SNAPSHOT_KEEP", "20", "the most snapshots kept per user (the oldest go "
+            "first)", _count),
+    Setting("ANKIHOST_SNAPSHOT_KEEP_DAYS", "90", "snapshots older than this many days are "
+            "deleted (the newest is always kept)", _days),
 )
 
 
@@ -185,6 +213,9 @@ class Settings:
     body_idle_timeout: float = 90.0
     keepalive_timeout: float = 60.0
     shutdown_grace: float = 10.0
+    snapshot_interval_hours: float = 24.0
+    snapshot_keep: int = 20
+    snapshot_keep_days: float = 90.0
 
     @property
     def max_payload_bytes(self) -> int:
@@ -230,6 +261,9 @@ class Settings:
             body_idle_timeout=values["ANKIHOST_BODY_IDLE_TIMEOUT"],
             keepalive_timeout=values["ANKIHOST_KEEPALIVE_TIMEOUT"],
             shutdown_grace=values["ANKIHOST_SHUTDOWN_GRACE"],
+            snapshot_interval_hours=values["ANKIHOST_SNAPSHOT_INTERVAL_HOURS"],
+            snapshot_keep=values["ANKIHOST_SNAPSHOT_KEEP"],
+            snapshot_keep_days=values["ANKIHOST_SNAPSHOT_KEEP_DAYS"],
         )
 
 

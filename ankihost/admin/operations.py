@@ -44,6 +44,8 @@ class AdminContext:
     registry: Registry
 
     def close(self) -> None:
+        for state in self.registry.all():  # what a command running by itself opened
+            state.close()
         self.directory.flush()
         self.directory.store.close()
 
@@ -61,6 +63,7 @@ def open_context(settings: Settings, actor: str) -> AdminContext:
     except StoreError as exc:
         raise ConfigError(str(exc)) from None
     _match_owner(folder)
+    folder.remove_leftovers()
     try:
         directory = AccountDirectory(
             env, store, Audit(store, actor), env_device_keys=settings.env_device_keys
@@ -97,7 +100,7 @@ def _match_owner(folder: DataFolder) -> None:
 
 def operations() -> dict[str, Operation]:
     """Every operation by name (imported here so the table is complete in one place)."""
-    from ankihost.admin import accounts
+    from ankihost.admin import accounts, snapshots
 
     return {
         "user.add": accounts.add_user,
@@ -107,4 +110,8 @@ def operations() -> dict[str, Operation]:
         "user.list": accounts.list_users,
         "device.list": accounts.list_devices,
         "device.revoke": accounts.revoke_devices,
+        "snapshot.list": snapshots.list_snapshots,
+        "snapshot.restore": snapshots.restore_snapshot,
+        "backup.create": snapshots.create_backup,
+        "export.create": snapshots.export_collection,
     }

@@ -28,6 +28,8 @@ from ankihost.log import printable
 from ankihost.memory import release_memory
 from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
+from ankihost.snapshots.keeper import SnapshotKeeper
+from ankihost.snapshots.retention import retention_of
 from ankihost.web import legacy
 from ankihost.web.logins import LoginGate
 from ankihost.web.media_routes import MediaRoutes
@@ -96,6 +98,8 @@ class SyncApp:
         self.sync_routes = SyncRoutes(settings, self.registry, self.logins)
         self.media_routes = MediaRoutes(settings, self.registry)
         self.channel = ChannelServer(admin.folder, admin, operations())
+        self.snapshots = SnapshotKeeper(self.registry, retention_of(settings),
+                                        settings.snapshot_interval_hours)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -111,7 +115,8 @@ class SyncApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.channel.start()
-                background = [asyncio.create_task(self._flush_activity())]
+                background = [asyncio.create_task(self._flush_activity()),
+                              asyncio.create_task(self.snapshots.run())]
                 if self.settings.idle_close_secs:
                     background.append(asyncio.create_task(self._close_idle_users()))
                 await send({"type": "lifespan.startup.complete"})

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -20,6 +21,8 @@ from ankihost.errors import BadRequest, PayloadTooLarge
 from ankihost.protocol.header import SyncHeader
 from ankihost.protocol.request import Step
 from ankihost.registry import Registry, UserState
+from ankihost.snapshots.keeper import settle
+from ankihost.snapshots.retention import retention_of
 from ankihost.sync import full, login, meta
 from ankihost.sync.handlers import STEPS
 from ankihost.web.envelope import decode, framed_response
@@ -35,6 +38,7 @@ class SyncRoutes:
         self.settings = settings
         self.registry = registry
         self.logins = logins
+        self.retention = retention_of(settings)
         check_meta = partial(meta.meta, max_collection_bytes=settings.max_decompressed_bytes)
         self.methods: dict[str, Step] = {
             "meta": Step(check_meta, meta.runs_inline, small_body=True),
@@ -90,4 +94,5 @@ class SyncRoutes:
         except BaseException:  # e.g. the user was removed meanwhile (403)
             full.discard_upload(path)
             raise
-        return await framed_response(reply, compressed)
+        # The replaced collection, kept as a pending snapshot, is compressed after the reply.
+        return await framed_response(reply, compressed, BackgroundTask(settle, state, self.retention))
