@@ -78,7 +78,7 @@ async def add_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
         await anyio.to_thread.run_sync(ctx.directory.add, name, password, quota)
     except DuplicateAccount as exc:
         raise AdminError(str(exc), CONFLICT) from None
-    ctx.directory.audit.record("account.added", name, quota_bytes=quota or "none")
+    ctx.audit("account.added", name, quota_bytes=quota or "none")
     return {"name": name, "folder": str(ctx.folder.user(name).root)}
 
 
@@ -88,7 +88,7 @@ async def change_password(ctx: AdminContext, args: dict[str, Any]) -> dict[str, 
     password = _password(args)
     revoked = await anyio.to_thread.run_sync(ctx.directory.set_password, name, password)
     await ctx.registry.evict(name)  # roll back a sync of a device that just lost its key
-    ctx.directory.audit.record("account.password_changed", name, devices_revoked=revoked)
+    ctx.audit("account.password_changed", name, devices_revoked=revoked)
     return {"name": name, "devices_revoked": revoked}
 
 
@@ -101,7 +101,7 @@ async def remove_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]
     delete = bool(args.get("delete_data"))
     if delete and folder.exists():
         await anyio.to_thread.run_sync(shutil.rmtree, folder)
-    ctx.directory.audit.record("account.removed", name, data="deleted" if delete else f"kept in {folder}")
+    ctx.audit("account.removed", name, data="deleted" if delete else f"kept in {folder}")
     return {"name": name, "folder": str(folder), "data_deleted": delete}
 
 
@@ -110,7 +110,7 @@ async def set_quota(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
     _store_account(ctx, name, "quota")
     quota = _quota(args)
     await anyio.to_thread.run_sync(ctx.directory.set_quota, name, quota)
-    ctx.directory.audit.record("account.quota_set", name, quota_bytes=quota or "none")
+    ctx.audit("account.quota_set", name, quota_bytes=quota or "none")
     return {"name": name, "quota_bytes": quota}
 
 
@@ -167,6 +167,6 @@ async def revoke_devices(ctx: AdminContext, args: dict[str, Any]) -> dict[str, A
         if unknown := [i for i in ids if i not in known]:
             raise AdminError(f"{name!r} has no device {', '.join(unknown)}", NOT_FOUND)
     revoked = await anyio.to_thread.run_sync(ctx.directory.revoke, name, ids)
-    ctx.directory.audit.record("device.revoked", name, devices=",".join(revoked) or "none")
+    ctx.audit("device.revoked", name, devices=",".join(revoked) or "none")
     return {"name": name, "revoked": revoked}
 
