@@ -1,7 +1,9 @@
 """One log line per request, written when it ends, whatever the outcome.
 
 The routes fill in what they learn (the user, the client's version, the status) on the request's
-`RequestLog`; `write()` is called once, by the app, and is the only place the line is formatted.
+`RequestLog`; `write()` is called once, by the app, and is the only place the line is formatted
+and the request counted in the metrics (`web/metrics.py`). The line's fields also travel as
+`extra` fields, so the JSON log format has them as keys; client-supplied values are `printable`.
 """
 
 from __future__ import annotations
@@ -9,6 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ankihost.log import printable
+
+if TYPE_CHECKING:
+    from ankihost.web.metrics import Metrics
 
 log = logging.getLogger("ankihost.request")
 
@@ -23,9 +31,28 @@ class RequestLog:
     user: str = "-"
     client: str = "-"
     status: int = 500
+    # where the request is counted (None: only logged)
+    metrics: Metrics | None = None
+    # body bytes as on the wire: read from the request, and the response's Content-Length
+    bytes_in: int = 0
+    bytes_out: int = 0
+    # a full upload answered "refused" with 200: "quota", "too_large" or "corrupt"
+    refused: str | None = None
+    # the outcome of a sign-in to a page: "ok", "failed" or "throttled"
+    login: str | None = None
+    # don't write the line (a Prometheus scrape every few seconds); still counted
+    quiet: bool = False
 
     def write(self) -> None:
-        log.info(
-            "%s %s user=%s client=%s status=%d ms=%d ip=%s", self.http_method, self.target,
-            self.user, self.client, self.status, (time.monotonic() - self.started) * 1000, self.ip,
-        )
+        seconds = time.monotonic() - self.started
+        if self.metrics is not None:
+            self.metrics.record(self, seconds)
+        if self.quiet:
+            return
+        fields = {
+            "method": printable(self.http_method), "target": printable(self.target),
+            "user": printable(self.user), "client": printable(self.client),
+            "status": self.status, "ms": int(seconds * 1000), "ip": printable(self.ip),
+        }
+        log.info("%s %s user=%s client=%s status=%d ms=%d ip=%s", *fields.values(),
+                 extra={"fields": fields})
