@@ -93,6 +93,11 @@ class AccountDirectory:
         self.audit.record("login", name, device=device.id, client=client, ip=ip)
         return key
 
+    def check_password(self, name: str, password: str) -> Account:
+        """The account if the password is right (AuthFailed if not), with no device key made:
+        for signing in to the account page."""
+        return self._checked(name, password)
+
     def _checked(self, name: str, password: str) -> Account:
         """The account if the password is right; else AuthFailed, after the same work."""
         stored = self._accounts.get(name)
