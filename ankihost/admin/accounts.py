@@ -115,7 +115,11 @@ async def set_quota(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_users(ctx: AdminContext, args: dict[str, Any]) -> list[dict[str, Any]]:
-    names = sorted(ctx.directory.names(), key=str.casefold)
+    """Every user, or with `name` only that one (404 if there is no such user)."""
+    if "name" in args:
+        names = [_account(ctx, _text(args, "name")).name]
+    else:
+        names = sorted(ctx.directory.names(), key=str.casefold)
     return await anyio.to_thread.run_sync(lambda: [_describe(ctx, name) for name in names])
 
 
