@@ -157,6 +157,10 @@ class AccountDirectory:
             found = [d for d in self._devices.values() if d.account == name]
         return sorted(found, key=lambda d: d.first_seen)
 
+    def device_count(self) -> int:
+        """How many devices of all accounts have a key of their own."""
+        return len(self._devices)
+
     def add(self, name: str, password: str, quota_bytes: int | None) -> StoreAccount:
         stored = self.store.add_account(name, passwords.hash_new_password(password), quota_bytes)
         account = StoreAccount.of(stored)
