@@ -52,7 +52,7 @@ class SyncRoutes:
             raise BadRequest(f"unknown method sync/{method}")
         state = authenticate(self.registry, header, record)
         if step is None:
-            return await self._upload(request, header, state)
+            return await self._upload(request, header, state, record)
         return await run_step(request, header, method, step, state, body_limit(step, self.settings))
 
     async def _login(self, request: Request, header: SyncHeader, record: RequestLog) -> Response:
@@ -62,7 +62,9 @@ class SyncRoutes:
         key = await self.logins.login(name, password, header.client_version, record.ip)
         return await framed_response(login.reply(key), compressed=header.version >= 11)
 
-    async def _upload(self, request: Request, header: SyncHeader, state: UserState) -> Response:
+    async def _upload(
+        self, request: Request, header: SyncHeader, state: UserState, record: RequestLog
+    ) -> Response:
         compressed = header.version >= 11
         state.folder.ensure()
         target = state.folder.new_upload_file()
@@ -71,6 +73,7 @@ class SyncRoutes:
         try:
             upload = await decode(request, header, "upload", limit, target)
         except PayloadTooLarge:
+            record.refused = "too_large"
             return await framed_response(full.refuse_too_large(path), compressed)
         except BaseException:
             full.discard_upload(path)
@@ -79,6 +82,9 @@ class SyncRoutes:
             target.close()
         problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
         if problem:
+            record.refused = "corrupt"
             return await framed_response(full.refuse_corrupt(problem, path), compressed)
         reply = await state.locked(full.install_upload, state, path)
+        if reply.data != full.UPLOAD_OK.encode():
+            record.refused = "quota"
         return await framed_response(reply, compressed)
