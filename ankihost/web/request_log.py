@@ -13,6 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message
+
 from ankihost.log import printable
 
 if TYPE_CHECKING:
@@ -56,3 +60,22 @@ class RequestLog:
         }
         log.info("%s %s user=%s client=%s status=%d ms=%d ip=%s", *fields.values(),
                  extra={"fields": fields})
+
+
+def counting(request: Request, record: RequestLog) -> Request:
+    """The same request, with every body byte read from it added to `record.bytes_in`."""
+    receive = request.receive
+
+    async def counted() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            record.bytes_in += len(message.get("body", b""))
+        return message
+
+    return Request(request.scope, counted)
+
+
+def sent_bytes(response: Response) -> int:
+    """The body size a response declares (Content-Length: every response of ours has one)."""
+    length = response.headers.get("content-length", "")
+    return int(length) if length.isdigit() else 0
