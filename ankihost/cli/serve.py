@@ -32,18 +32,17 @@ def run(args: argparse.Namespace) -> int:
     logsetup.setup()
     try:
         settings = Settings.from_env(os.environ)
+        logsetup.setup(fmt=settings.log_format)
         from ankihost.server import build
+        from ankihost.web import serving
 
+        # bound first: a port in use stops start-up before the data folder is touched
+        admin_socket = serving.bind_admin(settings) if settings.admin_listener else None
         app = build(settings)
     except ConfigError as exc:
         print(f"ankihost: configuration error: {exc}", file=sys.stderr)
         return 1
-    import uvicorn
-
     log.info("ankihost %s listening on %s:%d, data in %s, %d user(s)", __version__,
              settings.host, settings.port, settings.base, len(app.accounts.names()))
-    # proxy_headers=False: SYNC_IP_HEADER alone says which header, if any, names the client
-    # (uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 on its own).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=10, proxy_headers=False)
+    serving.run(app, settings, admin_socket)
     return 0
