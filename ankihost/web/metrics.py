@@ -93,7 +93,7 @@ class Metrics:
         self.known: frozenset[str] = frozenset()
         self.per_user = per_user
         self.is_user = is_user
-        disable_created_metrics()  # no `_created` series beside each counter
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
