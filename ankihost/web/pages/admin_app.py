@@ -14,7 +14,7 @@ import logging
 import re
 
 import anyio
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
@@ -91,4 +91,6 @@ class AdminApp:
                 return PlainTextResponse("a bearer token is needed (ANKIHOST_METRICS_TOKEN)\n", 401,
                                          headers={"WWW-Authenticate": 'Bearer realm="ankihost metrics"'})
         body = await anyio.to_thread.run_sync(self.metrics.exposition)
-        return Response(body, media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
+        # the classic text format (every name here is a legacy name, so the 1.0.0 format would be
+        # the same text): Prometheus 2 and 3 and other scrapers all read it
+        return Response(body, media_type=CONTENT_TYPE_PLAIN_0_0_4, headers={"Cache-Control": "no-store"})
