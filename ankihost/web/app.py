@@ -36,7 +36,7 @@ from ankihost.web.media_routes import MediaRoutes
 from ankihost.web.metrics import Metrics, endpoints
 from ankihost.web.pages.account import AccountPages, account_page
 from ankihost.web.pages.admin_app import AdminApp
-from ankihost.web.request_log import RequestLog, counting, sent_bytes
+from ankihost.web.request_log import RequestLog, counting, counting_send, sent_bytes
 from ankihost.web.sync_routes import SyncRoutes
 
 log = logging.getLogger("ankihost.request")
@@ -112,7 +112,9 @@ class SyncApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             request = Request(scope, receive)
-            response = await self.handle(request)
+            response, record = await self._handle(request)
+            if record is not None and "content-length" not in response.headers:
+                send = counting_send(send, record)  # a streamed download
             await response(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -169,9 +171,13 @@ class SyncApp:
                 log.exception("could not write device activity to the account store")
 
     async def handle(self, request: Request) -> Response:
+        return (await self._handle(request))[0]
+
+    async def _handle(self, request: Request) -> tuple[Response, RequestLog | None]:
+        """The response, and the request's log record (None for /health)."""
         path = request.scope["path"]
         if _HEALTH.search(path):
-            return _health(request)
+            return _health(request), None
         match = _ROUTE.search(path)
         if match is None and (page := account_page(path)) is not None:
             return await self._account_page(request, page)
@@ -182,21 +188,21 @@ class SyncApp:
             response = await self._route(request, match, record)
             record.status = response.status_code
             record.bytes_out = sent_bytes(response)
-            return response
+            return response, record
         except SyncError as error:
             record.status = error.status
             _log_error(error, target)
-            return error_response(error)
+            return error_response(error), record
         except Exception:
             log.exception("internal error in %s", target)
-            return error_response(SyncError("internal error"))
+            return error_response(SyncError("internal error")), record
         finally:
             record.write()
             if match and match[1] == "sync" and match[2] != "hostKey" and record.user != "-":
                 result = "ok" if record.status == 200 else f"{match[2]} failed ({record.status})"
                 self.accounts.synced(record.user, result, record.client, record.ip)
 
-    async def _account_page(self, request: Request, page: str) -> Response:
+    async def _account_page(self, request: Request, page: str) -> tuple[Response, RequestLog]:
         """A page of `…/account/`: HTML, with the pages' own error pages (never raises)."""
         ip = client_ip(request, self.settings)
         record = RequestLog(request.method, f"/account/{page}", ip, metrics=self.metrics)
@@ -205,7 +211,7 @@ class SyncApp:
             response = await self.account_pages.handle(request, page, record, ip)
             record.status = response.status_code
             record.bytes_out = sent_bytes(response)
-            return response
+            return response, record
         finally:
             record.write()
 

@@ -142,6 +142,11 @@ class Metrics:
         if (login := login_outcome(record)) is not None:
             self.logins.labels(*login).inc()
 
+    def record_sent(self, record: RequestLog, size: int) -> None:
+        """Body bytes of a streamed response, counted as they are sent."""
+        if size:
+            self.sent.labels(_area(record.target), *self._user(record.user)).inc(size)
+
     def _user(self, name: str) -> tuple[str, ...]:
         if not self.per_user:
             return ()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message
+from starlette.types import Message, Send
 
 from ankihost.log import printable
 
@@ -76,6 +76,21 @@ def counting(request: Request, record: RequestLog) -> Request:
 
 
 def sent_bytes(response: Response) -> int:
-    """The body size a response declares (Content-Length: every response of ours has one)."""
+    """The body size a response declares (0 for a streamed one: see `counting_send`)."""
     length = response.headers.get("content-length", "")
     return int(length) if length.isdigit() else 0
+
+
+def counting_send(send: Send, record: RequestLog) -> Send:
+    """`send`, counting the body of a streamed response (no Content-Length; a full download)
+    in the metrics as it goes: its size is known only once it is sent, after the log line."""
+    metrics = record.metrics
+    if metrics is None:
+        return send
+
+    async def counted(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            metrics.record_sent(record, len(message.get("body", b"")))
+        await send(message)
+
+    return counted
