@@ -5,16 +5,15 @@ scrape parsed with Prometheus' own parser whose counts must match what was done.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.accounts import add_user
 from tests.support.client import SyncClient, is_auth_error
 from tests.support.content import build_rich_collection
-from tests.support.server import REPO_ROOT, SyncServer, free_port
+from tests.support.server import SyncServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -31,14 +30,6 @@ def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 def count(samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def add_user(server: SyncServer, name: str, password: str, quota_mb: int) -> None:
-    """`ankihost user add` from the command line: the running server makes the account."""
-    env = {**os.environ, **server.environment(), "PYTHONPATH": str(REPO_ROOT)}
-    subprocess.run([sys.executable, "-m", "ankihost", "user", "add", name, "--quota-mb", str(quota_mb)],
-                   input=f"{password}\n{password}\n", text=True, env=env, check=True, cwd=REPO_ROOT,
-                   capture_output=True, timeout=60)
 
 
 def note(client: SyncClient, text: str) -> None:

@@ -102,7 +102,7 @@ class AdminPages(Area):
         if not right:
             page.record.login = "failed"
             locked = self.gate.failed(page.ip)
-            await self._audit("admin_page.signin_failed", ip=page.ip, locked=locked)
+            await self._audit("admin_page.signin_failed", ip=page.ip, locked="yes" if locked else "no")
             return self.signin_form(page, 403, error="Wrong password.")
         await self._audit("admin_page.signin", ip=page.ip)
         return self.signed_in(page, self.sessions.start(WHO))
