@@ -98,6 +98,8 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self._counters(per_user)
+        # the labelled series of each (endpoint, method, status), looked up once
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def _counters(self, per_user: bool) -> None:
         user = ("user",) if per_user else ()
@@ -127,8 +129,13 @@ class Metrics:
         """Count one request (from `RequestLog.write`, once per request)."""
         endpoint = record.target if record.target in self.known else "other"
         method = record.http_method if record.http_method in HTTP_METHODS else "other"
-        self.requests.labels(endpoint, method, str(record.status)).inc()
-        self.duration.labels(endpoint).observe(seconds)
+        key = (endpoint, method, record.status)
+        children = self._children.get(key)
+        if children is None:  # bounded: endpoints, methods and statuses are
+            children = self._children[key] = (
+                self.requests.labels(endpoint, method, str(record.status)), self.duration.labels(endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
         area = _area(record.target)
         user = self._user(record.user)
         if record.bytes_in:
