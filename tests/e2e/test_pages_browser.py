@@ -20,8 +20,12 @@ ADMIN_PASSWORD = "browser-admin-pw"
 
 
 @pytest.fixture(scope="module")
+def chromium() -> None:
+    ensure_chromium()  # apt-get install, as root, when missing (CI: a fresh Debian machine)
+
+
+@pytest.fixture(scope="module")
 def server() -> Iterator[SyncServer]:
-    ensure_chromium()
     env = {"ANKIHOST_ADMIN_PASSWORD": ADMIN_PASSWORD, "ANKIHOST_ADMIN_PORT": str(free_port())}
     with SyncServer("ankihost", [("alice", "alice-pw")], env=env) as srv:
         yield srv
@@ -33,14 +37,14 @@ def admin_url(server: SyncServer) -> str:
 
 
 @pytest.fixture
-def desktop() -> Iterator[Browser]:
+def desktop(chromium: None) -> Iterator[Browser]:
     browser = Browser(DESKTOP, "desktop")
     yield browser
     browser.quit()
 
 
 @pytest.fixture
-def phone() -> Iterator[Browser]:
+def phone(chromium: None) -> Iterator[Browser]:
     browser = Browser(PHONE, "phone")
     yield browser
     browser.quit()
