@@ -62,6 +62,8 @@ def admin_sign_in(browser: Browser, admin_url: str, shot: str | None = None) -> 
 def test_admin_adds_a_user_who_syncs_then_revokes_the_device(
     server: SyncServer, admin_url: str, desktop: Browser, clients: dict[str, SyncClient]
 ) -> None:
+    desktop.open("data:text/html,<title>off</title><script>document.title = 'on'</script>")
+    assert desktop.title() == "off"  # JavaScript is off: every step below is plain HTML forms
     with server.log_on_failure():
         desktop.open(admin_url)
         desktop.submit("form[action=signin]", password="not-it")

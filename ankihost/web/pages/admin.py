@@ -65,7 +65,7 @@ class AdminPages(Area):
     async def overview(self, page: PageRequest) -> Response:
         session = page.signed_in
         try:
-            users = await operations()["user.list"](self.context, {})
+            users = await self.ops["user.list"](self.context, {})
         except AdminError as error:
             raise from_admin_error(error) from None
         facts = await anyio.to_thread.run_sync(self._facts)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ankihost.web.pages.errors import Forbidden, NotFoundPage, NotSignedIn, PageError, WrongMethod
+from ankihost.web.pages.errors import Forbidden, NotFoundPage, NotSignedIn, PageError, ServerFailure, WrongMethod
 from ankihost.web.pages.forms import Form, read_form, read_query
 from ankihost.web.pages.render import Renderer, see_other
 from ankihost.web.pages.sessions import Session, Sessions, cookie_header, looks_like_token, new_token, same_token
@@ -69,9 +69,7 @@ class Area:
             return self.renderer.error(error, signed_in=session is not None)
         except Exception:
             log.exception("internal error on the %s page %r", self.renderer.area, page)
-            failure = PageError("Something went wrong on the server; nothing was changed. The "
-                                "server's log says what.")
-            failure.status, failure.title = 500, "Server error"
+            failure = ServerFailure("Something went wrong on the server. The server's log says what.")
             return self.renderer.error(failure, signed_in=session is not None)
 
     async def _run(self, request: Request, page: str, record: RequestLog, ip: str,

@@ -9,7 +9,8 @@ page (the sync surface's `web/app.py: error_response` is separate and never sees
     ├── Conflict (409)       the change clashes with what exists (a name taken)
     ├── TooLarge (413)       a form body over the limit
     ├── WrongType (415)      a form not sent as application/x-www-form-urlencoded
-    └── SlowDown (429)       too many failed sign-ins
+    ├── SlowDown (429)       too many failed sign-ins
+    └── ServerFailure (500)  anything unexpected (logged with its traceback)
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ class WrongType(PageError):
 class SlowDown(PageError):
     status = 429
     title = "Too many failed sign-ins"
+
+
+class ServerFailure(PageError):
+    status = 500
+    title = "Server error"
 
 
 _BY_STATUS: dict[int, type[PageError]] = {403: Forbidden, 404: NotFoundPage, 409: Conflict}

@@ -298,3 +298,11 @@ def test_the_admin_password_is_never_shown(admin: Site, caplog):
     for page in ("", "user?name=pat", "add", "audit", "metrics"):
         assert ADMIN_PASSWORD not in admin.admin(page).text
     assert ADMIN_PASSWORD not in caplog.text
+
+
+def test_an_unexpected_failure_is_a_500_page_and_a_recent_error(admin: Site):
+    admin.app.accounts.store.close()  # the audit query now fails inside the store
+    response = admin.admin("audit")
+    assert response.status_code == 500 and "Server error" in response.text
+    assert "Traceback" not in response.text
+    assert "internal error on the admin page &#39;audit&#39;" in admin.admin("").text
