@@ -10,11 +10,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
+LOG_FORMATS = ("text", "json")
+# Secret settings read by `_secret` (the value, or NAME_FILE naming a file that holds it).
+ADMIN_PASSWORD = "ANKIHOST_ADMIN_PASSWORD"
+METRICS_TOKEN = "ANKIHOST_METRICS_TOKEN"
 
 # Where the client's IP address for the log comes from (same names as the official server).
 IP_HEADERS: dict[str, str | None] = {
@@ -120,6 +124,12 @@ def _days(value: str) -> float:
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError("must be one of " + ", ".join(LOG_FORMATS))
+    return value
+
+
 def _flag(value: str) -> bool:
     """A strict yes/no: 1/true/yes/on or 0/false/no/off (any case), or empty for no."""
     lowered = value.strip().lower()
@@ -182,6 +192,19 @@ SETTINGS = (
             "first)", _count),
     Setting("ANKIHOST_SNAPSHOT_KEEP_DAYS", "90", "snapshots older than this many days are "
             "deleted (the newest is always kept)", _days),
+    Setting(ADMIN_PASSWORD, None, "turns the admin web pages on: their password, plain or a PHC "
+            "hash (`ankihost hash-password`); ANKIHOST_ADMIN_PASSWORD_FILE instead names a file "
+            "holding it"),
+    Setting("ANKIHOST_ADMIN_HOST", "127.0.0.1", "address of the admin listener (admin pages and "
+            "/metrics): an IPv4 or IPv6 literal", _ip_literal),
+    Setting("ANKIHOST_ADMIN_PORT", "8081", "TCP port of the admin listener", _port),
+    Setting(METRICS_TOKEN, None, "a bearer token /metrics then requires (it also starts the admin "
+            "listener for /metrics alone); unset: /metrics is open on the admin listener; "
+            "ANKIHOST_METRICS_TOKEN_FILE instead names a file holding it"),
+    Setting("ANKIHOST_METRICS_PER_USER", "0", "1: /metrics gives syncs, bytes and storage per user "
+            "(a series per user)", _flag),
+    Setting("ANKIHOST_LOG_FORMAT", "text", "text: one line per event; json: one JSON object per "
+            "line", _log_format),
 )
 
 
@@ -190,7 +213,7 @@ def describe_settings() -> str:
     lines = []
     for setting in SETTINGS:
         default = f" (default: {setting.default})" if setting.default is not None else ""
-        lines.append(f"  {setting.name:<22} {setting.help}{default}")
+        lines.append(f"  {setting.name:<26} {setting.help}{default}")
     return "\n".join(lines)
 
 
@@ -216,6 +239,17 @@ class Settings:
     snapshot_interval_hours: float = 24.0
     snapshot_keep: int = 20
     snapshot_keep_days: float = 90.0
+    # The admin listener (admin pages, /metrics): it runs when either secret is set.
+    admin_password: Secret | None = None
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    metrics_token: Secret | None = None
+    metrics_per_user: bool = False
+    log_format: str = "text"
+
+    @property
+    def admin_listener(self) -> bool:
+        return self.admin_password is not None or self.metrics_token is not None
 
     @property
     def max_payload_bytes(self) -> int:
@@ -264,7 +298,60 @@ class Settings:
             snapshot_interval_hours=values["ANKIHOST_SNAPSHOT_INTERVAL_HOURS"],
             snapshot_keep=values["ANKIHOST_SNAPSHOT_KEEP"],
             snapshot_keep_days=values["ANKIHOST_SNAPSHOT_KEEP_DAYS"],
-        )
+            admin_password=_admin_password(environ),
+            admin_host=values["ANKIHOST_ADMIN_HOST"],
+            admin_port=values["ANKIHOST_ADMIN_PORT"],
+            metrics_token=_secret(environ, METRICS_TOKEN),
+            metrics_per_user=values["ANKIHOST_METRICS_PER_USER"],
+            log_format=values["ANKIHOST_LOG_FORMAT"],
+        )._checked()
+
+    def _checked(self) -> Settings:
+        if self.admin_listener and self.admin_port == self.port and self.admin_port != 0:
+            raise ConfigError(f"ANKIHOST_ADMIN_PORT={self.admin_port} is also SYNC_PORT: the admin "
+                              "listener needs a port of its own")
+        return self
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret setting's value, never shown by `repr` or `str` (so never in a log)."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "**********"
+
+
+def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
+    """NAME or NAME_FILE (a file holding the value; one trailing newline is dropped); both set,
+    an empty value or an unreadable file is a ConfigError."""
+    value, path = environ.get(name), environ.get(f"{name}_FILE")
+    if value is not None and path is not None:
+        raise ConfigError(f"{name} and {name}_FILE are both set; set only one")
+    if path is not None:
+        try:
+            value = Path(path).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc}") from None
+    if value is None:
+        return None
+    if value == "":
+        raise ConfigError(f"{name} is empty; unset it to turn this off")
+    return Secret(value)
+
+
+def _admin_password(environ: Mapping[str, str]) -> Secret | None:
+    """The admin password, plain or a PHC hash; a malformed hash stops start-up here."""
+    from ankihost.accounts import passwords
+
+    secret = _secret(environ, ADMIN_PASSWORD)
+    if secret is not None and passwords.looks_like_hash(secret.value):
+        try:
+            passwords.parse_hash(secret.value)
+        except passwords.HashFormatError as exc:
+            raise ConfigError(f"{ADMIN_PASSWORD}: the password hash is invalid: {exc}") from None
+    return secret
 
 
 def read_user_entries(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

@@ -83,7 +83,7 @@ async def restore_snapshot(ctx: AdminContext, args: dict[str, Any]) -> dict[str,
     done = await _refused_as_admin_error(
         restore.restore(state, id, retention_of(ctx.settings), Meter(what=name)))
     header = done.snapshot.header
-    ctx.directory.audit.record("snapshot.restored", name, snapshot=id, saved=done.saved or "none")
+    ctx.audit("snapshot.restored", name, snapshot=id, saved=done.saved or "none")
     return {"name": name, "restored": id, "saved": done.saved,
             "notes": header.notes if header else None, "cards": header.cards if header else None}
 
@@ -92,7 +92,7 @@ async def create_backup(ctx: AdminContext, args: dict[str, Any]) -> dict[str, An
     dest = _path(args, "dest")
     result: dict[str, Any] = await _refused_as_admin_error(backup.create(
         ctx.registry, ctx.folder, dest, snapshots=bool(args.get("snapshots")), progress=Meter()))
-    ctx.directory.audit.record("backup.created", None, path=result["path"], files=result["files"])
+    ctx.audit("backup.created", None, path=result["path"], files=result["files"])
     return result
 
 
@@ -101,5 +101,5 @@ async def export_collection(ctx: AdminContext, args: dict[str, Any]) -> dict[str
     state = _state(ctx, name)
     result: dict[str, Any] = await _refused_as_admin_error(
         export.export(state, dest, media=bool(args.get("media", True)), progress=Meter(what=name)))
-    ctx.directory.audit.record("collection.exported", name, path=result["path"])
+    ctx.audit("collection.exported", name, path=result["path"])
     return {"name": name, **result}

@@ -58,7 +58,7 @@ class SyncRoutes:
         state = authenticate(self.registry, header, record)
         still_valid = key_still_valid(self.registry, header)
         if step is None:
-            return await self._upload(request, header, state, still_valid)
+            return await self._upload(request, header, state, still_valid, record)
         limit = body_limit(step, self.settings)
         return await run_step(request, header, method, step, state, limit, still_valid)
 
@@ -70,7 +70,8 @@ class SyncRoutes:
         return await framed_response(login.reply(key), compressed=header.version >= 11)
 
     async def _upload(
-        self, request: Request, header: SyncHeader, state: UserState, still_valid: Callable[[], None]
+        self, request: Request, header: SyncHeader, state: UserState, still_valid: Callable[[], None],
+        record: RequestLog,
     ) -> Response:
         compressed = header.version >= 11
         await state.ensure_prepared()  # (a user added while the server runs may not be yet)
@@ -80,6 +81,7 @@ class SyncRoutes:
         try:
             upload = await decode(request, header, "upload", limit, target)
         except PayloadTooLarge:
+            record.refused = "too_large"
             return await framed_response(full.refuse_too_large(path), compressed)
         except BaseException:
             full.discard_upload(path)
@@ -88,11 +90,14 @@ class SyncRoutes:
             target.close()
         problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
         if problem:
+            record.refused = "corrupt"
             return await framed_response(full.refuse_corrupt(problem, path), compressed)
         try:
             reply = await state.locked(guarded(full.install_upload, still_valid), state, path)
         except BaseException:  # e.g. the user was removed meanwhile (403)
             full.discard_upload(path)
             raise
+        if reply.data != full.UPLOAD_OK.encode():
+            record.refused = "quota"
         # The replaced collection, kept as a pending snapshot, is compressed after the reply.
         return await framed_response(reply, compressed, BackgroundTask(settle, state, self.retention))
