@@ -76,5 +76,5 @@ def test_json_logs_of_a_real_sync_and_a_clean_stop(clients: dict[str, SyncClient
     audit = [e for e in entries if e["logger"] == "ankihost.audit"]
     failed = next(e for e in audit if e["event"] == "login.failed")
     assert failed["user"] == 'alice\\n{"forged": 1}' and "forged" not in [k for e in entries for k in e]
-    assert any(e["message"] == "Application shutdown complete." for e in entries)
+    assert any(e["message"] == "shutdown complete" for e in entries)
     assert not any(e["target"] == "/admin/metrics" for e in requests)  # scrapes are not logged
