@@ -27,6 +27,10 @@ class Reply:
     follow_up: Callable[[], None] | None = None
     # run the follow-up on the event loop (bounded work) rather than in a worker thread
     follow_up_inline: bool = False
+    # a 200 that refuses what was asked, with a message the client shows (a full upload over
+    # quota, too large, not a collection): what kind of refusal, and why, for the request log
+    refused: str | None = None
+    reason: str = ""
 
     @property
     def size(self) -> int:
@@ -41,6 +45,11 @@ def json_reply(
 
 def text_reply(text: str) -> Reply:
     return Reply(text.encode("utf-8"))
+
+
+def refusal_reply(text: str, refused: str, reason: str) -> Reply:
+    """A 200 whose text the client shows as the error; `refused` and `reason` go to the log."""
+    return Reply(text.encode("utf-8"), refused=refused, reason=reason)
 
 
 def file_reply(path: Path, *, delete_after: bool) -> Reply:

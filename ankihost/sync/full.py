@@ -17,7 +17,7 @@ from pathlib import Path
 from ankihost.accounts import quota
 from ankihost.errors import BadRequest, ServerError, SyncError
 from ankihost.protocol.request import SyncRequest
-from ankihost.protocol.response import Reply, file_reply, text_reply
+from ankihost.protocol.response import Reply, file_reply, refusal_reply, text_reply
 from ankihost.registry import UserState
 from ankihost.snapshots.shelf import UPLOAD
 from ankihost.storage import collection, schema
@@ -51,8 +51,7 @@ def install_upload(state: UserState, uploaded: Path) -> Reply:
     used_after = size + state.media.index().totals().total_bytes
     if message := quota.refusal(state.account.quota_bytes, used_after, growth):
         discard_upload(uploaded)
-        log.info("upload refused for %s: over quota", state.name)
-        return text_reply(message)
+        return refusal_reply(message, "quota", f"over quota ({used_after} bytes)")
     live = state.folder.collection
     if live.exists():
         _keep_as_snapshot(state)
@@ -103,17 +102,16 @@ def discard_upload(uploaded: Path) -> None:
     remove_sidecars(uploaded)
 
 
-def refuse_too_large(uploaded: Path) -> Reply:
+def refuse_too_large(uploaded: Path, limit: int) -> Reply:
     """The reply for an upload over the size limit (the client shows it)."""
     discard_upload(uploaded)
-    return text_reply(TOO_LARGE_MESSAGE)
+    return refusal_reply(TOO_LARGE_MESSAGE, "too_large", f"over {limit} bytes decompressed")
 
 
 def refuse_corrupt(reason: str, uploaded: Path) -> Reply:
     """The reply for an upload that is not a collection we can serve (the client shows it)."""
     discard_upload(uploaded)
-    log.info("upload rejected: %s", reason)
-    return text_reply(CORRUPT_MESSAGE)
+    return refusal_reply(CORRUPT_MESSAGE, "corrupt", f"not a collection: {reason}")
 
 
 def download(state: UserState, request: SyncRequest) -> Reply:

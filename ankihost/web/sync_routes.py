@@ -20,6 +20,7 @@ from ankihost.config import Settings
 from ankihost.errors import BadRequest, PayloadTooLarge
 from ankihost.protocol.header import SyncHeader
 from ankihost.protocol.request import Step
+from ankihost.protocol.response import Reply
 from ankihost.registry import Registry, UserState
 from ankihost.snapshots.keeper import settle
 from ankihost.snapshots.retention import retention_of
@@ -81,8 +82,7 @@ class SyncRoutes:
         try:
             upload = await decode(request, header, "upload", limit, target)
         except PayloadTooLarge:
-            record.refused = "too_large"
-            return await framed_response(full.refuse_too_large(path), compressed)
+            return await self._refused(full.refuse_too_large(path, limit), compressed, record)
         except BaseException:
             full.discard_upload(path)
             raise
@@ -90,14 +90,19 @@ class SyncRoutes:
             target.close()
         problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
         if problem:
-            record.refused = "corrupt"
-            return await framed_response(full.refuse_corrupt(problem, path), compressed)
+            return await self._refused(full.refuse_corrupt(problem, path), compressed, record)
         try:
             reply = await state.locked(guarded(full.install_upload, still_valid), state, path)
         except BaseException:  # e.g. the user was removed meanwhile (403)
             full.discard_upload(path)
             raise
-        if reply.data != full.UPLOAD_OK.encode():
-            record.refused = "quota"
+        if reply.refused:
+            return await self._refused(reply, compressed, record)
         # The replaced collection, kept as a pending snapshot, is compressed after the reply.
         return await framed_response(reply, compressed, BackgroundTask(settle, state, self.retention))
+
+    @staticmethod
+    async def _refused(reply: Reply, compressed: bool, record: RequestLog) -> Response:
+        """An upload refused with a message the client shows: logged and counted as such."""
+        record.refused, record.reason = reply.refused, reply.reason
+        return await framed_response(reply, compressed)

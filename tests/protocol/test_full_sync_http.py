@@ -268,3 +268,25 @@ def test_one_log_line_per_request_without_secrets(wire, caplog):
     everything = "\n".join(r.getMessage() for r in caplog.records)
     for secret in ("secret", "wrong-secret", ALICE_KEY, "f" * 40):
         assert secret not in everything
+
+
+def test_a_refused_upload_is_logged_with_its_reason(tmp_path, caplog, client_collection):
+    import logging
+
+    from starlette.testclient import TestClient
+
+    from ankihost.server import build
+    from ankihost.sync.full import CORRUPT_MESSAGE, TOO_LARGE_MESSAGE
+    from tests.conftest import Wire, make_settings
+
+    caplog.set_level(logging.INFO)
+    with TestClient(build(make_settings(tmp_path / "base", MAX_SYNC_PAYLOAD_MEGS="1"))) as http:
+        wire = Wire(http)
+        assert wire.payload(wire.post("upload", b"not a collection at all")) == CORRUPT_MESSAGE.encode()
+        assert wire.payload(wire.post("upload", b"\0" * (3 * 1024 * 1024))) == TOO_LARGE_MESSAGE.encode()
+        assert wire.payload(wire.post("upload", client_collection)) == b"OK"
+    lines = [r.getMessage() for r in caplog.records if "POST /sync/upload" in r.getMessage()]
+    assert len(lines) == 3
+    assert lines[0].endswith("reason=not a collection: not an SQLite file") and "status=200" in lines[0]
+    assert lines[1].endswith(f"reason=over {3 * 1024 * 1024 - 1} bytes decompressed")
+    assert "reason=" not in lines[2]
