@@ -36,4 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     for group in GROUPS:
         group.add(commands)
+    _with_settings(parser)
     return parser
+
+
+def _with_settings(parser: argparse.ArgumentParser) -> None:
+    """Every command's --help ends with every setting, its default and allowed values: they
+    all read the same environment as the server."""
+    parser.epilog = "environment:\n" + describe_settings()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _with_settings(sub)

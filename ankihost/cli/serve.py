@@ -14,17 +14,13 @@ from typing import Any
 
 from ankihost import __version__
 from ankihost import log as logsetup
-from ankihost.config import ConfigError, Settings, describe_settings
+from ankihost.config import ConfigError, Settings
 
 log = logging.getLogger("ankihost")
 
 
 def add(commands: Any) -> None:
-    parser = commands.add_parser(
-        "serve", help="run the sync server (the default)",
-        epilog="environment:\n" + describe_settings(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = commands.add_parser("serve", help="run the sync server (the default)")
     parser.set_defaults(run=run)
 
 

@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from ankihost import __version__
 from ankihost.admin.channel import ChannelServer
 from ankihost.admin.lock import DataFolderLock
 from ankihost.admin.operations import AdminContext, operations
@@ -48,6 +49,7 @@ log = logging.getLogger("ankihost.request")
 _ROUTE = re.compile(r"(?:^|/)(sync|msync)/([^/]+)/?$")
 _HEALTH = re.compile(r"(?:^|/)health/?$")
 SHUTDOWN_WAIT_SECS = 30
+VERSION_HEADER = "X-Ankihost-Version"
 # How often what devices and users did is written to the account store.
 ACTIVITY_FLUSH_SECS = 2
 # A sync session with no request for this long was given up by its client (clients time out
@@ -246,6 +248,7 @@ class SyncApp:
 
 
 def _health(request: Request) -> Response:
+    """200 with an empty body, as the official server answers; the version in a header."""
     if request.method not in ("GET", "HEAD"):
         return error_response(MethodNotAllowed(("GET", "HEAD")))
-    return Response(status_code=200)
+    return Response(status_code=200, headers={VERSION_HEADER: __version__})

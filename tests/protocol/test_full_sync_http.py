@@ -13,7 +13,11 @@ from tests.conftest import ALICE_KEY, BOB_KEY, Wire, make_settings
 
 
 def test_health(wire):
-    assert wire.http.get("/health").status_code == 200
+    from ankihost import __version__
+
+    response = wire.http.get("/health")
+    assert (response.status_code, response.content) == (200, b"")
+    assert response.headers["x-ankihost-version"] == __version__
     assert wire.http.head("/health").status_code == 200
     response = wire.http.post("/health")
     assert response.status_code == 405 and response.headers["allow"] == "GET,HEAD"
