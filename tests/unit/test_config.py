@@ -136,3 +136,12 @@ def test_admin_password_may_be_a_phc_hash():
     for phc in (hash_password("pw", rounds=1000), hash_new_password("pw")):
         s = settings(ANKIHOST_ADMIN_PASSWORD=phc)
         assert s.admin_password is not None and s.admin_password.value == phc
+
+
+def test_the_readme_documents_every_setting():
+    from ankihost.config import SETTINGS
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    for setting in SETTINGS:
+        name = "SYNC_USER1" if setting.name == "SYNC_USERn" else setting.name
+        assert f"`{name}`" in text, setting.name
