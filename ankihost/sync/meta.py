@@ -6,6 +6,7 @@ session of the user (rolling it back), as the official server does.
 
 from __future__ import annotations
 
+import os
 import time
 
 from ankihost.errors import BadRequest, ClientTooOld
@@ -34,7 +35,7 @@ def meta(state: UserState, request: SyncRequest, *, max_collection_bytes: int) -
         return json_reply(_refusal(LEGACY_CLIENT_MESSAGE))
     db = state.collection.connection()
     col = collection.read_col(db)
-    too_big = state.folder.collection.stat().st_size > max_collection_bytes
+    too_big = os.stat(state.folder.collection_path).st_size > max_collection_bytes
     return json_reply({
         "mod": col.mod,
         # A collection too large to sync normally forces a one-way sync, as upstream does.
