@@ -2,8 +2,9 @@
 
 Routes are matched by their suffix (`…/sync/<method>`, `…/msync/<method>`, `…/health`), so the
 server works behind a reverse-proxy subpath and with or without a trailing slash. A request
-reads top to bottom: `handle` picks the surface (`legacy`, `sync_routes`, `media_routes`),
-which authenticates and runs the method's step; every refusal is a `SyncError` that
+reads top to bottom: `handle` picks the envelope (protocol 11's header, or `legacy`'s
+multipart form or query) and the surface (`sync_routes`, `media_routes`), which authenticates
+and runs the method's step; every refusal is a `SyncError` that
 `error_response` turns into the response, and `RequestLog` writes one line when it ends.
 """
 
@@ -27,6 +28,7 @@ from ankihost.errors import MethodNotAllowed, NotFound, SyncError
 from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
 from ankihost.web import legacy
+from ankihost.web.envelope import Envelope, HeaderEnvelope
 from ankihost.web.logins import LoginGate
 from ankihost.web.media_routes import MediaRoutes
 from ankihost.web.request_log import RequestLog
@@ -162,15 +164,23 @@ class SyncApp:
         allowed = ("GET", "POST") if (area, method) == ("msync", "begin") else ("POST",)
         if request.method not in allowed:
             raise MethodNotAllowed(allowed)
+        envelope = self._envelope(request)
+        record.client = envelope.client_version or "-"
+        routes = self.media_routes if area == "msync" else self.sync_routes
+        try:
+            return await routes.handle(envelope, method, record)
+        finally:
+            envelope.close()
+
+    def _envelope(self, request: Request) -> Envelope:
+        """Protocol 11 has the anki-sync header; protocols 8–10 send a multipart form, or
+        `GET /msync/begin?k=…&v=…` (the only GET route)."""
+        if request.method == "GET":
+            return legacy.QueryEnvelope(request)
         header_value = request.headers.get(HEADER_NAME)
         if header_value is None:
-            return await legacy.handle(
-                request, area, method, self.settings, self.registry, self.logins, record
-            )
-        header = parse_header(header_value)
-        record.client = header.client_version
-        routes = self.media_routes if area == "msync" else self.sync_routes
-        return await routes.handle(request, header, method, record)
+            return legacy.MultipartEnvelope(request, self.settings.max_payload_bytes)
+        return HeaderEnvelope(request, parse_header(header_value))
 
 
 def _log_error(error: SyncError, target: str) -> None:

@@ -1,15 +1,15 @@
 """Reading request bodies and writing responses in the sync protocol's envelope.
 
-Bodies are streamed: the compressed bytes are spooled (memory up to 1 MiB, then disk) with a
-size cap, then decompressed in a worker thread into a file. Replies are compressed as one zstd
-frame while they are sent, so a large download never sits whole in memory.
+`Envelope` is what the routes see of a request, whatever its protocol; `HeaderEnvelope` is
+protocol 11's (the legacy ones are in `web/legacy.py`). Bodies are streamed: the compressed
+bytes are spooled (memory up to 1 MiB, then disk) with a size cap, then decompressed in a
+worker thread into a file. Replies are compressed as one zstd frame while they are sent, so a
+large download never sits whole in memory; legacy replies are sent raw.
 """
 
 from __future__ import annotations
 
-import gzip
 import tempfile
-import zlib
 from collections.abc import AsyncIterator
 from typing import IO
 
@@ -19,7 +19,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ankihost.errors import BadRequest, PayloadTooLarge
+from ankihost.errors import PayloadTooLarge
 from ankihost.protocol.compression import WRITE_PIECE_BYTES, compress, decompress_into
 from ankihost.protocol.header import ORIGINAL_SIZE_HEADER, SyncHeader
 from ankihost.protocol.request import SyncRequest
@@ -75,41 +75,66 @@ async def decompress_body(raw: IO[bytes], target: IO[bytes], limit: int) -> int:
         raw.close()
 
 
-async def decode(
-    request: Request, header: SyncHeader, method: str, limit: int, target: IO[bytes] | None = None
-) -> SyncRequest:
-    """Read and decompress a protocol-11 body (into `target`, else a spool), refused past
-    `limit` bytes before or after decompression (PayloadTooLarge)."""
-    raw = await read_raw_body(request, limit)
-    body = target or spooled()
-    try:
-        size = await decompress_body(raw, body, limit)
-    except BaseException:
-        body.close()
-        raise
-    body.seek(0)
-    return SyncRequest(
-        method=method, sync_version=header.version, host_key=header.host_key,
-        client_version=header.client_version, session_key=header.session_key,
-        body=body, body_size=size,
-    )
+class Envelope:
+    """How one request carries its credentials and payload, and how its reply is framed.
+
+    `HeaderEnvelope` is protocol 11 (the anki-sync header, a zstd body, zstd replies); the
+    legacy envelopes of protocols 8–10 are in `web/legacy.py`. The routes call `receive`
+    before they authenticate (a legacy request's host key is inside its body), then `decode`
+    for the payload; the app calls `close` when the request ends.
+    """
+
+    version: int
+    host_key: str = ""
+    session_key: str = ""
+    client_version: str = ""
+
+    @property
+    def compressed(self) -> bool:
+        """Replies are one zstd frame with anki-original-size (else raw)."""
+        return self.version >= 11
+
+    async def receive(self, limit: int) -> None:
+        """Read what must be read before authenticating, refusing a body that cannot
+        decode to at most `limit` bytes; nothing for protocol 11."""
+
+    async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
+        """The payload (into `target`, else a spool); PayloadTooLarge past `limit` bytes."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what `receive` kept."""
+
+    def sync_request(self, method: str, body: IO[bytes], size: int) -> SyncRequest:
+        body.seek(0)
+        return SyncRequest(
+            method=method, sync_version=self.version, host_key=self.host_key,
+            client_version=self.client_version, session_key=self.session_key,
+            body=body, body_size=size,
+        )
 
 
-def gunzip_into(data: bytes, target: IO[bytes], limit: int) -> int:
-    """Legacy bodies: gzip-compressed form data, capped like zstd bodies."""
-    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    written = 0
-    try:
-        piece = decoder.decompress(data, WRITE_PIECE_BYTES)
-        while piece:
-            written += len(piece)
-            if written > limit:
-                raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
-            target.write(piece)
-            piece = decoder.decompress(decoder.unconsumed_tail, WRITE_PIECE_BYTES)
-    except (zlib.error, gzip.BadGzipFile) as exc:
-        raise BadRequest(f"invalid gzip body: {exc}") from None
-    return written
+class HeaderEnvelope(Envelope):
+    """Protocol 11 (and header requests of 8–10): credentials in the anki-sync header."""
+
+    def __init__(self, request: Request, header: SyncHeader) -> None:
+        self.request = request
+        self.version = header.version
+        self.host_key = header.host_key
+        self.session_key = header.session_key
+        self.client_version = header.client_version
+
+    async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
+        """Read and decompress the body, refused past `limit` bytes before or after
+        decompression (PayloadTooLarge)."""
+        raw = await read_raw_body(self.request, limit)
+        body = target or spooled()
+        try:
+            size = await decompress_body(raw, body, limit)
+        except BaseException:
+            body.close()
+            raise
+        return self.sync_request(method, body, size)
 
 
 async def framed_response(
@@ -124,7 +149,9 @@ async def framed_response(
             data = compress(data) if small else await anyio.to_thread.run_sync(compress, data)
         headers = {ORIGINAL_SIZE_HEADER: str(len(reply.data))} if compressed else {}
         return Response(data, headers=headers, media_type="application/octet-stream", background=after)
-    headers = {ORIGINAL_SIZE_HEADER: str(reply.size)} if compressed else {}
+    # a raw file's length is known up front: legacy clients get it, as upstream sends it
+    size = str(reply.size)
+    headers = {ORIGINAL_SIZE_HEADER: size} if compressed else {"content-length": size}
     return StreamingResponse(
         _stream_file(reply, compressed), headers=headers, media_type="application/octet-stream",
         background=after,

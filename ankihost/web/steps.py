@@ -1,25 +1,24 @@
 """Running one method for an authenticated user: decode the body, take the user's lock, run the
 step, frame the reply, and run the reply's follow-up once it is sent.
 
-Shared by `/sync/` and `/msync/` routes. The step runs while the user's own lock is held: on
-the event loop when its `inline` check says it is bounded and does not wait on the disk, else
-in a worker thread (`sync/handlers.py` says why). Reading and decompressing bodies happens
-outside that lock.
+Shared by `/sync/` and `/msync/` routes, whatever the request's envelope. The step runs while
+the user's own lock is held: on the event loop when its `inline` check says it is bounded and
+does not wait on the disk, else in a worker thread (`sync/handlers.py` says why). Reading and
+decompressing bodies happens outside that lock, and so does a reply's `before_send` work.
 """
 
 from __future__ import annotations
 
+import anyio
 from starlette.background import BackgroundTask
-from starlette.requests import Request
 from starlette.responses import Response
 
 from ankihost.config import Settings
 from ankihost.errors import AuthFailed, BadRequest, PayloadTooLarge
-from ankihost.protocol.header import SyncHeader
 from ankihost.protocol.request import Step, SyncRequest
 from ankihost.protocol.response import Reply
 from ankihost.registry import Registry, UserState
-from ankihost.web.envelope import decode, framed_response
+from ankihost.web.envelope import Envelope, framed_response
 from ankihost.web.request_log import RequestLog
 
 # Methods whose bodies are a few small fields. Parsed JSON can take ~30x its text in memory,
@@ -27,13 +26,14 @@ from ankihost.web.request_log import RequestLog
 SMALL_BODY_LIMIT = 1024 * 1024
 
 
-def authenticate(registry: Registry, header: SyncHeader, record: RequestLog) -> UserState:
-    """The user the header's host key belongs to; 403 for an unknown or revoked key. The
+def authenticate(registry: Registry, envelope: Envelope, record: RequestLog) -> UserState:
+    """The user the request's host key belongs to; 403 for an unknown or revoked key. The
     device's last use is noted (in memory)."""
-    credential = registry.accounts.credential(header.host_key)
+    record.client = envelope.client_version
+    credential = registry.accounts.credential(envelope.host_key)
     if credential is None:
         raise AuthFailed("unknown host key")
-    registry.accounts.seen(credential, header.client_version, record.ip)
+    registry.accounts.seen(credential, envelope.client_version, record.ip)
     state = registry.state_of(credential.account)
     record.user = state.name
     return state
@@ -43,24 +43,36 @@ def body_limit(step: Step, settings: Settings) -> int:
     return SMALL_BODY_LIMIT if step.small_body else settings.max_decompressed_bytes
 
 
-async def decode_capped(request: Request, header: SyncHeader, method: str, limit: int) -> SyncRequest:
+async def decode_capped(envelope: Envelope, method: str, limit: int) -> SyncRequest:
     """The decoded body; one over `limit` is a 400, as the official server answers it."""
     try:
-        return await decode(request, header, method, limit)
+        return await envelope.decode(method, limit)
     except PayloadTooLarge as exc:
         raise BadRequest(exc.reason) from None
 
 
-async def run_step(
-    request: Request, header: SyncHeader, method: str, step: Step, state: UserState, limit: int
-) -> Response:
-    with await decode_capped(request, header, method, limit) as sync_request:
+async def run_step(envelope: Envelope, method: str, step: Step, state: UserState, limit: int) -> Response:
+    with await decode_capped(envelope, method, limit) as sync_request:
         check = step.inline
         reply = await state.locked(
             step.run, state, sync_request,
             inline=None if check is None else (lambda: check(state, sync_request)),
         )
-    return await framed_response(reply, header.version >= 11, _follow_up(state, reply))
+    await _complete(reply)
+    return await framed_response(reply, envelope.compressed, _follow_up(state, reply))
+
+
+async def _complete(reply: Reply) -> None:
+    """Run the reply's `before_send` work (the user's lock is free by now); its file is
+    removed if that fails."""
+    if reply.before_send is None:
+        return
+    try:
+        await anyio.to_thread.run_sync(reply.before_send)
+    except BaseException:
+        if reply.path is not None and reply.delete_after:
+            reply.path.unlink(missing_ok=True)
+        raise
 
 
 def _follow_up(state: UserState, reply: Reply) -> BackgroundTask | None:
