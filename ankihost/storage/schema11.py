@@ -163,6 +163,22 @@ def _upgrade_or_raise(path: Path) -> None:
         db.close()
 
 
+def declares_schema11(path: Path) -> bool:
+    """Whether `path` is an SQLite file whose `col.ver` says 11 (nothing else is checked:
+    `upgrade_in_place` does that); False for anything unreadable."""
+    with open(path, "rb") as f:
+        if f.read(len(schema.SQLITE_MAGIC)) != schema.SQLITE_MAGIC:
+            return False
+    try:
+        db = connect(path, exclusive=False)
+        try:
+            return db.execute("select ver from col").fetchall() == [(SCHEMA11_VERSION,)]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
 def schema11_problem(path: Path) -> str | None:
     """Why `path` is not a schema-11 collection we can upgrade, or None when it is.
 
