@@ -73,6 +73,9 @@ def downgrade_in_place(path: Path) -> None:
         problem = schema.required_tables_problem(db)
         if problem:
             raise ServerError(f"cannot downgrade {path.name}: {problem}")
+        # rollback-journal mode first: the changes then skip the WAL and its checkpoint
+        if db.execute("pragma journal_mode = delete").fetchone() != ("delete",):
+            raise ServerError(f"cannot downgrade {path.name}: journal mode stays WAL")
         with atomic(db):
             legacy = _legacy_col(db)
             _old_graves(db)
@@ -81,7 +84,6 @@ def downgrade_in_place(path: Path) -> None:
             for index in SCHEMA18_ONLY_INDEXES:
                 db.execute(f"drop index if exists {index}")
             _write_legacy_col(db, legacy)
-        db.execute("pragma journal_mode = delete")
     except sqlite3.Error as exc:
         raise ServerError(f"cannot downgrade {path.name}: {exc}") from exc
     finally:
@@ -359,8 +361,13 @@ def _free_name(db: sqlite3.Connection, table: str, name: Any, suffix: str) -> An
 
 
 def _open(path: Path) -> sqlite3.Connection:
+    """A connection to a private file being converted: without fsyncs, as nothing here needs
+    them (a download copy is thrown away after sending; an upload is fsynced when installed,
+    by `paths.atomic_replace`)."""
     try:
-        return connect(path)
+        db = connect(path)
+        db.execute("pragma synchronous = off")
+        return db
     except sqlite3.Error as exc:
         raise ServerError(f"cannot open {path.name}: {exc}") from exc
 
