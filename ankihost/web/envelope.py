@@ -95,8 +95,8 @@ class Envelope:
         return self.version >= 11
 
     async def receive(self, limit: int) -> None:
-        """Read what must be read before authenticating, refusing a body that cannot
-        decode to at most `limit` bytes; nothing for protocol 11."""
+        """Read what must be read before authenticating (a legacy form: the body, capped
+        by `limit` and MAX_SYNC_PAYLOAD_MEGS); nothing for protocol 11."""
 
     async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
         """The payload (into `target`, else a spool); PayloadTooLarge past `limit` bytes."""
