@@ -225,9 +225,11 @@ def test_a_downgrade_that_fails_is_a_500_and_leaves_no_copy(stored):
 # --- normal sync ---------------------------------------------------------------------------------
 
 
-def test_a_whole_normal_sync_in_the_legacy_envelope_with_graves_in_start(stored, uploaded11, tmp_path):
-    """AnkiDroid-style: graves (string ids) inside `start`, every other step as protocol 11,
-    the session key a 10-character printable string as Anki 2.1.54 makes them."""
+@pytest.mark.parametrize("graves_in_start", [True, False], ids=["graves-in-start", "applyGraves"])
+def test_a_whole_normal_sync_in_the_legacy_envelope(stored, uploaded11, tmp_path, graves_in_start):
+    """AnkiDroid-style with graves (string ids) inside `start`, or 2.1.54-style with
+    `applyGraves`; every other step as protocol 11, the session key a 10-character printable
+    string as Anki 2.1.54 makes them."""
     legacy, wire, folder = stored
     device = tmp_path / "device.anki2"
     shutil.copyfile(uploaded11[0], device)
@@ -236,7 +238,7 @@ def test_a_whole_normal_sync_in_the_legacy_envelope_with_graves_in_start(stored,
     gone = col.find_notes('"front 3"')
     gone_cards = list(col.card_ids_of_note(gone[0]))
     col.remove_notes(gone)
-    client = LegacyStepClient(col, legacy, key="v@H?$gbvWQ")
+    client = LegacyStepClient(col, legacy, key="v@H?$gbvWQ", graves_in_start=graves_in_start)
     replies = client.sync_upward()
     assert replies["start"] == {"cards": [], "decks": [], "notes": []}
     assert replies["sanity"]["status"] == "ok", replies["sanity"]

@@ -105,12 +105,14 @@ class LegacyWire:
 
 class LegacyStepClient(StepClient):
     """`StepClient`'s normal sync over the legacy envelope, through the app: `meta` is asked
-    over the wire, and `start` carries the client's graves (string ids, as old AnkiMobile sends
-    them) instead of a separate `applyGraves`, as AnkiDroid's Java sync does."""
+    over the wire; with `graves_in_start`, `start` carries the client's graves (string ids, as
+    old AnkiMobile sends them) instead of a separate `applyGraves`, as AnkiDroid's Java sync
+    does, else they go in `applyGraves` as Anki 2.1.54 sends them."""
 
-    def __init__(self, col: Any, wire: LegacyWire, key: str = "C]w7|ht4>5") -> None:
+    def __init__(self, col: Any, wire: LegacyWire, key: str = "C]w7|ht4>5", graves_in_start: bool = True) -> None:
         super().__init__(col, None, key)  # type: ignore[arg-type]
         self.wire = wire
+        self.graves_in_start = graves_in_start
 
     def _call(self, method: str, body: Any = None) -> Any:
         return self.wire.json(self.wire.post(method, {} if body is None else body, session=self.key))
@@ -125,8 +127,10 @@ class LegacyStepClient(StepClient):
         _, self.lnewer = self.meta()
         graves = {kind: [str(oid) for oid in oids] for kind, oids in self.graves().items()}
         min_usn = self.col.db.scalar("select usn from col")
-        self.replies["start"] = self._call("start", {"minUsn": min_usn, "lnewer": self.lnewer, "graves": graves})
+        body = {"minUsn": min_usn, "lnewer": self.lnewer, "graves": graves if self.graves_in_start else None}
+        self.replies["start"] = self._call("start", body)
         return self.replies["start"]
 
     def apply_graves(self) -> None:
-        """Sent in `start` already."""
+        if not self.graves_in_start:
+            super().apply_graves()
