@@ -180,6 +180,13 @@ def test_upload_with_or_without_gzip(apps, uploaded11, compressed):
     assert legacy.json(legacy.post("meta", {"v": 10}))["empty"] is False
 
 
+def test_upload_of_schema_11_over_protocol_11_is_upgraded_too(apps, uploaded11):
+    """Upstream accepts a schema-11 file whatever the protocol; so does ankihost."""
+    _, wire, folder = apps
+    assert wire.payload(wire.post("upload", uploaded11[1].read_bytes())) == b"OK"
+    assert schema.upload_problem(folder / "collection.anki2") is None
+
+
 def test_upload_of_schema_18_from_a_legacy_client_is_stored_as_it_is(apps, uploaded11):
     legacy, _, folder = apps
     assert legacy.payload(legacy.post("upload", uploaded11[0].read_bytes())) == b"OK"
