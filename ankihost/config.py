@@ -61,6 +61,41 @@ def _base(value: str) -> Path:
     return Path(value).expanduser()
 
 
+def _seconds(value: str) -> int:
+    seconds = int(value)
+    if seconds < 0:
+        raise ValueError("must be a whole number of seconds, 0 or more")
+    return seconds
+
+
+def _whole(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("must be a whole number") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return number
+    return parse
+
+
+def _secs(low: float, high: float) -> Callable[[str], float]:
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError("must be a number of seconds") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low:g} and {high:g} seconds")
+        return number
+    return parse
+
+
+def _file(value: str) -> Path | None:
+    return Path(value).expanduser() if value else None
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
 
 
@@ -103,6 +138,22 @@ SETTINGS = (
     Setting("ANKIHOST_ENV_DEVICE_KEYS", "0", "1: SYNC_USERn accounts get a key per device, "
             "revocable one by one (devices then log in again once, and no longer share a login "
             "with the official server)", _flag),
+    Setting("ANKIHOST_IDLE_CLOSE_SECS", "60", "close a user's databases after this many seconds "
+            "without a request, so idle users cost no memory (0: never)", _seconds),
+    Setting("ANKIHOST_TLS_CERT", None, "serve SYNC_PORT over HTTPS (TLS 1.2 and 1.3) with this PEM "
+            "certificate file (the server's certificate first, then its chain; renewals are "
+            "picked up while running); needs ANKIHOST_TLS_KEY", _file),
+    Setting("ANKIHOST_TLS_KEY", None, "the PEM private key (unencrypted) of ANKIHOST_TLS_CERT", _file),
+    Setting("ANKIHOST_MAX_CONNECTIONS", "1000", "open connections at most (1-1000000); past it idle "
+            "ones are closed, else new ones get 503", _whole(1, 1_000_000)),
+    Setting("ANKIHOST_HEADER_TIMEOUT", "20", "seconds a client has to send a request's head or "
+            "finish a TLS handshake (1-3600)", _secs(1, 3600)),
+    Setting("ANKIHOST_BODY_IDLE_TIMEOUT", "90", "seconds without data while receiving a body or "
+            "sending a reply (5-86400; clients stall for up to 60 s)", _secs(5, 86400)),
+    Setting("ANKIHOST_KEEPALIVE_TIMEOUT", "60", "seconds an idle connection stays open between "
+            "requests (1-86400)", _secs(1, 86400)),
+    Setting("ANKIHOST_SHUTDOWN_GRACE", "10", "seconds requests under way get to finish on SIGTERM "
+            "(0-3600)", _secs(0, 3600)),
 )
 
 
@@ -126,6 +177,14 @@ class Settings:
     users: tuple[tuple[str, str], ...]
     passwords_hashed: bool
     env_device_keys: bool = False
+    idle_close_secs: int = 60
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_connections: int = 1000
+    header_timeout: float = 20.0
+    body_idle_timeout: float = 90.0
+    keepalive_timeout: float = 60.0
+    shutdown_grace: float = 10.0
 
     @property
     def max_payload_bytes(self) -> int:
@@ -145,8 +204,11 @@ class Settings:
             raw = environ.get(setting.name)
             if raw is None:
                 raw = _default_base(environ) if setting.name == "SYNC_BASE" else setting.default
-            if raw is None:
+            if raw is None and setting.name == "SYNC_BASE":
                 raise ConfigError(f"{setting.name} is not set and there is no home folder")
+            if raw is None:  # an optional setting without a default: unset
+                values[setting.name] = None
+                continue
             try:
                 values[setting.name] = setting.parse(raw)
             except ValueError as exc:
@@ -160,6 +222,14 @@ class Settings:
             users=read_user_entries(environ),
             passwords_hashed="PASSWORDS_HASHED" in environ,
             env_device_keys=values["ANKIHOST_ENV_DEVICE_KEYS"],
+            idle_close_secs=values["ANKIHOST_IDLE_CLOSE_SECS"],
+            tls_cert=values["ANKIHOST_TLS_CERT"],
+            tls_key=values["ANKIHOST_TLS_KEY"],
+            max_connections=values["ANKIHOST_MAX_CONNECTIONS"],
+            header_timeout=values["ANKIHOST_HEADER_TIMEOUT"],
+            body_idle_timeout=values["ANKIHOST_BODY_IDLE_TIMEOUT"],
+            keepalive_timeout=values["ANKIHOST_KEEPALIVE_TIMEOUT"],
+            shutdown_grace=values["ANKIHOST_SHUTDOWN_GRACE"],
         )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,6 +43,8 @@ class UserState:
     prepared: bool = False
     # The account is gone: requests still waiting for the lock are refused.
     removed: bool = False
+    # When work under the lock last ended (time.monotonic()): how long the user has been idle.
+    last_used: float = field(default_factory=time.monotonic)
 
     @classmethod
     def create(cls, account: Account, folder: UserFolder) -> UserState:
@@ -62,9 +65,18 @@ class UserState:
         async with self.lock:
             if self.removed:
                 raise AuthFailed(f"user {self.name!r} was removed")
-            if self.prepared and inline is not None and inline():
-                return work(*args)
-            return await anyio.to_thread.run_sync(self._prepared_then, work, *args)
+            try:
+                if self.prepared and inline is not None and inline():
+                    return work(*args)
+                return await anyio.to_thread.run_sync(self._prepared_then, work, *args)
+            finally:
+                self.last_used = time.monotonic()
+
+    async def ensure_prepared(self) -> None:
+        """Prepare the user (under their lock) if that has not happened yet: before anything is
+        written into their folder outside the lock, which `prepare` would take for a leftover."""
+        if not self.prepared:
+            await self.locked(_nothing)
 
     def _prepared_then(self, work: Callable[..., T], *args: Any) -> T:
         if not self.prepared:
@@ -81,6 +93,9 @@ class UserState:
         self.media.index()
         self.prepared = True
 
+    def has_open_databases(self) -> bool:
+        return self.collection.db is not None or self.media.is_open
+
     def idle_and_open(self) -> bool:
         """Collection and media index open, no sync session: `meta` can run on the loop."""
         return self.collection.idle_and_open() and self.media.is_open
@@ -93,6 +108,10 @@ class UserState:
             self.media.close()
         except sqlite3.Error:
             log.exception("closing the databases of %s", self.name)
+
+
+def _nothing() -> None:
+    return None
 
 
 class Registry:
@@ -133,15 +152,51 @@ class Registry:
         """Every user state made so far."""
         return list(self._states.values())
 
+    async def close_idle(self, idle_secs: float, abandoned_secs: float) -> list[str]:
+        """Close the databases of every user idle for `idle_secs` (nothing to do, no sync
+        session), or whose sync session has seen no request for `abandoned_secs` (its client
+        gave up: clients time out after 60 s), each under that user's lock. Reopening on the
+        next request is cheap; an open collection keeps its page cache. The names closed."""
+        closed = []
+        for state in list(self._states.values()):
+            if state.lock.locked() or not state.has_open_databases():
+                continue
+            if await _close_if_idle(state, idle_secs, abandoned_secs):
+                closed.append(state.name)
+        return closed
+
+    async def drop_revoked_session(self, name: str) -> bool:
+        """Roll back the user's sync session if the key that started it no longer works
+        (its device was revoked), under their lock; whether one was."""
+        state = self._states.get(name)
+        if state is None:
+            return False
+        async with state.lock:
+            session = state.collection.session
+            if session is None or self.accounts.credential(session.host_key) is not None:
+                return False
+            state.collection.abort_session()
+            return True
+
     async def evict(self, name: str, *, removed: bool = False) -> None:
         """Under the user's lock: roll back their sync session and close their databases.
-        With `removed`, also forget them: requests still waiting for the lock are refused."""
+        With `removed`, also forget them: every request that has not got the lock yet,
+        even one queued before this call, is refused (403)."""
         state = self._states.get(name)
         if state is None:
             return
+        if removed:
+            state.removed = True  # from now: requests queued before us too are refused
         async with state.lock:
             await anyio.to_thread.run_sync(state.close)
-            if removed:
-                state.removed = True
-                if self._states.get(name) is state:
-                    del self._states[name]
+            if removed and self._states.get(name) is state:
+                del self._states[name]
+
+
+async def _close_if_idle(state: UserState, idle_secs: float, abandoned_secs: float) -> bool:
+    async with state.lock:
+        limit = abandoned_secs if state.collection.session is not None else idle_secs
+        if time.monotonic() - state.last_used < limit or not state.has_open_databases():
+            return False
+        await anyio.to_thread.run_sync(state.close)
+        return True

@@ -3,6 +3,7 @@ prepared) → the app. Nothing in SYNC_BASE is touched before the data-folder lo
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from ankihost.admin.lock import SERVER, DataFolderLock, FolderBusy
@@ -10,6 +11,8 @@ from ankihost.admin.operations import open_context
 from ankihost.config import ConfigError, Settings
 from ankihost.storage.paths import DataFolder
 from ankihost.web.app import SyncApp
+
+log = logging.getLogger(__name__)
 
 # A server that finds an admin command working on its data folder waits this long for it.
 ADMIN_WAIT_SECS = 60
@@ -36,6 +39,8 @@ def _app(settings: Settings, lock: DataFolderLock) -> SyncApp:
         if not context.directory.names():
             raise ConfigError("no users: set SYNC_USER1=username:password, or add one with "
                               "`ankihost user add NAME`")
+        for name in context.directory.end_keys_of_changed_env_passwords():
+            log.info("the SYNC_USERn value of %s changed: its devices must log in again", name)
         context.registry.prepare_all()
     except (OSError, sqlite3.Error) as exc:
         context.close()

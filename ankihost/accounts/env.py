@@ -15,7 +15,7 @@ from ankihost.accounts import passwords
 from ankihost.accounts.store import Account
 from ankihost.config import ConfigError, Settings
 from ankihost.errors import AuthFailed
-from ankihost.storage.paths import unsafe_name_reason
+from ankihost.storage.paths import folded, unsafe_name_reason
 
 SOURCE = "env"
 _DECOY_PASSWORD = "ankihost-decoy-password-never-valid"
@@ -89,9 +89,9 @@ def load_accounts(settings: Settings) -> list[EnvAccount]:
         if reason := unsafe_name_reason(name):
             raise ConfigError(f"{variable}: user name {name!r} {reason}")
         # Folders of names differing only in case would be one folder on macOS or Windows disks.
-        if name.casefold() in seen:
+        if folded(name) in seen:
             raise ConfigError(f"{variable}: user name {name!r} is defined twice (ignoring case)")
-        seen.add(name.casefold())
+        seen.add(folded(name))
         accounts.append(_make_account(variable, name, secret, settings.passwords_hashed))
     return accounts
 

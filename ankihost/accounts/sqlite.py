@@ -3,11 +3,14 @@
 (the server, or an admin command when no server runs). Its own schema goes through recorded
 migrations; a file written by a newer ankihost, or one that is not an account store, is refused
 with a `StoreError` naming it, before anything is written. Only a device key's SHA-256 is kept.
-Each method is one short transaction, safe to call from any thread.
+Each method is one short transaction, safe to call from any thread. Login events in the audit
+table are pruned to the newest MAX_LOGIN_AUDIT_ROWS (an attack adds one per try); a file
+deleted while the server runs is written again from the open connection (`check_file`).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import sqlite3
 import threading
@@ -26,9 +29,16 @@ from ankihost.accounts.store import (
     StoreError,
     key_hash,
 )
+from ankihost.storage.paths import folded
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 AUDIT_PAGE = 200
+# Login events kept in the audit table (successes, failures, lockouts): a guessing attack from
+# many addresses adds a row per try, so older ones go; account and device changes all stay.
+MAX_LOGIN_AUDIT_ROWS = 100_000
+AUDIT_PRUNE_EVERY_ROWS = 1_000
+LOGIN_EVENTS = ("login", "login.failed", "login.throttled")
+_LOGIN_EVENT_SQL = "event in ({})".format(", ".join(f"'{event}'" for event in LOGIN_EVENTS))
 
 _V1 = """
 create table accounts (
@@ -65,8 +75,17 @@ create table audit (
 );
 create index audit_by_account on audit (account, id);
 """
+_V2 = """
+create table env_secrets (
+  account text primary key,       -- a SYNC_USERn account with device keys
+  fingerprint text not null       -- PHC argon2id of its official derived key (never the secret)
+);
+"""
 # Recorded migrations: (version it brings the file to, what it does, the SQL).
-MIGRATIONS: tuple[tuple[int, str, str], ...] = ((1, "accounts, devices, activity, audit", _V1),)
+MIGRATIONS: tuple[tuple[int, str, str], ...] = (
+    (1, "accounts, devices, activity, audit", _V1),
+    (2, "fingerprints of SYNC_USERn values, to end device keys when one changes", _V2),
+)
 _RECORD = """
 create table if not exists migrations (
   version integer primary key, name text not null, applied_at integer not null
@@ -78,27 +97,45 @@ class SqliteAccountStore:
         self.db = db
         self.path = path
         self._lock = threading.Lock()
+        self._identity = _identity(path)
+        self._replaced_told = False
+        self._audit_rows_added = 0
 
     @classmethod
     def open(cls, path: Path) -> SqliteAccountStore:
-        try:
-            db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the account store {path}: {exc}") from exc
-        try:
-            db.execute("pragma journal_mode = wal")
-            _migrate(db, path)
-        except sqlite3.DatabaseError as exc:
-            db.close()
-            raise StoreError(f"{path} is not a readable account store: {exc}") from exc
-        except BaseException:
-            db.close()
-            raise
-        return cls(db, path)
+        store = cls(_connect(path), path)
+        store._prune_login_audit()
+        return store
 
     def close(self) -> None:
         with self._lock:
             self.db.close()
+
+    def check_file(self) -> str | None:
+        """Whether the file is still the one opened (asked every few seconds): one deleted
+        while the server runs is written again from the open connection, which still sees
+        every row; one replaced by another file is reported once. None: all is well."""
+        try:
+            identity = _identity(self.path)
+        except FileNotFoundError:
+            self._write_again()
+            return f"{self.path} was deleted while the server ran; it was written again"
+        if identity == self._identity or self._replaced_told:
+            return None
+        self._replaced_told = True
+        return (f"{self.path} was replaced while the server ran; the server goes on with the "
+                "store it opened (changes now are not written to the new file): restart it")
+
+    def _write_again(self) -> None:
+        with self._lock:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            copy = self.path.with_name(f"{self.path.name}.restoring")
+            copy.unlink(missing_ok=True)
+            self.db.execute("vacuum into ?", (str(copy),))
+            self.db.close()  # (before the new file is in place: closing removes this -wal)
+            os.replace(copy, self.path)
+            self.db = _connect(self.path)
+            self._identity = _identity(self.path)
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -127,7 +164,9 @@ class SqliteAccountStore:
         try:
             with self._write() as db:
                 db.execute("insert into accounts values (?, ?, ?, ?, ?)", (
-                    name, name.casefold(), password_hash, quota_bytes, account.created_at))
+                    name, folded(name), password_hash, quota_bytes, account.created_at))
+                db.execute("delete from devices where account = ?", (name,))
+                db.execute("delete from activity where account = ?", (name,))
         except sqlite3.IntegrityError:
             raise DuplicateAccount(f"an account named {name!r} already exists") from None
         return account
@@ -187,6 +226,13 @@ class SqliteAccountStore:
                 [(d.last_seen, d.last_ip, d.client, d.account, d.id) for d in seen],
             )
 
+    def env_fingerprints(self) -> dict[str, str]:
+        return {str(row[0]): str(row[1]) for row in self._read("select account, fingerprint from env_secrets")}
+
+    def set_env_fingerprint(self, account: str, fingerprint: str) -> None:
+        with self._write() as db:
+            db.execute("insert or replace into env_secrets values (?, ?)", (account, fingerprint))
+
     # -- activity ---------------------------------------------------------------------------
 
     def activity(self) -> dict[str, Activity]:
@@ -207,6 +253,17 @@ class SqliteAccountStore:
         with self._write() as db:
             db.execute("insert into audit (at, actor, account, event, detail) values (?, ?, ?, ?, ?)",
                        (int(time.time()), actor, account, event, detail))
+            self._audit_rows_added += 1
+        if self._audit_rows_added >= AUDIT_PRUNE_EVERY_ROWS:
+            self._prune_login_audit()
+
+    def _prune_login_audit(self) -> None:
+        """Remove the login events older than the newest MAX_LOGIN_AUDIT_ROWS."""
+        with self._write() as db:
+            self._audit_rows_added = 0
+            db.execute(f"delete from audit where {_LOGIN_EVENT_SQL} and id <= (select id from audit "
+                       f"where {_LOGIN_EVENT_SQL} order by id desc limit 1 offset ?)",
+                       (MAX_LOGIN_AUDIT_ROWS,))
 
     def audit(self, account: str | None = None, limit: int = AUDIT_PAGE) -> list[AuditEntry]:
         """The newest entries first, of one account or of all."""
@@ -216,13 +273,46 @@ class SqliteAccountStore:
         return [AuditEntry(*row) for row in rows]  # type: ignore[arg-type]
 
 
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    version = db.execute("pragma user_version").fetchone()[0]
+def _connect(path: Path) -> sqlite3.Connection:
+    """An open, checked and migrated connection to the store at `path`; StoreError."""
+    try:
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the account store {path}: {exc}") from exc
+    try:
+        version = _check(db, path)  # before anything is written, even the WAL switch
+        db.execute("pragma journal_mode = wal")
+        _migrate(db, version)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        raise StoreError(f"{path} is not a readable account store: {exc}") from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _check(db: sqlite3.Connection, path: Path) -> int:
+    """The store's version, if this file is one we may use; StoreError (or sqlite3's
+    DatabaseError) otherwise. Reads only."""
+    version: int = db.execute("pragma user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StoreError(f"{path} was written by a newer ankihost (account store version "
                          f"{version}, this one knows up to {SCHEMA_VERSION}); upgrade ankihost")
     if version == 0 and _has_foreign_tables(db):
         raise StoreError(f"{path} is an SQLite file but not an ankihost account store")
+    problem = db.execute("pragma quick_check(1)").fetchone()[0]
+    if problem != "ok":
+        raise StoreError(f"{path} is damaged ({problem}); restore it from a backup")
+    return version
+
+
+def _migrate(db: sqlite3.Connection, version: int) -> None:
     for target, name, script in MIGRATIONS:
         if target > version:
             _apply(db, target, name, script)

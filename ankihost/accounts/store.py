@@ -38,6 +38,10 @@ class DuplicateAccount(StoreError):
     """An account of that name (ignoring case) already exists."""
 
 
+class UnknownAccount(StoreError):
+    """There is no such account (any more): another change removed it first."""
+
+
 def key_hash(host_key: str) -> bytes:
     return hashlib.sha256(host_key.encode()).digest()
 
@@ -88,9 +92,15 @@ class AccountStore(Protocol):
     path: Path  # where it is, for messages
 
     def close(self) -> None: ...
+    def check_file(self) -> str | None:
+        """What went wrong with the store's storage since the last call, if anything (and
+        was repaired where it can be); asked every few seconds by the server."""
+        ...
     def accounts(self) -> list[StoredAccount]: ...
     def add_account(self, name: str, password_hash: str, quota_bytes: int | None) -> StoredAccount:
-        """DuplicateAccount when the name, ignoring case, is taken."""
+        """DuplicateAccount when the name, ignoring case, is taken. Devices and activity left
+        under that name (by an environment account of old) are removed: a new account starts
+        with no device keys."""
         ...
     def set_password(self, name: str, password_hash: str) -> int:
         """Also revokes every device key of the account; returns how many."""
@@ -103,6 +113,11 @@ class AccountStore(Protocol):
     def add_device(self, account: str, host_key: str, client: str, ip: str) -> Device: ...
     def revoke_devices(self, account: str, ids: list[str] | None) -> list[str]: ...
     def touch_devices(self, seen: list[Device]) -> None: ...
+    def env_fingerprints(self) -> dict[str, str]:
+        """Per environment account with device keys: a PHC hash of its official derived key as
+        last seen, to tell when its SYNC_USERn value (the password) changed."""
+        ...
+    def set_env_fingerprint(self, account: str, fingerprint: str) -> None: ...
     def activity(self) -> dict[str, Activity]: ...
     def save_activity(self, entries: list[Activity]) -> None: ...
     def add_audit(self, actor: str, account: str | None, event: str, detail: str) -> None: ...

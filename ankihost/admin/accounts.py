@@ -8,18 +8,31 @@ variable and restarting, as with the official server, and the refusal says so.
 from __future__ import annotations
 
 import shutil
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio
 
 from ankihost.accounts.directory import StoreAccount
 from ankihost.accounts.env import EnvAccount
-from ankihost.accounts.store import Account, DuplicateAccount
+from ankihost.accounts.store import Account, DuplicateAccount, UnknownAccount
 from ankihost.admin.operations import CONFLICT, NOT_FOUND, AdminContext, AdminError
-from ankihost.storage.paths import unsafe_name_reason
+from ankihost.storage.paths import folded, unsafe_name_reason
 
 MIB = 1024 * 1024
 MAX_PASSWORD_CHARS = 1024
+T = TypeVar("T")
+
+
+async def _change(work: Callable[..., T], *args: Any) -> T:
+    """A directory change in a worker thread; another command's change that got there first
+    (the account is gone, or the name is taken) becomes the refusal it means."""
+    try:
+        return await anyio.to_thread.run_sync(work, *args)
+    except UnknownAccount as exc:
+        raise AdminError(str(exc), NOT_FOUND) from None
+    except DuplicateAccount as exc:
+        raise AdminError(str(exc), CONFLICT) from None
 
 
 def _text(args: dict[str, Any], key: str) -> str:
@@ -68,16 +81,13 @@ async def add_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
     name = _text(args, "name")
     if reason := unsafe_name_reason(name):
         raise AdminError(f"the user name {name!r} {reason}")
-    clash = next((n for n in ctx.directory.names() if n.casefold() == name.casefold()), None)
+    clash = next((n for n in ctx.directory.names() if folded(n) == folded(name)), None)
     if clash is not None:
         where = "" if isinstance(ctx.directory.by_name(clash), StoreAccount) else (
             " (defined by a SYNC_USERn variable in the server's environment)")
         raise AdminError(f"a user named {clash!r} already exists{where}", CONFLICT)
     quota, password = _quota(args), _password(args)
-    try:
-        await anyio.to_thread.run_sync(ctx.directory.add, name, password, quota)
-    except DuplicateAccount as exc:
-        raise AdminError(str(exc), CONFLICT) from None
+    await _change(ctx.directory.add, name, password, quota)
     ctx.directory.audit.record("account.added", name, quota_bytes=quota or "none")
     return {"name": name, "folder": str(ctx.folder.user(name).root)}
 
@@ -86,7 +96,7 @@ async def change_password(ctx: AdminContext, args: dict[str, Any]) -> dict[str, 
     name = _text(args, "name")
     _store_account(ctx, name, "password")
     password = _password(args)
-    revoked = await anyio.to_thread.run_sync(ctx.directory.set_password, name, password)
+    revoked = await _change(ctx.directory.set_password, name, password)
     await ctx.registry.evict(name)  # roll back a sync of a device that just lost its key
     ctx.directory.audit.record("account.password_changed", name, devices_revoked=revoked)
     return {"name": name, "devices_revoked": revoked}
@@ -95,7 +105,7 @@ async def change_password(ctx: AdminContext, args: dict[str, Any]) -> dict[str, 
 async def remove_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
     name = _text(args, "name")
     _store_account(ctx, name, "account")
-    await anyio.to_thread.run_sync(ctx.directory.remove, name)
+    await _change(ctx.directory.remove, name)
     await ctx.registry.evict(name, removed=True)
     folder = ctx.folder.user(name).root
     delete = bool(args.get("delete_data"))
@@ -109,7 +119,7 @@ async def set_quota(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
     name = _text(args, "name")
     _store_account(ctx, name, "quota")
     quota = _quota(args)
-    await anyio.to_thread.run_sync(ctx.directory.set_quota, name, quota)
+    await _change(ctx.directory.set_quota, name, quota)
     ctx.directory.audit.record("account.quota_set", name, quota_bytes=quota or "none")
     return {"name": name, "quota_bytes": quota}
 
@@ -166,7 +176,8 @@ async def revoke_devices(ctx: AdminContext, args: dict[str, Any]) -> dict[str, A
         known = {d.id for d in ctx.directory.devices(name)}
         if unknown := [i for i in ids if i not in known]:
             raise AdminError(f"{name!r} has no device {', '.join(unknown)}", NOT_FOUND)
-    revoked = await anyio.to_thread.run_sync(ctx.directory.revoke, name, ids)
+    revoked = await _change(ctx.directory.revoke, name, ids)
+    await ctx.registry.drop_revoked_session(name)  # a sync it had started is rolled back
     ctx.directory.audit.record("device.revoked", name, devices=",".join(revoked) or "none")
     return {"name": name, "revoked": revoked}
 

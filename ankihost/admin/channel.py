@@ -57,12 +57,9 @@ class ChannelServer:
     async def start(self) -> None:
         self.path.unlink(missing_ok=True)  # a dead server's; we hold the data-folder lock
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            with _reachable(self.path) as address:
-                sock.bind(address)
-        finally:
-            os.umask(old_umask)
+        with _reachable(self.path) as address:
+            sock.bind(address)  # in .ankihost (0700), so no one else can reach it meanwhile
+        os.chmod(self.path, 0o600)
         self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=MAX_REQUEST_BYTES)
 
     async def close(self) -> None:
@@ -88,7 +85,8 @@ class ChannelServer:
         try:
             request = orjson.loads(line)
             operation = self.table[request["op"]]
-            args = request.get("args") or {}
+            args = request.get("args")
+            args = {} if args is None else args
             if not isinstance(args, dict):
                 raise TypeError("args must be an object")
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:

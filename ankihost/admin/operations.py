@@ -22,7 +22,7 @@ from ankihost.accounts.sqlite import SqliteAccountStore
 from ankihost.accounts.store import StoreError
 from ankihost.config import ConfigError, Settings
 from ankihost.registry import Registry
-from ankihost.storage.paths import DataFolder
+from ankihost.storage.paths import DataFolder, folded
 
 NOT_FOUND, CONFLICT, INVALID = 404, 409, 400
 
@@ -75,7 +75,7 @@ def open_context(settings: Settings, actor: str) -> AdminContext:
 def _refuse_names_in_both(settings: Settings, env: EnvAccounts, directory: AccountDirectory) -> None:
     for n, (name, _) in enumerate(settings.users, start=1):
         for stored in directory.store_names():
-            if stored.casefold() == name.casefold():
+            if folded(stored) == folded(name):
                 raise ConfigError(
                     f"SYNC_USER{n} defines {name!r}, and the account store ({directory.store.path}) "
                     f"has an account {stored!r}: remove one of them (`ankihost user remove "

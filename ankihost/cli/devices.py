@@ -10,13 +10,19 @@ from ankihost.cli.admin_call import CommandFailed, call, moment, print_json, pri
 
 
 def add(commands: Any) -> None:
-    group = commands.add_parser("device", help="list and revoke an account's devices")
+    group = commands.add_parser("device", help="list and revoke an account's devices",
+                                description="List and revoke an account's devices: each login of an "
+                                "account made with `ankihost user add` is a device with its own key.")
     verbs = group.add_subparsers(title="device commands", metavar="VERB", required=True)
-    lister = verbs.add_parser("list", help="an account's devices")
+    lister = verbs.add_parser("list", help="an account's devices",
+                              description="An account's devices: id, client version, first and last "
+                              "seen, last address.")
     lister.add_argument("name")
     lister.add_argument("--json", action="store_true", help="as JSON")
     lister.set_defaults(run=run_list)
-    revoker = verbs.add_parser("revoke", help="log devices out (their key stops working)")
+    revoker = verbs.add_parser("revoke", help="log devices out (their key stops working)",
+                               description="Log devices out: their next sync is refused and the app asks "
+                               "for the password again; the account's other devices are not affected.")
     revoker.add_argument("name")
     which = revoker.add_mutually_exclusive_group(required=True)
     which.add_argument("ids", nargs="*", default=[], metavar="ID", help="device ids, from `device list`")

@@ -30,20 +30,23 @@ def add(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logsetup.setup()
+    from ankihost.tls.context import TlsFiles
+    from ankihost.web import listener
+
     try:
         settings = Settings.from_env(os.environ)
+        limits = listener.ListenerLimits.from_settings(settings)
+        tls = TlsFiles.from_settings(settings.tls_cert, settings.tls_key)
         from ankihost.server import build
 
         app = build(settings)
+        listener.run(app, settings.host, settings.port, limits, tls, on_listening=lambda url: log.info(
+            "ankihost %s listening on %s, data in %s, %d user(s)", __version__, url, settings.base,
+            len(app.accounts.names())))
     except ConfigError as exc:
         print(f"ankihost: configuration error: {exc}", file=sys.stderr)
         return 1
-    import uvicorn
-
-    log.info("ankihost %s listening on %s:%d, data in %s, %d user(s)", __version__,
-             settings.host, settings.port, settings.base, len(settings.users))
-    # proxy_headers=False: SYNC_IP_HEADER alone says which header, if any, names the client
-    # (uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 on its own).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                timeout_graceful_shutdown=10, proxy_headers=False)
+    except listener.ListenError as exc:
+        print(f"ankihost: {exc} (SYNC_HOST, SYNC_PORT)", file=sys.stderr)
+        return 1
     return 0

@@ -23,26 +23,41 @@ def _quota(text: str) -> int | None:
     return megs
 
 
+PASSWORD_SOURCE = ("The password is asked for twice at a terminal, or read as one line from stdin "
+                   "(echo … | ankihost …); never from the command line.")
+SERVER_NOTE = ("Works whether or not the server runs on SYNC_BASE; a running server applies the "
+               "change at once.")
+
+
+def _verb(verbs: Any, name: str, summary: str, *more: str) -> Any:
+    """A sub-command whose --help says what `ankihost user --help` lists, and more."""
+    return verbs.add_parser(name, help=summary, description=" ".join([summary[0].upper() + summary[1:] + ".",
+                                                                          *more]))
+
+
 def add(commands: Any) -> None:
-    group = commands.add_parser("user", help="add, change, remove and list accounts")
+    group = commands.add_parser("user", help="add, change, remove and list accounts",
+                                description="Add, change, remove and list accounts. " + SERVER_NOTE)
     verbs = group.add_subparsers(title="user commands", metavar="VERB", required=True)
-    adder = verbs.add_parser("add", help="add an account (password from a prompt or stdin)")
-    adder.add_argument("name")
+    adder = _verb(verbs, "add", "add an account (password from a prompt or stdin)", PASSWORD_SOURCE, SERVER_NOTE)
+    adder.add_argument("name", help="the user name the apps log in with (also its folder in SYNC_BASE)")
     adder.add_argument("--quota-mb", type=_quota, default=None, metavar="N",
                        help="the most the user may store (collection and media), in MB")
     adder.set_defaults(run=run_add)
-    passwd = verbs.add_parser("passwd", help="set a new password; logs out all of its devices")
+    passwd = _verb(verbs, "passwd", "set a new password; logs out all of its devices", PASSWORD_SOURCE)
     passwd.add_argument("name")
     passwd.set_defaults(run=run_passwd)
-    remover = verbs.add_parser("remove", help="remove an account (its data is kept unless asked)")
+    remover = _verb(verbs, "remove", "remove an account (its data is kept unless asked)",
+                    "Its devices are refused from then on, and a sync it has under way is rolled back.")
     remover.add_argument("name")
     remover.add_argument("--delete-data", action="store_true", help="also delete its collection and media")
     remover.set_defaults(run=run_remove)
-    setter = verbs.add_parser("set", help="change an account's quota")
+    setter = _verb(verbs, "set", "change an account's quota",
+                   "Uploads that would take the account past it are refused with a message the app shows.")
     setter.add_argument("name")
     setter.add_argument("--quota-mb", type=_quota, required=True, metavar="N|none")
     setter.set_defaults(run=run_set)
-    lister = verbs.add_parser("list", help="every account, its storage, last sync and devices")
+    lister = _verb(verbs, "list", "every account, its storage, last sync and devices")
     lister.add_argument("--json", action="store_true", help="as JSON")
     lister.set_defaults(run=run_list)
 

@@ -10,10 +10,10 @@ the request's payload: gunzipped unless `c` is absent or "0", capped, `{}` when 
 
 from __future__ import annotations
 
-import shutil
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import IO
 
 from python_multipart.exceptions import MultipartParseError
@@ -69,15 +69,20 @@ class LegacyForm:
     def write_payload(self, target: IO[bytes], limit: int) -> int:
         """Write the request's payload to `target`; returns its size. PayloadTooLarge past
         `limit` bytes, BadRequest for gzip that does not decompress."""
+        return sum(target.write(piece) for piece in self.payload_pieces(limit))
+
+    def payload_pieces(self, limit: int) -> Iterator[bytes]:
+        """The request's payload in bounded pieces, with `write_payload`'s errors."""
         if self.data is None or self.data_size == 0:
-            return target.write(EMPTY_PAYLOAD)
+            yield EMPTY_PAYLOAD
+            return
         self.data.seek(0)
         if self.compressed:
-            return gunzip_into(self.data, target, limit)
+            yield from gunzip_pieces(self.data, limit)
+            return
         if self.data_size > limit:
             raise PayloadTooLarge(f"payload of {self.data_size} bytes exceeds {limit}")
-        shutil.copyfileobj(self.data, target, READ_PIECE_BYTES)
-        return self.data_size
+        yield from iter(partial(self.data.read, READ_PIECE_BYTES), b"")
 
     def close(self) -> None:
         if self.data is not None:
@@ -195,25 +200,30 @@ class FormParser:
         self._ended = True
 
 
-def gunzip_into(source: IO[bytes], target: IO[bytes], limit: int) -> int:
-    """Decompress the gzip stream in `source` into `target` in bounded pieces; returns the
-    decompressed size. PayloadTooLarge past `limit` bytes; BadRequest for data that is not
-    one complete gzip member (bytes after it are ignored, as upstream's decoder does)."""
+def gunzip_pieces(source: IO[bytes], limit: int) -> Iterator[bytes]:
+    """The gzip stream in `source`, decompressed in bounded pieces. PayloadTooLarge past
+    `limit` bytes; BadRequest for data that is not one complete gzip member (bytes after it
+    are ignored, as upstream's decoder does)."""
     decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
     written, pending = 0, False  # pending: the last piece filled up, more output may wait
-    try:
-        while not decoder.eof:
-            compressed = decoder.unconsumed_tail or source.read(READ_PIECE_BYTES)
-            if not compressed and not pending:
-                break
+    while not decoder.eof:
+        compressed = decoder.unconsumed_tail or source.read(READ_PIECE_BYTES)
+        if not compressed and not pending:
+            break
+        try:
             piece = decoder.decompress(compressed, GUNZIP_PIECE_BYTES)
-            pending = len(piece) == GUNZIP_PIECE_BYTES
-            written += len(piece)
-            if written > limit:
-                raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
-            target.write(piece)
-    except zlib.error as exc:
-        raise BadRequest(f"invalid gzip body: {exc}") from None
+        except zlib.error as exc:
+            raise BadRequest(f"invalid gzip body: {exc}") from None
+        pending = len(piece) == GUNZIP_PIECE_BYTES
+        written += len(piece)
+        if written > limit:
+            raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
+        if piece:
+            yield piece
     if not decoder.eof:
         raise BadRequest("gzip body is truncated")
-    return written
+
+
+def gunzip_into(source: IO[bytes], target: IO[bytes], limit: int) -> int:
+    """`gunzip_pieces` written to `target`; returns the decompressed size."""
+    return sum(target.write(piece) for piece in gunzip_pieces(source, limit))

@@ -10,6 +10,7 @@ from typing import IO, Any
 import orjson
 
 from ankihost.errors import BadRequest
+from ankihost.protocol.bounded_json import loads_within
 from ankihost.protocol.response import Reply
 
 
@@ -44,7 +45,7 @@ class SyncRequest:
         if not data.strip():
             return {}
         try:
-            return orjson.loads(data)
+            return loads_within(data)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"invalid JSON body: {exc}") from None
 

@@ -61,13 +61,20 @@ STATE_FOLDER_NAME = ".ankihost"
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
+def folded(name: str) -> str:
+    """What two user names that must not both exist have in common: the same letters ignoring
+    case and Unicode form ("José" typed two ways, "ALICE" and "alice" are one user: their
+    folders would be one on macOS and Windows disks)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
 def unsafe_name_reason(name: str) -> str | None:
     """Why `name` cannot be a user name (and folder name), or None when it is safe."""
     if name == "":
         return "is empty"
     if name in (".", ".."):
         return "is '.' or '..'"
-    if name.casefold() == STATE_FOLDER_NAME:
+    if folded(name) == STATE_FOLDER_NAME:
         return f"is reserved ({STATE_FOLDER_NAME} holds ankihost's own data)"
     if any(ch in _FORBIDDEN_CHARS or ord(ch) < 32 for ch in name):
         return "contains '/', '\\', NUL or a control character"

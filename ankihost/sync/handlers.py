@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ankihost.protocol.request import Step
 from ankihost.protocol.response import Reply, json_reply
-from ankihost.sync import changes, chunks, finish, sanity, session, start
+from ankihost.sync import bodies, changes, chunks, finish, sanity, session, start
 
 if TYPE_CHECKING:
     import sqlite3
@@ -30,24 +30,24 @@ InlineCheck = Callable[["UserState", "SyncRequest"], bool]
 
 def handle_start(state: UserState, request: SyncRequest) -> Reply:
     key = session.session_key(request.session_key)
-    message = start.parse_start(request.json_object())
+    message = bodies.start_message(request)
     col = state.collection
-    current = col.begin_session(key, message.client_usn, message.client_is_newer)
+    current = col.begin_session(key, message.client_usn, message.client_is_newer, request.host_key)
     with col.rolled_back_on_failure():
         return json_reply(start.start(col.connection(), current, message))
 
 
 def handle_apply_graves(state: UserState, request: SyncRequest) -> Reply:
-    current, body = _begin_step(state, request)
-    graves = start.parse_apply_graves(body)
+    current = _settled_session(state, request)
+    graves = bodies.apply_graves_message(request)
     with state.collection.rolled_back_on_failure():
         start.apply_graves(state.collection.connection(), current, graves)
     return json_reply(None)
 
 
 def handle_apply_changes(state: UserState, request: SyncRequest) -> Reply:
-    current, body = _begin_step(state, request)
-    message = changes.parse_apply_changes(body)
+    current = _settled_session(state, request)
+    message = bodies.apply_changes_message(request)
     with state.collection.rolled_back_on_failure():
         reply = changes.apply_changes(state.collection.connection(), current, message)
     # the client's next request is its first `chunk`
@@ -84,8 +84,8 @@ def _for_session(
 
 
 def handle_apply_chunk(state: UserState, request: SyncRequest) -> Reply:
-    current, body = _begin_step(state, request)
-    incoming = chunks.parse_apply_chunk(body)
+    current = _settled_session(state, request)
+    incoming = bodies.apply_chunk_message(request)
     current.unapplied.append(incoming)
     write = _for_session(state, current, chunks.apply_unapplied)
     objects = len(incoming.revlog) + len(incoming.cards) + len(incoming.notes)
@@ -112,13 +112,18 @@ def handle_finish(state: UserState, request: SyncRequest) -> Reply:
 
 
 def _begin_step(state: UserState, request: SyncRequest) -> tuple[session.SyncSession, Any]:
+    """`_settled_session`, and the request's JSON body."""
+    return _settled_session(state, request), request.json_object()
+
+
+def _settled_session(state: UserState, request: SyncRequest) -> session.SyncSession:
     """The caller's session (400 empty key, 409 none or another's), with every chunk it sent
-    written (an error writing one fails this step), and the request's JSON body."""
+    written (an error writing one fails this step)."""
     current = state.collection.active_session(session.session_key(request.session_key))
     if current.unsettled:
         with state.collection.rolled_back_on_failure():
             chunks.settle(state.collection.connection(), current)
-    return current, request.json_object()
+    return current
 
 
 # Where steps run (`UserState.locked`): on the event loop when `Step.inline` says so, else in a

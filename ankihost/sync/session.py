@@ -54,6 +54,8 @@ class SyncSession:
     # first, and the error writing one of them raised, for the session's next request.
     unapplied: list[IncomingChunk] = field(default_factory=list)
     apply_error: Exception | None = None
+    # the host key of the device that started the session (a revoked one's session is dropped)
+    host_key: str = ""
 
     @property
     def unsettled(self) -> bool:
@@ -79,7 +81,9 @@ class UserCollection:
         """The collection is open, with no sync session and no transaction running."""
         return self.session is None and self.db is not None and not self.db.in_transaction
 
-    def begin_session(self, key: str, client_usn: int, client_is_newer: bool) -> SyncSession:
+    def begin_session(
+        self, key: str, client_usn: int, client_is_newer: bool, host_key: str = ""
+    ) -> SyncSession:
         """Abandon any running session, then begin the new one's transaction."""
         self.abort_session()
         db = self.connection()
@@ -89,7 +93,7 @@ class UserCollection:
         except sqlite3.Error as exc:
             self.abort_session()
             raise ServerError(f"cannot begin sync: {exc}") from exc
-        self.session = SyncSession(key, server_usn, client_usn, client_is_newer)
+        self.session = SyncSession(key, server_usn, client_usn, client_is_newer, host_key=host_key)
         return self.session
 
     def active_session(self, key: str) -> SyncSession:

@@ -25,6 +25,8 @@ from ankihost.admin.lock import DataFolderLock
 from ankihost.admin.operations import AdminContext, operations
 from ankihost.config import IP_HEADERS, Settings
 from ankihost.errors import MethodNotAllowed, NotFound, SyncError
+from ankihost.log import printable
+from ankihost.memory import release_memory
 from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
 from ankihost.web import legacy
@@ -41,6 +43,9 @@ _HEALTH = re.compile(r"(?:^|/)health/?$")
 SHUTDOWN_WAIT_SECS = 30
 # How often what devices and users did is written to the account store.
 ACTIVITY_FLUSH_SECS = 2
+# A sync session with no request for this long was given up by its client (clients time out
+# after 60 s): the idle closer rolls it back like an idle user's databases.
+ABANDONED_SESSION_SECS = 600
 
 
 def error_response(error: SyncError) -> Response:
@@ -103,25 +108,38 @@ class SyncApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        flushing: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.channel.start()
-                flushing = asyncio.create_task(self._flush_activity())
+                background = [asyncio.create_task(self._flush_activity())]
+                if self.settings.idle_close_secs:
+                    background.append(asyncio.create_task(self._close_idle_users()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.channel.close()
-                if flushing is not None:
-                    flushing.cancel()
+                for task in background:
+                    task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await flushing
+                        await task
                 await close_all(self.registry)
                 await anyio.to_thread.run_sync(self.admin.close)
                 if self.lock is not None:
                     self.lock.release()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _close_idle_users(self) -> None:
+        idle = self.settings.idle_close_secs
+        while True:
+            await asyncio.sleep(max(1.0, idle / 4))
+            try:
+                if closed := await self.registry.close_idle(idle, ABANDONED_SESSION_SECS):
+                    log.debug("closed the databases of idle users: %s", ", ".join(closed))
+                    await anyio.to_thread.run_sync(release_memory)
+            except Exception:
+                log.exception("closing idle users' databases failed")
 
     async def _flush_activity(self) -> None:
         while True:
@@ -143,11 +161,13 @@ class SyncApp:
             record.status = response.status_code
             return response
         except SyncError as error:
-            record.status = error.status
-            _log_error(error, target)
+            record.status, record.reason = error.status, error.reason
+            if error.status >= 500:
+                log.error("%s failed: %s", printable(target), printable(error.reason), exc_info=error)
             return error_response(error)
         except Exception:
-            log.exception("internal error in %s", target)
+            log.exception("internal error in %s", printable(target))
+            record.reason = "internal error"
             return error_response(SyncError("internal error"))
         finally:
             record.write()
@@ -181,13 +201,6 @@ class SyncApp:
         if header_value is None:
             return legacy.MultipartEnvelope(request, self.settings.max_payload_bytes)
         return HeaderEnvelope(request, parse_header(header_value))
-
-
-def _log_error(error: SyncError, target: str) -> None:
-    if error.status >= 500:
-        log.error("%s failed: %s", target, error.reason, exc_info=error)
-    else:
-        log.info("%s refused (%d): %s", target, error.status, error.reason)
 
 
 def _health(request: Request) -> Response:

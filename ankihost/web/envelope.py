@@ -9,6 +9,7 @@ large download never sits whole in memory; legacy replies are sent raw.
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import AsyncIterator
 from typing import IO
@@ -24,6 +25,7 @@ from ankihost.protocol.compression import WRITE_PIECE_BYTES, compress, decompres
 from ankihost.protocol.header import ORIGINAL_SIZE_HEADER, SyncHeader
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply
+from ankihost.sync import bodies
 
 SPOOL_MEMORY_BYTES = 1 << 20
 # Bodies and replies up to these sizes are handled on the event loop (cheaper than a
@@ -102,6 +104,11 @@ class Envelope:
         """The payload (into `target`, else a spool); PayloadTooLarge past `limit` bytes."""
         raise NotImplementedError
 
+    async def decode_checked(self, method: str, limit: int) -> SyncRequest:
+        """`decode` for a method of `bodies.READERS`: a large body is read with its shape
+        checked while it is decoded, in a worker thread (the whole body by default)."""
+        return await self.decode(method, limit)
+
     def close(self) -> None:
         """Release what `receive` kept."""
 
@@ -111,6 +118,14 @@ class Envelope:
             method=method, sync_version=self.version, host_key=self.host_key,
             client_version=self.client_version, session_key=self.session_key,
             body=body, body_size=size,
+        )
+
+    def read_request(self, method: str, read: bodies.ReadBody) -> SyncRequest:
+        """The request for a body `decode_checked` read (held whole only when small)."""
+        return bodies.ReadSyncRequest(
+            method=method, sync_version=self.version, host_key=self.host_key,
+            client_version=self.client_version, session_key=self.session_key,
+            body=io.BytesIO(read.whole or b""), body_size=read.size, read=read,
         )
 
 
@@ -135,6 +150,22 @@ class HeaderEnvelope(Envelope):
             body.close()
             raise
         return self.sync_request(method, body, size)
+
+    async def decode_checked(self, method: str, limit: int) -> SyncRequest:
+        """A small body whole, right here (the step parses it, as any other); a larger one
+        read with its shape checked while it is decompressed, in a worker thread, never on
+        disk."""
+        raw = await read_raw_body(self.request, limit)
+        try:
+            read = None
+            if raw.seek(0, 2) <= INLINE_DECOMPRESS_BYTES:
+                whole = bodies.read_small_body(raw)
+                read = None if whole is None else bodies.ReadBody(len(whole), whole=whole)
+            if read is None:
+                read = await anyio.to_thread.run_sync(bodies.read_body, method, raw, limit)
+        finally:
+            raw.close()
+        return self.read_request(method, read)
 
 
 async def framed_response(

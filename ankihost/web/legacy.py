@@ -9,6 +9,7 @@ upstream assumes, and their replies are raw. The routes and steps are those of p
 
 from __future__ import annotations
 
+import io
 from typing import IO
 
 import anyio
@@ -16,9 +17,10 @@ import orjson
 from starlette.requests import Request
 
 from ankihost.errors import BadRequest, PayloadTooLarge
-from ankihost.protocol import multipart
+from ankihost.protocol import body_stream, multipart
 from ankihost.protocol.header import LEGACY_SYNC_VERSION
 from ankihost.protocol.request import SyncRequest
+from ankihost.sync import bodies
 from ankihost.web.envelope import INLINE_DECOMPRESS_BYTES, INLINE_DECOMPRESS_LIMIT, Envelope, spooled
 
 # What the request log and the device list show for a legacy request's client.
@@ -60,9 +62,33 @@ class MultipartEnvelope(Envelope):
             raise
         return self.sync_request(method, body, size)
 
+    async def decode_checked(self, method: str, limit: int) -> SyncRequest:
+        """As protocol 11's: a small payload whole, a larger one read with its shape checked
+        while it is gunzipped, in a worker thread."""
+        form = self.form
+        assert form is not None, "receive() first"
+        read = None
+        if form.data_size <= INLINE_DECOMPRESS_BYTES:
+            whole = _small_payload(form, min(limit, bodies.STREAM_ABOVE_BYTES))
+            read = None if whole is None else bodies.ReadBody(len(whole), whole=whole)
+        if read is None:
+            pieces = body_stream.guarded_pieces(form.payload_pieces(limit))
+            read = await anyio.to_thread.run_sync(bodies.read_pieces, method, pieces)
+        return self.read_request(method, read)
+
     def close(self) -> None:
         if self.form is not None:
             self.form.close()
+
+
+def _small_payload(form: multipart.LegacyForm, limit: int) -> bytes | None:
+    """The payload if it is at most `limit` bytes, else None; gzip errors raise."""
+    out = io.BytesIO()
+    try:
+        form.write_payload(out, limit)
+    except PayloadTooLarge:
+        return None
+    return out.getvalue()
 
 
 async def _write_payload(form: multipart.LegacyForm, body: IO[bytes], limit: int) -> int:

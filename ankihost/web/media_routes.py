@@ -14,7 +14,7 @@ from ankihost.media.handlers import METHODS
 from ankihost.registry import Registry
 from ankihost.web.envelope import Envelope
 from ankihost.web.request_log import RequestLog
-from ankihost.web.steps import authenticate, body_limit, run_step
+from ankihost.web.steps import authenticate, body_limit, key_still_valid, run_step
 
 
 class MediaRoutes:
@@ -29,4 +29,5 @@ class MediaRoutes:
         limit = body_limit(step, self.settings)
         await envelope.receive(limit)
         state = authenticate(self.registry, envelope, record)
-        return await run_step(envelope, method, step, state, limit)
+        still_valid = key_still_valid(self.registry, envelope)
+        return await run_step(envelope, method, step, state, limit, still_valid)

@@ -10,6 +10,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from ankihost.log import printable
+
 log = logging.getLogger("ankihost.request")
 
 
@@ -23,9 +25,15 @@ class RequestLog:
     user: str = "-"
     client: str = "-"
     status: int = 500
+    # why the request was refused (4xx), or failed (5xx); "" when it succeeded
+    reason: str = ""
 
     def write(self) -> None:
+        """The line (a refused request's reason included: one line per request, never its
+        body); every value a client chose is capped and escaped (`log.printable`)."""
         log.info(
-            "%s %s user=%s client=%s status=%d ms=%d ip=%s", self.http_method, self.target,
-            self.user, self.client, self.status, (time.monotonic() - self.started) * 1000, self.ip,
+            "%s %s user=%s client=%s status=%d ms=%d ip=%s%s", printable(self.http_method, 16),
+            printable(self.target), printable(self.user), printable(self.client), self.status,
+            (time.monotonic() - self.started) * 1000, printable(self.ip, 64),
+            f" reason={printable(self.reason)}" if self.reason else "",
         )

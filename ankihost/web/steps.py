@@ -9,6 +9,9 @@ decompressing bodies happens outside that lock, and so does a reply's `before_se
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import anyio
 from starlette.background import BackgroundTask
 from starlette.responses import Response
@@ -18,12 +21,14 @@ from ankihost.errors import AuthFailed, BadRequest, PayloadTooLarge
 from ankihost.protocol.request import Step, SyncRequest
 from ankihost.protocol.response import Reply
 from ankihost.registry import Registry, UserState
+from ankihost.sync import bodies
 from ankihost.web.envelope import Envelope, framed_response
 from ankihost.web.request_log import RequestLog
 
 # Methods whose bodies are a few small fields. Parsed JSON can take ~30x its text in memory,
 # so these never get the 3 x MAX_SYNC_PAYLOAD_MEGS allowance that carries collection data.
 SMALL_BODY_LIMIT = 1024 * 1024
+T = TypeVar("T")
 
 
 def authenticate(registry: Registry, envelope: Envelope, record: RequestLog) -> UserState:
@@ -39,23 +44,50 @@ def authenticate(registry: Registry, envelope: Envelope, record: RequestLog) -> 
     return state
 
 
+def key_still_valid(registry: Registry, envelope: Envelope) -> Callable[[], None]:
+    """A check, made again once the user's lock is held: a request that waited for the lock
+    while its device was revoked (or its password changed) is refused like the next one."""
+
+    def check() -> None:
+        if registry.accounts.credential(envelope.host_key) is None:
+            raise AuthFailed("the host key was revoked while the request waited")
+
+    return check
+
+
+def guarded(work: Callable[..., T], check: Callable[[], None]) -> Callable[..., T]:
+    """`work`, after `check` (which raises if it must not run)."""
+
+    def run(*args: Any) -> T:
+        check()
+        return work(*args)
+
+    return run
+
+
 def body_limit(step: Step, settings: Settings) -> int:
     return SMALL_BODY_LIMIT if step.small_body else settings.max_decompressed_bytes
 
 
 async def decode_capped(envelope: Envelope, method: str, limit: int) -> SyncRequest:
-    """The decoded body; one over `limit` is a 400, as the official server answers it."""
+    """The decoded body; one over `limit` is a 400, as the official server answers it. The
+    bodies that carry collection data (`bodies.READERS`) are read with their shape checked."""
     try:
+        if method in bodies.READERS:
+            return await envelope.decode_checked(method, limit)
         return await envelope.decode(method, limit)
     except PayloadTooLarge as exc:
         raise BadRequest(exc.reason) from None
 
 
-async def run_step(envelope: Envelope, method: str, step: Step, state: UserState, limit: int) -> Response:
+async def run_step(
+    envelope: Envelope, method: str, step: Step, state: UserState, limit: int,
+    still_valid: Callable[[], None],
+) -> Response:
     with await decode_capped(envelope, method, limit) as sync_request:
         check = step.inline
         reply = await state.locked(
-            step.run, state, sync_request,
+            guarded(step.run, still_valid), state, sync_request,
             inline=None if check is None else (lambda: check(state, sync_request)),
         )
     await _complete(reply)

@@ -9,6 +9,7 @@ by `web/steps.run_step`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from ankihost.sync.handlers import STEPS
 from ankihost.web.envelope import Envelope, framed_response
 from ankihost.web.logins import LoginGate
 from ankihost.web.request_log import RequestLog
-from ankihost.web.steps import authenticate, body_limit, decode_capped, run_step
+from ankihost.web.steps import authenticate, body_limit, decode_capped, guarded, key_still_valid, run_step
 
 LOGIN_BODY_LIMIT = 64 * 1024
 
@@ -52,9 +53,10 @@ class SyncRoutes:
         limit = self.upload_limit if step is None else body_limit(step, self.settings)
         await envelope.receive(limit)
         state = authenticate(self.registry, envelope, record)
+        still_valid = key_still_valid(self.registry, envelope)
         if step is None:
-            return await self._upload(envelope, state)
-        return await run_step(envelope, method, step, state, limit)
+            return await self._upload(envelope, state, still_valid)
+        return await run_step(envelope, method, step, state, limit, still_valid)
 
     async def _login(self, envelope: Envelope, record: RequestLog) -> Response:
         await envelope.receive(LOGIN_BODY_LIMIT)
@@ -64,10 +66,10 @@ class SyncRoutes:
         key = await self.logins.login(name, password, envelope.client_version, record.ip)
         return await framed_response(login.reply(key), envelope.compressed)
 
-    async def _upload(self, envelope: Envelope, state: UserState) -> Response:
+    async def _upload(self, envelope: Envelope, state: UserState, still_valid: Callable[[], None]) -> Response:
         """Decompress into a temp file in the user's folder, check it (a schema-11 file is
         upgraded there) outside the user's lock, then install it under the lock."""
-        state.folder.ensure()
+        await state.ensure_prepared()  # (a user added while the server runs may not be yet)
         target = state.folder.new_upload_file()
         path = Path(target.name)
         try:
@@ -82,5 +84,9 @@ class SyncRoutes:
         problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
         if problem:
             return await framed_response(full.refuse_corrupt(problem, path), envelope.compressed)
-        reply = await state.locked(full.install_upload, state, path)
+        try:
+            reply = await state.locked(guarded(full.install_upload, still_valid), state, path)
+        except BaseException:  # e.g. the user was removed meanwhile (403)
+            full.discard_upload(path)
+            raise
         return await framed_response(reply, envelope.compressed)

@@ -3,9 +3,9 @@
 The old client runs in a venv of its own (`tests/support/old_client.py`) and speaks the
 legacy envelope: multipart + gzip, schema-11 full syncs, `GET /msync/begin`. Full syncs in
 both directions, normal syncs in both directions with deletions, media both ways (a file
-over 2 MiB included), and all of it again through nginx under a subpath, as old clients are
-configured with two URLs (`…/anki/sync/` and `…/anki/msync/`). After every exchange both
-devices hold equal collections (`old_client.comparable`/`differences`).
+over 2 MiB included), and all of it again through nginx (contrib/'s proxy settings) under a
+subpath, as old clients are configured with two URLs (`…/anki/sync/` and `…/anki/msync/`).
+After every exchange both devices hold equal collections (`old_client.comparable`/`differences`).
 """
 
 from __future__ import annotations
@@ -163,7 +163,8 @@ def test_everything_through_nginx_under_a_subpath(
     server: SyncServer, clients: dict[str, SyncClient], tmp_path: Path
 ) -> None:
     """Old clients take two URLs, `…/anki/sync/` and `…/anki/msync/`; nginx forwards
-    `/anki/` to the server (and turns 2.1.54's chunked upload into a sized one)."""
+    `/anki/` to the server with contrib/'s proxy settings (2.1.54's chunked upload streamed
+    through as it comes)."""
     with NginxSubpath(server, "/anki/") as proxy, OldClient(folder=tmp_path / "old") as old:
         _fill_old(old)
         old.login(USER, PASSWORD, proxy.endpoint, media_endpoint=proxy.endpoint + "msync/")

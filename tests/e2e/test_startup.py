@@ -80,10 +80,10 @@ def test_sigterm_mid_sync_rolls_back_and_exits_cleanly(client_collection, tmp_pa
         post(server, "start", orjson.dumps({"minUsn": meta["usn"], "lnewer": True}))
         graves = {"cards": card_ids[:5], "notes": [], "decks": []}
         assert post(server, "applyGraves", orjson.dumps({"chunk": graves})) == b"null"
-        # uvicorn shuts down gracefully, then re-raises the signal: status -SIGTERM.
-        assert server.stop() in (0, -15)
+        # the listener shuts down gracefully (lifespan shutdown included) and exits with 0
+        assert server.stop() == 0
         log = server.log_text()
-        assert "Application shutdown complete" in log and "Traceback" not in log
+        assert "shutdown complete" in log and "Traceback" not in log
         server.start()
         db = sqlite3.connect(server.base / "alice" / "collection.anki2")
         assert db.execute("select count() from cards").fetchone()[0] == len(card_ids)
@@ -114,4 +114,4 @@ def test_the_logged_client_address_follows_sync_ip_header_only(ip_header, logged
         while not (lines := [x for x in server.log_text().splitlines() if "POST /sync/meta" in x]):
             assert time.monotonic() < deadline, server.log_text()
             time.sleep(0.05)
-    assert lines[0].endswith(f"ip={logged}"), lines[0]
+    assert lines[0].split(" ip=", 1)[1].split(" ", 1)[0] == logged, lines[0]

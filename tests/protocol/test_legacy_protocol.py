@@ -24,6 +24,7 @@ from starlette.testclient import TestClient
 
 from ankihost.server import build
 from ankihost.storage import schema, schema11
+from ankihost.sync import bodies
 from ankihost.sync.full import CORRUPT_MESSAGE, TOO_LARGE_MESSAGE
 from ankihost.sync.meta import NO_NEW_TIMEZONE_MESSAGE, NO_V2_SCHEDULER_MESSAGE
 from tests.conftest import ALICE_KEY, Wire, make_settings
@@ -267,6 +268,33 @@ def test_session_rules_are_those_of_protocol_11(stored):
     assert legacy.post("chunk", {}, session="another").status_code == 409
     assert legacy.json(legacy.post("abort", {}, session="anything")) is None
     assert legacy.post("chunk", {}, session="C]w7|ht4>5").status_code == 409
+
+
+def test_large_session_bodies_are_read_with_their_shape_checked_as_they_are_gunzipped(stored, monkeypatch):
+    """Bodies of start/applyGraves/applyChanges/applyChunk over 256 KiB go through the same
+    shape-checked reader as protocol 11's, fed by the gunzipped pieces."""
+    legacy, _, _ = stored
+    streamed: list[str] = []
+    read_pieces = bodies.read_pieces
+
+    def watched(method: str, pieces: Any) -> Any:
+        read = read_pieces(method, pieces)
+        streamed.append(method if read.whole is None else "whole")
+        return read
+
+    monkeypatch.setattr(bodies, "read_pieces", watched)
+    legacy.json(legacy.post("meta", {"v": 10}))
+    assert legacy.post("start", {"minUsn": 0, "lnewer": True, "graves": None}, session="k").status_code == 200
+    revlog = [[1_700_000_000_000 + i, 1, -1, 3, 10, 5, 2500, 6000, 1] for i in range(8000)]
+    good = orjson.dumps({"chunk": {"done": False, "revlog": revlog}})
+    assert len(good) > 256 * 1024
+    assert legacy.json(legacy.post("applyChunk", good, session="k")) is None
+    bad = orjson.dumps({"chunk": {"done": False, "revlog": revlog[:-1] + [["not", "a", "row"]]}})
+    assert legacy.post("applyChunk", bad, session="k").status_code == 400
+    not_gzip = multipart_body([("data", os.urandom(64 * 1024)), ("c", b"1"), ("k", ALICE_KEY.encode()),
+                               ("s", b"k")])  # fmt: skip
+    assert legacy.send("/sync/applyChunk", *not_gzip).status_code == 400
+    assert streamed == ["applyChunk", "applyChunk"]
 
 
 # --- media ---------------------------------------------------------------------------------------

@@ -124,7 +124,8 @@ def test_a_chunk_that_fails_after_its_reply_fails_the_next_request(
     failed = wire.post("sanityCheck2", {"client": [[0, 0, 0], 300, 300, 0, 0, 1, 1, 1]}, session="s1")
     assert failed.status_code == 400
     assert "answered earlier in this sync could not be written" in caplog.text
-    assert "sanityCheck2 refused (400): note uses missing notetype 424242" in caplog.text
+    [line] = [line for line in caplog.text.splitlines() if "/sync/sanityCheck2 user=alice" in line]
+    assert "status=400" in line and line.endswith("reason=note uses missing notetype 424242")
     assert wire.post("finish", {}, session="s1").status_code == 409  # rolled back and ended
 
     downloaded = tmp_path / "downloaded.anki2"

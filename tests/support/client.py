@@ -93,10 +93,12 @@ class SyncClient:
         self._seen_starts = server.starts
 
     # -- plumbing -------------------------------------------------------------
-    def use_server(self, server: HasEndpoint) -> None:
-        """Talk to another server from now on (forgets the host key)."""
+    def use_server(self, server: HasEndpoint, *, keep_login: bool = False) -> None:
+        """Talk to another server from now on: forgets the host key, unless `keep_login`
+        (what a device does when the server's URL changes but it stays logged in)."""
         self.server = server
-        self.hkey = None
+        if not keep_login:
+            self.hkey = None
         self._seen_starts = -1  # treat as restarted: tolerate stale connections
 
     def _call(self, fn: Callable[[], T]) -> T:
@@ -184,16 +186,24 @@ class SyncClient:
         return Path(self.col.media.dir())
 
     def sync_media(self, timeout: float = 300.0) -> None:
-        """Run a media sync to completion; re-raises the sync's error."""
+        """Run a media sync to completion; re-raises the sync's error.
 
-        def run() -> None:
-            self.col.sync_media(self.auth())
-            deadline = time.monotonic() + timeout
+        A full sync given the server's media USN starts a media sync in the background, and
+        `col.sync_media()` does nothing while one runs: files written meanwhile would never be
+        sent. So a running one is waited for first."""
+
+        def wait(deadline: float) -> None:
             while self.col.media_sync_status().active:  # raises the sync's error
                 if time.monotonic() > deadline:
                     self.col.abort_media_sync()
                     raise TimeoutError(f"media sync did not finish within {timeout}s")
                 time.sleep(0.01)
+
+        def run() -> None:
+            deadline = time.monotonic() + timeout
+            wait(deadline)
+            self.col.sync_media(self.auth())
+            wait(deadline)
 
         self._call(run)
 

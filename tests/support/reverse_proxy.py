@@ -1,10 +1,10 @@
-"""A real nginx in front of a test server, serving it under a subpath (`/anki/`).
+"""A real nginx in front of a test server, serving it under a subpath (`/anki/`), over HTTP.
 
-The configuration is what README.md's "Behind a reverse proxy" asks for: the subpath
-proxied whole to the server over HTTP/1.1, large bodies allowed, generous timeouts; nginx's
-defaults otherwise (it buffers request bodies, so a chunked upload reaches the server with a
-Content-Length). nginx is installed with apt-get when missing (CI is a fresh Debian machine)
-and runs in the foreground from a temp folder; it is stopped by its PID.
+The location block is contrib/nginx/ankihost-subpath.conf's (prefix stripped) and includes
+contrib/nginx/ankihost-proxy.conf itself (HTTP/1.1, bodies streamed as they arrive, chunked
+uploads passed on chunked, large bodies, long timeouts); only what running unprivileged from a
+temp folder needs is added. nginx is installed with apt-get when missing (CI is a fresh Debian
+machine) and runs in the foreground; it is stopped by its PID.
 
     with NginxSubpath(server, "/anki/") as proxy:
         client = SyncClient(proxy, ...)         # proxy.endpoint = http://127.0.0.1:<port>/anki/
@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.support.server import _port_answers, free_port
+from tests.support.packages import ensure_commands
+from tests.support.server import REPO_ROOT, _port_answers, free_port
 
 START_TIMEOUT_SECS = 20
+PROXY_SNIPPET = REPO_ROOT / "contrib" / "nginx" / "ankihost-proxy.conf"
 CONFIG = """
 user root;
 worker_processes 1;
@@ -36,26 +38,13 @@ http {{
     scgi_temp_path {root}/scgi;
     server {{
         listen 127.0.0.1:{port};
-        client_max_body_size 500M;
         location {prefix} {{
             proxy_pass http://127.0.0.1:{upstream}/;
-            proxy_http_version 1.1;
-            proxy_read_timeout 600s;
-            proxy_send_timeout 600s;
+            include {snippet};
         }}
     }}
 }}
 """
-
-
-def ensure_nginx() -> str:
-    """The nginx binary, installed first if this machine has none."""
-    found = shutil.which("nginx") or (Path("/usr/sbin/nginx").exists() and "/usr/sbin/nginx")
-    if not found:
-        subprocess.run(["apt-get", "install", "-y", "-q", "nginx"], check=True, capture_output=True,
-                       timeout=600)
-        found = shutil.which("nginx") or "/usr/sbin/nginx"
-    return str(found)
 
 
 class NginxSubpath:
@@ -82,8 +71,9 @@ class NginxSubpath:
         assert upstream_port, "start the upstream server first"
         conf = self.root / "nginx.conf"
         conf.write_text(CONFIG.format(root=self.root, port=self.port, prefix=self.prefix,
-                                      upstream=upstream_port))
-        command = [ensure_nginx(), "-p", str(self.root), "-c", str(conf), "-g", "daemon off;"]
+                                      upstream=upstream_port, snippet=PROXY_SNIPPET))
+        ensure_commands({"nginx": "nginx"})
+        command = ["nginx", "-p", str(self.root), "-c", str(conf), "-g", "daemon off;"]
         self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + START_TIMEOUT_SECS
         while not _port_answers(self.port):

@@ -36,6 +36,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -82,9 +83,11 @@ def free_port() -> int:
     raise RuntimeError("no free loopback port found")
 
 
-def health_ok(port: int, timeout: float = 0.5) -> bool:
-    """True if ``GET /health`` on 127.0.0.1:port answers 200."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def health_ok(port: int, timeout: float = 0.5, tls_ca: Path | None = None) -> bool:
+    """True if ``GET /health`` on 127.0.0.1:port answers 200 (over TLS trusting ``tls_ca``)."""
+    conn = (http.client.HTTPConnection("127.0.0.1", port, timeout=timeout) if tls_ca is None else
+            http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                        context=ssl.create_default_context(cafile=str(tls_ca))))
     try:
         conn.request("GET", "/health")
         return conn.getresponse().status == 200
@@ -114,6 +117,8 @@ class SyncServer:
     server); by default a fresh temp folder that :meth:`cleanup` deletes.
     ``env``: extra variables, e.g. ``{"PASSWORDS_HASHED": "1"}``.
     ``command``: overrides the argv chosen by ``kind``.
+    ``tls_ca``: the server speaks HTTPS (``ANKIHOST_TLS_*`` in ``env``) with a certificate
+    for 127.0.0.1 signed by this CA file: the endpoint is ``https://``, /health is checked over TLS.
     """
 
     def __init__(
@@ -125,12 +130,14 @@ class SyncServer:
         env: Mapping[str, str] | None = None,
         command: Sequence[str] | None = None,
         ready_timeout: float = 30.0,
+        tls_ca: Path | None = None,
     ) -> None:
         self.kind = kind
         self.users = list(users)
         self.command = list(command) if command else server_command(kind)
         self.extra_env = dict(env or {})
         self.ready_timeout = ready_timeout
+        self.tls_ca = tls_ca
         self._root = Path(tempfile.mkdtemp(prefix=f"ankihost-test-{kind}-"))
         self.base = Path(base) if base is not None else self._root / "base"
         self.base.mkdir(parents=True, exist_ok=True)
@@ -145,7 +152,7 @@ class SyncServer:
         """The sync endpoint as the client expects it (trailing slash)."""
         if self.port is None:
             raise RuntimeError("server not started")
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{'https' if self.tls_ca else 'http'}://127.0.0.1:{self.port}/"
 
     @property
     def pid(self) -> int | None:
@@ -221,7 +228,7 @@ class SyncServer:
                     f"{self.kind} server exited with {self.proc.returncode} before answering "
                     f"/health on port {self.port}\n--- server log ---\n{self.log_tail()}"
                 )
-            if health_ok(self.port):
+            if health_ok(self.port, tls_ca=self.tls_ca):
                 return
             time.sleep(0.05)
         raise ServerStartError(

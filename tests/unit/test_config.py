@@ -71,6 +71,12 @@ def test_duplicate_user_names_stop_start_up(second):
         load_accounts(settings(SYNC_USER2=f"{second}:other"))
 
 
+def test_a_name_typed_in_two_unicode_forms_is_one_user():
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"  # "José" both ways
+    with pytest.raises(ConfigError, match="SYNC_USER2.*twice"):
+        load_accounts(settings(SYNC_USER1=f"{composed}:pw", SYNC_USER2=f"{decomposed.upper()}:pw"))
+
+
 def test_bad_hash_stops_start_up_naming_the_variable():
     with pytest.raises(ConfigError, match="SYNC_USER2"):
         load_accounts(settings(PASSWORDS_HASHED="1", SYNC_USER1="a:$pbkdf2-sha256$i=1000,l=32$c2FsdHNhbHQ$"

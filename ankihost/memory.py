@@ -1,0 +1,61 @@
+"""Giving memory back to the system once it is no longer used.
+
+glibc's malloc keeps freed memory in its arenas (one per thread that allocated) rather than
+returning it, so after idle users' databases are closed (their page caches freed) or a large
+body is done, the process would keep its peak size for good. `release_memory` asks the
+allocator to return what it can (`malloc_trim(0)`); where there is none it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+from collections.abc import Callable
+from typing import cast
+
+# After a large body, freed memory is handed back to the system this long after it was read,
+# once its request is over (its reply sent, its follow-up done; see `release_memory_soon`).
+# Measured: after a 250 MiB applyChunk the server kept 360 MB without it, 68 MB with it.
+RELEASE_DELAY_SECS = 2.0
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None where there is none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    try:
+        function = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+    if function is None:
+        return None
+    function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
+    return cast(Callable[[int], int], function)
+
+
+_TRIM = _malloc_trim()
+_pending = threading.Lock()
+
+
+def release_memory() -> None:
+    """Return the C heap's free pages to the system (glibc keeps them after large requests:
+    freed chunks in the middle of a heap, and the heaps of worker threads, stay mapped)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+def release_memory_soon(delay: float = RELEASE_DELAY_SECS) -> None:
+    """`release_memory` in `delay` seconds, once however often it is asked for meanwhile:
+    by then the large request's objects are gone (its reply sent, its follow-up done)."""
+    if _TRIM is None or not _pending.acquire(blocking=False):
+        return
+
+    def run() -> None:
+        try:
+            release_memory()
+        finally:
+            _pending.release()
+
+    timer = threading.Timer(delay, run)
+    timer.daemon = True
+    timer.start()
