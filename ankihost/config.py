@@ -10,11 +10,15 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
+LOG_FORMATS = ("text", "json")
+# Secret settings read by `_secret` (the value, or NAME_FILE naming a file that holds it).
+ADMIN_PASSWORD = "ANKIHOST_ADMIN_PASSWORD"
+METRICS_TOKEN = "ANKIHOST_METRICS_TOKEN"
 
 # Where the client's IP address for the log comes from (same names as the official server).
 IP_HEADERS: dict[str, str | None] = {
@@ -96,7 +100,34 @@ def _file(value: str) -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _hours(value: str) -> float:
+    hours = float(value)
+    if not (hours >= 0 and hours != float("inf")):
+        raise ValueError("must be a number of hours, 0 or more")
+    return hours
+
+
+def _count(value: str) -> int:
+    count = int(value)
+    if count < 1:
+        raise ValueError("must be a whole number, at least 1")
+    return count
+
+
+def _days(value: str) -> float:
+    days = float(value)
+    if not (days > 0 and days != float("inf")):
+        raise ValueError("must be a number of days, more than 0")
+    return days
+
+
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _log_format(value: str) -> str:
+    if value not in LOG_FORMATS:
+        raise ValueError("must be one of " + ", ".join(LOG_FORMATS))
+    return value
 
 
 def _flag(value: str) -> bool:
@@ -154,6 +185,26 @@ SETTINGS = (
             "requests (1-86400)", _secs(1, 86400)),
     Setting("ANKIHOST_SHUTDOWN_GRACE", "10", "seconds requests under way get to finish on SIGTERM "
             "(0-3600)", _secs(0, 3600)),
+    Setting("ANKIHOST_SNAPSHOT_INTERVAL_HOURS", "24", "snapshot each user's collection this "
+            "often when it changed since the last snapshot (0: only before full uploads and "
+            "restores)", _hours),
+    Setting("ANKIHOST_SNAPSHOT_KEEP", "20", "the most snapshots kept per user (the oldest go "
+            "first)", _count),
+    Setting("ANKIHOST_SNAPSHOT_KEEP_DAYS", "90", "snapshots older than this many days are "
+            "deleted (the newest is always kept)", _days),
+    Setting(ADMIN_PASSWORD, None, "turns the admin web pages on: their password, plain or a PHC "
+            "hash (`ankihost hash-password`); ANKIHOST_ADMIN_PASSWORD_FILE instead names a file "
+            "holding it"),
+    Setting("ANKIHOST_ADMIN_HOST", "127.0.0.1", "address of the admin listener (admin pages and "
+            "/metrics): an IPv4 or IPv6 literal", _ip_literal),
+    Setting("ANKIHOST_ADMIN_PORT", "8081", "TCP port of the admin listener", _port),
+    Setting(METRICS_TOKEN, None, "a bearer token /metrics then requires (it also starts the admin "
+            "listener for /metrics alone); unset: /metrics is open on the admin listener; "
+            "ANKIHOST_METRICS_TOKEN_FILE instead names a file holding it"),
+    Setting("ANKIHOST_METRICS_PER_USER", "0", "1: /metrics gives syncs, bytes and storage per user "
+            "(a series per user)", _flag),
+    Setting("ANKIHOST_LOG_FORMAT", "text", "text: one line per event; json: one JSON object per "
+            "line", _log_format),
 )
 
 
@@ -162,7 +213,7 @@ def describe_settings() -> str:
     lines = []
     for setting in SETTINGS:
         default = f" (default: {setting.default})" if setting.default is not None else ""
-        lines.append(f"  {setting.name:<22} {setting.help}{default}")
+        lines.append(f"  {setting.name:<26} {setting.help}{default}")
     return "\n".join(lines)
 
 
@@ -185,6 +236,20 @@ class Settings:
     body_idle_timeout: float = 90.0
     keepalive_timeout: float = 60.0
     shutdown_grace: float = 10.0
+    snapshot_interval_hours: float = 24.0
+    snapshot_keep: int = 20
+    snapshot_keep_days: float = 90.0
+    # The admin listener (admin pages, /metrics): it runs when either secret is set.
+    admin_password: Secret | None = None
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8081
+    metrics_token: Secret | None = None
+    metrics_per_user: bool = False
+    log_format: str = "text"
+
+    @property
+    def admin_listener(self) -> bool:
+        return self.admin_password is not None or self.metrics_token is not None
 
     @property
     def max_payload_bytes(self) -> int:
@@ -230,7 +295,63 @@ class Settings:
             body_idle_timeout=values["ANKIHOST_BODY_IDLE_TIMEOUT"],
             keepalive_timeout=values["ANKIHOST_KEEPALIVE_TIMEOUT"],
             shutdown_grace=values["ANKIHOST_SHUTDOWN_GRACE"],
-        )
+            snapshot_interval_hours=values["ANKIHOST_SNAPSHOT_INTERVAL_HOURS"],
+            snapshot_keep=values["ANKIHOST_SNAPSHOT_KEEP"],
+            snapshot_keep_days=values["ANKIHOST_SNAPSHOT_KEEP_DAYS"],
+            admin_password=_admin_password(environ),
+            admin_host=values["ANKIHOST_ADMIN_HOST"],
+            admin_port=values["ANKIHOST_ADMIN_PORT"],
+            metrics_token=_secret(environ, METRICS_TOKEN),
+            metrics_per_user=values["ANKIHOST_METRICS_PER_USER"],
+            log_format=values["ANKIHOST_LOG_FORMAT"],
+        )._checked()
+
+    def _checked(self) -> Settings:
+        if self.admin_listener and self.admin_port == self.port and self.admin_port != 0:
+            raise ConfigError(f"ANKIHOST_ADMIN_PORT={self.admin_port} is also SYNC_PORT: the admin "
+                              "listener needs a port of its own")
+        return self
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret setting's value, never shown by `repr` or `str` (so never in a log)."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "**********"
+
+
+def _secret(environ: Mapping[str, str], name: str) -> Secret | None:
+    """NAME or NAME_FILE (a file holding the value; one trailing newline is dropped); both set,
+    an empty value or an unreadable file is a ConfigError."""
+    value, path = environ.get(name), environ.get(f"{name}_FILE")
+    if value is not None and path is not None:
+        raise ConfigError(f"{name} and {name}_FILE are both set; set only one")
+    if path is not None:
+        try:
+            value = Path(path).read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{name}_FILE={path!r} cannot be read: {exc}") from None
+    if value is None:
+        return None
+    if value == "":
+        raise ConfigError(f"{name} is empty; unset it to turn this off")
+    return Secret(value)
+
+
+def _admin_password(environ: Mapping[str, str]) -> Secret | None:
+    """The admin password, plain or a PHC hash; a malformed hash stops start-up here."""
+    from ankihost.accounts import passwords
+
+    secret = _secret(environ, ADMIN_PASSWORD)
+    if secret is not None and passwords.looks_like_hash(secret.value):
+        try:
+            passwords.parse_hash(secret.value)
+        except passwords.HashFormatError as exc:
+            raise ConfigError(f"{ADMIN_PASSWORD}: the password hash is invalid: {exc}") from None
+    return secret
 
 
 def read_user_entries(environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:

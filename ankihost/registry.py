@@ -25,6 +25,7 @@ from ankihost.accounts.directory import AccountDirectory
 from ankihost.accounts.store import Account
 from ankihost.errors import AuthFailed
 from ankihost.media.user_media import UserMedia
+from ankihost.snapshots.shelf import UserSnapshots
 from ankihost.storage.paths import DataFolder, UserFolder
 from ankihost.sync.session import UserCollection
 
@@ -38,6 +39,7 @@ class UserState:
     folder: UserFolder
     collection: UserCollection
     media: UserMedia
+    snapshots: UserSnapshots
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # The folder was checked and cleaned of a crash's leftovers (once per process).
     prepared: bool = False
@@ -48,7 +50,7 @@ class UserState:
 
     @classmethod
     def create(cls, account: Account, folder: UserFolder) -> UserState:
-        return cls(account, folder, UserCollection(folder), UserMedia(folder))
+        return cls(account, folder, UserCollection(folder), UserMedia(folder), UserSnapshots(folder))
 
     @property
     def name(self) -> str:
@@ -85,11 +87,13 @@ class UserState:
 
     def prepare(self) -> None:
         """Create the folder, remove what an interrupted run of this process's predecessor
-        left, and finish or undo a media upload a crash interrupted (the official server
-        creates or upgrades media.db at start-up too). Before any other work of this user."""
+        left, finish the snapshots a crash interrupted, and finish or undo a media upload a
+        crash interrupted (the official server creates or upgrades media.db at start-up too).
+        Before any other work of this user."""
         self.folder.ensure()
         if removed := self.folder.remove_leftovers():
             log.info("removed leftovers of an interrupted run in %s: %s", self.folder.root, removed)
+        self.snapshots.recover()
         self.media.index()
         self.prepared = True
 

@@ -1,7 +1,8 @@
 """The audit trail: logins, failures, throttling, every account and device change.
 
 Each event is one log line (logger `ankihost.audit`) and one row of the account store's `audit`
-table, newest first for the admin page. Values are capped and stripped of control characters,
+table, newest first for the admin page; the line's fields also travel as `extra` fields
+(keys of their own in the JSON log format). Values are capped and stripped of control characters,
 and callers pass no secrets: events name accounts, devices, addresses and client versions only.
 """
 
@@ -22,7 +23,10 @@ class Audit:
 
     def record(self, event: str, account: str | None = None, actor: str | None = None,
                **detail: object) -> None:
-        text = " ".join(f"{key}={printable(str(value))}" for key, value in detail.items())
+        shown = {key: printable(str(value)) for key, value in detail.items()}
+        text = " ".join(f"{key}={value}" for key, value in shown.items())
         who = actor or self.actor
-        log.info("%s account=%s actor=%s %s", event, printable(account or "-"), who, text)
+        fields = {"event": event, "account": printable(account or "-"), "actor": who, **shown}
+        log.info("%s account=%s actor=%s %s", event, fields["account"], who, text,
+                 extra={"fields": fields})
         self.store.add_audit(who, account, event, text)

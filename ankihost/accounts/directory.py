@@ -124,6 +124,11 @@ class AccountDirectory:
         self.audit.record("login", name, device=device.id, client=client, ip=ip)
         return key
 
+    def check_password(self, name: str, password: str) -> Account:
+        """The account if the password is right (AuthFailed if not), with no device key made:
+        for signing in to the account page."""
+        return self._checked(name, password)
+
     def _checked(self, name: str, password: str) -> Account:
         """The account if the password is right; else AuthFailed, after the same work."""
         stored = self._accounts.get(name)
@@ -210,6 +215,10 @@ class AccountDirectory:
         with self._lock:
             found = [d for d in self._devices.values() if d.account == name]
         return sorted(found, key=lambda d: d.first_seen)
+
+    def device_count(self) -> int:
+        """How many devices of all accounts have a key of their own."""
+        return len(self._devices)
 
     def add(self, name: str, password: str, quota_bytes: int | None) -> StoreAccount:
         """A new store account (DuplicateAccount if the name is taken in the store); it starts

@@ -88,7 +88,7 @@ async def add_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
         raise AdminError(f"a user named {clash!r} already exists{where}", CONFLICT)
     quota, password = _quota(args), _password(args)
     await _change(ctx.directory.add, name, password, quota)
-    ctx.directory.audit.record("account.added", name, quota_bytes=quota or "none")
+    ctx.audit("account.added", name, quota_bytes=quota or "none")
     return {"name": name, "folder": str(ctx.folder.user(name).root)}
 
 
@@ -98,7 +98,7 @@ async def change_password(ctx: AdminContext, args: dict[str, Any]) -> dict[str, 
     password = _password(args)
     revoked = await _change(ctx.directory.set_password, name, password)
     await ctx.registry.evict(name)  # roll back a sync of a device that just lost its key
-    ctx.directory.audit.record("account.password_changed", name, devices_revoked=revoked)
+    ctx.audit("account.password_changed", name, devices_revoked=revoked)
     return {"name": name, "devices_revoked": revoked}
 
 
@@ -111,7 +111,7 @@ async def remove_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]
     delete = bool(args.get("delete_data"))
     if delete and folder.exists():
         await anyio.to_thread.run_sync(shutil.rmtree, folder)
-    ctx.directory.audit.record("account.removed", name, data="deleted" if delete else f"kept in {folder}")
+    ctx.audit("account.removed", name, data="deleted" if delete else f"kept in {folder}")
     return {"name": name, "folder": str(folder), "data_deleted": delete}
 
 
@@ -120,12 +120,16 @@ async def set_quota(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
     _store_account(ctx, name, "quota")
     quota = _quota(args)
     await _change(ctx.directory.set_quota, name, quota)
-    ctx.directory.audit.record("account.quota_set", name, quota_bytes=quota or "none")
+    ctx.audit("account.quota_set", name, quota_bytes=quota or "none")
     return {"name": name, "quota_bytes": quota}
 
 
 async def list_users(ctx: AdminContext, args: dict[str, Any]) -> list[dict[str, Any]]:
-    names = sorted(ctx.directory.names(), key=str.casefold)
+    """Every user, or with `name` only that one (404 if there is no such user)."""
+    if "name" in args:
+        names = [_account(ctx, _text(args, "name")).name]
+    else:
+        names = sorted(ctx.directory.names(), key=str.casefold)
     return await anyio.to_thread.run_sync(lambda: [_describe(ctx, name) for name in names])
 
 
@@ -178,6 +182,6 @@ async def revoke_devices(ctx: AdminContext, args: dict[str, Any]) -> dict[str, A
             raise AdminError(f"{name!r} has no device {', '.join(unknown)}", NOT_FOUND)
     revoked = await _change(ctx.directory.revoke, name, ids)
     await ctx.registry.drop_revoked_session(name)  # a sync it had started is rolled back
-    ctx.directory.audit.record("device.revoked", name, devices=",".join(revoked) or "none")
+    ctx.audit("device.revoked", name, devices=",".join(revoked) or "none")
     return {"name": name, "revoked": revoked}
 

@@ -1,5 +1,6 @@
 """The admin operations, one table for every way of asking: the command line (through the
-running server's channel, or by itself when no server runs) and, later, the admin page.
+running server's channel, or by itself when no server runs), the admin page and the account
+page (in process, through `AdminContext.acting_as` so the audit trail names them).
 
 An operation is `async def op(ctx, args) -> result`: `args` and the result are plain JSON
 values, so the same call crosses the channel unchanged. It changes state only through the
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ankihost.accounts.audit import Audit
@@ -42,8 +43,19 @@ class AdminContext:
     folder: DataFolder
     directory: AccountDirectory
     registry: Registry
+    # who asks, for the audit trail ("admin page", "account page"); None: the Audit's own actor
+    actor: str | None = None
+
+    def acting_as(self, actor: str) -> AdminContext:
+        """The same context, with changes recorded as made by `actor`."""
+        return replace(self, actor=actor)
+
+    def audit(self, event: str, account: str | None, **detail: object) -> None:
+        self.directory.audit.record(event, account, actor=self.actor, **detail)
 
     def close(self) -> None:
+        for state in self.registry.all():  # what a command running by itself opened
+            state.close()
         self.directory.flush()
         self.directory.store.close()
 
@@ -61,6 +73,7 @@ def open_context(settings: Settings, actor: str) -> AdminContext:
     except StoreError as exc:
         raise ConfigError(str(exc)) from None
     _match_owner(folder)
+    folder.remove_leftovers()
     try:
         directory = AccountDirectory(
             env, store, Audit(store, actor), env_device_keys=settings.env_device_keys
@@ -97,7 +110,7 @@ def _match_owner(folder: DataFolder) -> None:
 
 def operations() -> dict[str, Operation]:
     """Every operation by name (imported here so the table is complete in one place)."""
-    from ankihost.admin import accounts
+    from ankihost.admin import accounts, snapshots
 
     return {
         "user.add": accounts.add_user,
@@ -107,4 +120,8 @@ def operations() -> dict[str, Operation]:
         "user.list": accounts.list_users,
         "device.list": accounts.list_devices,
         "device.revoke": accounts.revoke_devices,
+        "snapshot.list": snapshots.list_snapshots,
+        "snapshot.restore": snapshots.restore_snapshot,
+        "backup.create": snapshots.create_backup,
+        "export.create": snapshots.export_collection,
     }

@@ -13,7 +13,7 @@ from typing import Any
 
 import anyio
 
-from ankihost.admin import channel
+from ankihost.admin import channel, progress
 from ankihost.admin.lock import ADMIN, SERVER, DataFolderLock, FolderBusy
 from ankihost.admin.operations import AdminError, open_context, operations
 from ankihost.config import ConfigError, Settings
@@ -24,7 +24,11 @@ WAIT_SECS = 30
 RETRY_SECS = 0.2
 
 
-def run(settings: Settings, op: str, args: dict[str, Any]) -> Any:
+def run(
+    settings: Settings, op: str, args: dict[str, Any], on_progress: progress.Reporter | None = None
+) -> Any:
+    """The operation's result; AdminError when it was refused or failed. `on_progress` hears
+    its progress events (`admin/progress.py`), wherever it runs."""
     folder = DataFolder(settings.base)
     lock = DataFolderLock(folder)
     deadline = time.monotonic() + WAIT_SECS
@@ -36,7 +40,7 @@ def run(settings: Settings, op: str, args: dict[str, Any]) -> Any:
             if busy.holder is not None and busy.holder.role != SERVER:
                 raise AdminError(f"{busy}; try again when it is done") from None
             try:
-                return channel.call(folder, op, args)
+                return channel.call(folder, op, args, on_progress)
             except channel.ChannelUnavailable as exc:
                 if time.monotonic() >= deadline:
                     raise AdminError(f"{busy}, but it does not answer on {folder.control_socket}: "
@@ -45,17 +49,20 @@ def run(settings: Settings, op: str, args: dict[str, Any]) -> Any:
         except OSError as exc:
             raise AdminError(f"SYNC_BASE={settings.base}: cannot use the data folder: {exc}") from None
     try:
-        return _run_here(settings, op, args)
+        return _run_here(settings, op, args, on_progress)
     finally:
         lock.release()
 
 
-def _run_here(settings: Settings, op: str, args: dict[str, Any]) -> Any:
+def _run_here(
+    settings: Settings, op: str, args: dict[str, Any], on_progress: progress.Reporter | None
+) -> Any:
     try:
         context = open_context(settings, actor="cli")
     except ConfigError as exc:
         raise AdminError(str(exc)) from None
     try:
-        return anyio.run(operations()[op], context, args)
+        with progress.reporting(on_progress):
+            return anyio.run(operations()[op], context, args)
     finally:
         context.close()

@@ -10,12 +10,12 @@ import argparse
 from collections.abc import Callable
 
 from ankihost import __version__
-from ankihost.cli import devices, hash_password, healthcheck, serve, tls, users
+from ankihost.cli import backup, devices, export, hash_password, healthcheck, serve, snapshots, tls, users
 from ankihost.config import describe_settings
 
 # Each command group: a module with `add(commands)`, which registers its sub-commands and
 # sets `run` (a function of the parsed arguments returning the exit status) on each.
-GROUPS = (serve, users, devices, hash_password, healthcheck, tls)
+GROUPS = (serve, users, devices, snapshots, backup, export, hash_password, healthcheck, tls)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,4 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     for group in GROUPS:
         group.add(commands)
+    _with_settings(parser)
     return parser
+
+
+def _with_settings(parser: argparse.ArgumentParser) -> None:
+    """Every command's --help ends with every setting, its default and allowed values: they
+    all read the same environment as the server."""
+    parser.epilog = "environment:\n" + describe_settings()
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _with_settings(sub)

@@ -12,6 +12,8 @@ import orjson
 
 from ankihost.admin import runner
 from ankihost.admin.operations import AdminError
+from ankihost.admin.progress import Reporter
+from ankihost.cli.terminal import ProgressView
 from ankihost.config import ConfigError, Settings
 
 
@@ -19,11 +21,13 @@ class CommandFailed(Exception):
     """Already explained to the user; exit with status 1."""
 
 
-def call(op: str, args: dict[str, Any]) -> Any:
+def call(op: str, args: dict[str, Any], on_progress: Reporter | None = None) -> Any:
     try:
         settings = Settings.from_env(os.environ)
-        return runner.run(settings, op, args)
+        return runner.run(settings, op, args, on_progress)
     except (ConfigError, AdminError) as exc:
+        if isinstance(on_progress, ProgressView):
+            on_progress.close()
         print(f"ankihost: {exc}", file=sys.stderr)
         raise CommandFailed from None
 

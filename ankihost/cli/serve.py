@@ -14,17 +14,13 @@ from typing import Any
 
 from ankihost import __version__
 from ankihost import log as logsetup
-from ankihost.config import ConfigError, Settings, describe_settings
+from ankihost.config import ConfigError, Settings
 
 log = logging.getLogger("ankihost")
 
 
 def add(commands: Any) -> None:
-    parser = commands.add_parser(
-        "serve", help="run the sync server (the default)",
-        epilog="environment:\n" + describe_settings(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = commands.add_parser("serve", help="run the sync server (the default)")
     parser.set_defaults(run=run)
 
 
@@ -35,12 +31,20 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         settings = Settings.from_env(os.environ)
+        logsetup.setup(fmt=settings.log_format)
         limits = listener.ListenerLimits.from_settings(settings)
         tls = TlsFiles.from_settings(settings.tls_cert, settings.tls_key)
         from ankihost.server import build
+        from ankihost.web import serving
 
+        # bound first: a port in use stops start-up before the data folder is touched
+        admin_socket = serving.bind_admin(settings) if settings.admin_listener else None
         app = build(settings)
-        listener.run(app, settings.host, settings.port, limits, tls, on_listening=lambda url: log.info(
+        also = None
+        if admin_socket is not None and app.admin_app is not None:
+            serving.announce(settings, admin_socket)
+            also = (app.admin_app, admin_socket)
+        listener.run(app, settings.host, settings.port, limits, tls, also=also, on_listening=lambda url: log.info(
             "ankihost %s listening on %s, data in %s, %d user(s)", __version__, url, settings.base,
             len(app.accounts.names())))
     except ConfigError as exc:

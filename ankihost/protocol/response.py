@@ -31,6 +31,10 @@ class Reply:
     # work that completes the reply's file once the user's lock is released, in a worker
     # thread, before anything is sent (a legacy download's schema-11 conversion)
     before_send: Callable[[], None] | None = None
+    # a 200 that refuses what was asked, with a message the client shows (a full upload over
+    # quota, too large, not a collection): what kind of refusal, and why, for the request log
+    refused: str | None = None
+    reason: str = ""
 
     @property
     def size(self) -> int:
@@ -45,6 +49,11 @@ def json_reply(
 
 def text_reply(text: str) -> Reply:
     return Reply(text.encode("utf-8"))
+
+
+def refusal_reply(text: str, refused: str, reason: str) -> Reply:
+    """A 200 whose text the client shows as the error; `refused` and `reason` go to the log."""
+    return Reply(text.encode("utf-8"), refused=refused, reason=reason)
 
 
 def file_reply(

@@ -76,6 +76,14 @@ def has_cards(db: sqlite3.Connection) -> bool:
     return bool(db.execute("select exists(select 1 from cards)").fetchone()[0])
 
 
+def has_content(db: sqlite3.Connection) -> bool:
+    """Any note, card or review: what makes a collection worth a snapshot."""
+    return bool(db.execute(
+        "select exists(select 1 from notes) or exists(select 1 from cards)"
+        " or exists(select 1 from revlog)"
+    ).fetchone()[0])
+
+
 # SQLite result codes that mean "our disk, memory or file handles", not "the data is bad".
 _SERVER_FAULT_CODES = frozenset({
     3,  # SQLITE_PERM

@@ -5,14 +5,18 @@ SYNC_BASE holds one folder per user, and one of ankihost's own that no user name
     .ankihost/lock                      held (an OS file lock) by the process that owns SYNC_BASE
     .ankihost/control.sock              the running server's admin channel
     .ankihost/accounts.db               the account store (accounts, devices, activity, audit)
+    .ankihost/.scratch-<random>/        a backup's copy of the account store (removed at start-up)
 
 Inside SYNC_BASE/<user>, the official server's layout plus a few files of ankihost's (*):
 
     collection.anki2                    the collection (schema 18, WAL while open: -wal, -shm)
-    collection.anki2.previous     *     the collection replaced by the last full upload
     media/                              media files, flat
     media.db                            the server's media index (WAL while open: -wal, -shm)
     media.ankihost-journal        *     the media upload journal (empty between uploads)
+    snapshots/                    *     compressed copies of the collection (snapshots/):
+      <id>.<reason>.anki2.zst             one snapshot; <id> is its UTC time, YYYYMMDD-HHMMSS[-n]
+      .pending-<id>.<reason>.anki2        a complete, uncompressed copy still to be compressed
+      .tmp-<random>                       a copy or compressed file being written
 
 Transient files (*), each removed by `UserFolder.remove_leftovers` or the media recovery when a
 crash left it behind:
@@ -20,7 +24,12 @@ crash left it behind:
     .upload-<random>                    a full upload being received
     .download-<random>                  a consistent copy being sent as a full download
     .new-<random>.anki2                 a new empty collection being created
-    collection.anki2.previous.tmp       the previous collection being linked into place
+    collection.anki2.previous           the collection replaced by a full upload, as versions
+                                        before snapshots kept it: made a snapshot at start-up
+    collection.anki2.previous.tmp       the same being linked into place (older versions)
+    .restore-<random>.anki2             a snapshot being expanded and checked for a restore
+    .freeze-<random>/                   a consistent copy a backup or export reads (the media
+                                        files hard links, so it costs no space of its own)
     .ankihost-download-<hex>.zip        a media download zip too large for memory
     media/.ankihost-tmp-<32 hex>        a media file being placed, or a replaced one until commit
 
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 import unicodedata
 from dataclasses import dataclass
@@ -52,7 +62,15 @@ MEDIA_ZIP_SUFFIX = ".zip"
 # Inside the media folder: always followed by exactly 32 lowercase hex digits.
 MEDIA_TEMP_PREFIX = ".ankihost-tmp-"
 _MEDIA_TEMP_TOKEN_HEX = 32
-_LEFTOVER_PREFIXES = (UPLOAD_PREFIX, DOWNLOAD_PREFIX, NEW_COLLECTION_PREFIX)
+RESTORE_PREFIX = ".restore-"
+FREEZE_PREFIX = ".freeze-"
+SNAPSHOTS_FOLDER_NAME = "snapshots"
+SNAPSHOT_SUFFIX = ".anki2.zst"
+SNAPSHOT_PENDING_PREFIX = ".pending-"
+SNAPSHOT_PENDING_SUFFIX = ".anki2"
+SNAPSHOT_TEMP_PREFIX = ".tmp-"
+SCRATCH_PREFIX = ".scratch-"
+_LEFTOVER_PREFIXES = (UPLOAD_PREFIX, DOWNLOAD_PREFIX, NEW_COLLECTION_PREFIX, RESTORE_PREFIX)
 _FORBIDDEN_CHARS = set('/\\\x00')
 MAX_USER_NAME_BYTES = 200
 STATE_FOLDER_NAME = ".ankihost"
@@ -113,6 +131,20 @@ class DataFolder:
     def accounts_db(self) -> Path:
         return self.state / "accounts.db"
 
+    def new_scratch_dir(self) -> Path:
+        """A new private folder in the state folder (for a copy of the account store)."""
+        return Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=self.state))
+
+    def remove_leftovers(self) -> list[str]:
+        """Delete the scratch folders an interrupted backup left; the caller holds the lock."""
+        removed = []
+        if self.state.is_dir():
+            for entry in self.state.iterdir():
+                if entry.name.startswith(SCRATCH_PREFIX) and entry.is_dir():
+                    shutil.rmtree(entry)
+                    removed.append(entry.name)
+        return removed
+
     def user(self, name: str) -> UserFolder:
         return UserFolder(self.base / name)
 
@@ -142,12 +174,8 @@ class UserFolder:
 
     @property
     def previous_collection(self) -> Path:
-        """The collection replaced by the last successful full upload."""
+        """Where versions before snapshots kept the collection replaced by a full upload."""
         return self.root / PREVIOUS_NAME
-
-    @property
-    def previous_staging(self) -> Path:
-        return self.root / PREVIOUS_STAGING_NAME
 
     @property
     def media(self) -> Path:
@@ -160,6 +188,44 @@ class UserFolder:
     @property
     def media_journal(self) -> Path:
         return self.root / MEDIA_JOURNAL_NAME
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / SNAPSHOTS_FOLDER_NAME
+
+    def snapshot_path(self, id: str, reason: str) -> Path:
+        return self.snapshots / f"{id}.{reason}{SNAPSHOT_SUFFIX}"
+
+    def pending_snapshot_path(self, id: str, reason: str) -> Path:
+        return self.snapshots / f"{SNAPSHOT_PENDING_PREFIX}{id}.{reason}{SNAPSHOT_PENDING_SUFFIX}"
+
+    def new_snapshot_temp(self) -> Path:
+        """A new empty file in the snapshots folder (renamed into place when complete)."""
+        self.snapshots.mkdir(exist_ok=True)
+        return _new_file(self.snapshots, SNAPSHOT_TEMP_PREFIX, "")
+
+    def new_restore_path(self) -> Path:
+        """A new empty file in which a snapshot is expanded and checked before a restore."""
+        return _new_file(self.root, RESTORE_PREFIX, ".anki2")
+
+    def new_freeze_dir(self) -> Path:
+        """A new empty folder for a consistent copy of this folder (backup, export)."""
+        return Path(tempfile.mkdtemp(prefix=FREEZE_PREFIX, dir=self.root))
+
+    def backup_entries(self, *, snapshots: bool) -> list[Path]:
+        """What a backup carries of this folder besides the collection, media.db and media/:
+        every other file or folder of the user's (e.g. a media trash, the operator's own
+        notes), never a transient file, a database's -wal/-shm/-journal or the media journal;
+        `snapshots/` only when asked."""
+        special = {COLLECTION_NAME, MEDIA_DB_NAME, MEDIA_FOLDER_NAME, MEDIA_JOURNAL_NAME}
+        if not snapshots:
+            special.add(SNAPSHOTS_FOLDER_NAME)
+        try:
+            entries = sorted(self.root.iterdir())
+        except FileNotFoundError:
+            return []
+        return [e for e in entries if e.name not in special and not is_transient(e.name)
+                and e.name != PREVIOUS_NAME]
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -195,15 +261,25 @@ class UserFolder:
         return self.root / f"{MEDIA_ZIP_PREFIX}{secrets.token_hex(16)}{MEDIA_ZIP_SUFFIX}"
 
     def remove_leftovers(self) -> list[str]:
-        """Delete what an interrupted upload, download, collection creation or media download
-        left in the folder itself (the media folder's own temp files are swept by the media
-        recovery, which knows which of them the journal still needs). Call only while nothing
-        of this user's is in progress. Returns the names removed."""
+        """Delete what an interrupted upload, download, collection creation, media download,
+        restore, backup or snapshot left in the folder itself and in `snapshots/` (the media
+        folder's own temp files are swept by the media recovery, which knows which of them the
+        journal still needs; complete `.pending-` snapshots are finished by the snapshot
+        recovery). Call only while nothing of this user's is in progress. Returns the names
+        removed."""
         removed = []
         for entry in self.root.iterdir():
             if _is_leftover(entry.name) and entry.is_file():
                 entry.unlink()
                 removed.append(entry.name)
+            elif entry.name.startswith(FREEZE_PREFIX) and entry.is_dir():
+                shutil.rmtree(entry)
+                removed.append(entry.name)
+        if self.snapshots.is_dir():
+            for entry in self.snapshots.iterdir():
+                if entry.name.startswith(SNAPSHOT_TEMP_PREFIX) and entry.is_file():
+                    entry.unlink()
+                    removed.append(f"{SNAPSHOTS_FOLDER_NAME}/{entry.name}")
         return removed
 
 
@@ -212,6 +288,13 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return 0
+
+
+def is_transient(name: str) -> bool:
+    """Whether `name` (anywhere in a user's folder) is a file ankihost is writing or a crash
+    left, or a database's -wal/-shm/-journal: never part of a copy of the folder."""
+    return (_is_leftover(name) or name.startswith((FREEZE_PREFIX, SNAPSHOT_TEMP_PREFIX))
+            or name.endswith(SIDECAR_SUFFIXES) or is_media_temp_name(name))
 
 
 def _is_leftover(name: str) -> bool:

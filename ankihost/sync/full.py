@@ -1,28 +1,30 @@
 """Full sync: `upload` replaces the user's collection with the client's, `download` sends it.
 
 An upload arrives already decompressed into a temp file in the user's folder. It is checked
-as a collection before anything is touched, then swapped in atomically; the replaced file is
-kept as `collection.anki2.previous`; a schema-11 upload is upgraded first. A download is a
-checkpointed copy of the collection, taken under the user's lock and streamed after it is
-released (for protocol 8–10, converted to schema 11 first; the stored file never is).
+as a collection before anything is touched (a schema-11 one, from protocol 8–10, is upgraded
+first), then swapped in atomically; a replaced collection with any note, card or review is kept
+as a snapshot (a hard link under the lock, compressed after the reply: `snapshots/shelf.py`).
+A download is a checkpointed copy of the collection, taken under the user's lock and streamed
+after it is released (for protocol 8–10, converted to schema 11 first; the stored file never
+is).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import sqlite3
 from functools import partial
 from pathlib import Path
 
 from ankihost.accounts import quota
-from ankihost.errors import ServerError
+from ankihost.errors import ServerError, SyncError
 from ankihost.protocol.request import SyncRequest
-from ankihost.protocol.response import Reply, file_reply, text_reply
+from ankihost.protocol.response import Reply, file_reply, refusal_reply, text_reply
 from ankihost.registry import UserState
+from ankihost.snapshots.shelf import UPLOAD
 from ankihost.storage import collection, schema, schema11
-from ankihost.storage.paths import UserFolder, atomic_replace, remove_sidecars
+from ankihost.storage.paths import atomic_replace, remove_sidecars
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +50,19 @@ def check_upload(path: Path, size: int) -> str | None:
 
 
 def install_upload(state: UserState, uploaded: Path) -> Reply:
-    """Under the user's lock: abort any session, keep the old file, swap the new one in;
-    unless the new file would take the user past their quota (the stored one stays)."""
+    """Under the user's lock: abort any session, keep the old collection as a snapshot, swap
+    the new one in; unless the new file would take the user past their quota (the stored one
+    stays)."""
     size = uploaded.stat().st_size
     growth = size - state.folder.collection_bytes()
     used_after = size + state.media.index().totals().total_bytes
     if message := quota.refusal(state.account.quota_bytes, used_after, growth):
         discard_upload(uploaded)
-        log.info("upload refused for %s: over quota", state.name)
-        return text_reply(message)
-    state.collection.close()
+        return refusal_reply(message, "quota", f"over quota ({used_after} bytes)")
     live = state.folder.collection
     if live.exists():
-        _fold_wal(live)
-        _keep_previous(state.folder)
+        _keep_as_snapshot(state)
+    state.collection.close()
     remove_sidecars(live)
     try:
         atomic_replace(uploaded, live)
@@ -82,15 +83,24 @@ def _fold_wal(live: Path) -> None:
         log.warning("could not checkpoint %s before keeping it: %s", live, exc)
 
 
-def _keep_previous(folder: UserFolder) -> None:
-    """Link (or copy) the live collection to `previous` without ever removing the live one."""
-    staging = folder.previous_staging
-    staging.unlink(missing_ok=True)
+def _keep_as_snapshot(state: UserState) -> None:
+    """Close the collection about to be replaced and keep it as a pending snapshot, unless it
+    holds nothing (no note, card or review). One that cannot be opened is kept all the same."""
     try:
-        os.link(folder.collection, staging)
-    except OSError:
-        shutil.copyfile(folder.collection, staging)
-    os.replace(staging, folder.previous_collection)
+        db = state.collection.connection()
+        state.collection.abort_session()
+        worth_keeping = collection.has_content(db)
+    except (SyncError, sqlite3.Error) as exc:
+        log.warning("keeping the unreadable collection of %s as a snapshot: %s", state.name, exc)
+        worth_keeping = True
+    state.collection.close()
+    live = state.folder.collection
+    _fold_wal(live)
+    if worth_keeping:
+        try:
+            state.snapshots.capture_file(live, UPLOAD)
+        except OSError as exc:
+            raise ServerError(f"could not keep the replaced collection: {exc}") from exc
 
 
 def discard_upload(uploaded: Path) -> None:
@@ -99,17 +109,16 @@ def discard_upload(uploaded: Path) -> None:
     remove_sidecars(uploaded)
 
 
-def refuse_too_large(uploaded: Path) -> Reply:
+def refuse_too_large(uploaded: Path, limit: int) -> Reply:
     """The reply for an upload over the size limit (the client shows it)."""
     discard_upload(uploaded)
-    return text_reply(TOO_LARGE_MESSAGE)
+    return refusal_reply(TOO_LARGE_MESSAGE, "too_large", f"over {limit} bytes decompressed")
 
 
 def refuse_corrupt(reason: str, uploaded: Path) -> Reply:
     """The reply for an upload that is not a collection we can serve (the client shows it)."""
     discard_upload(uploaded)
-    log.info("upload rejected: %s", reason)
-    return text_reply(CORRUPT_MESSAGE)
+    return refusal_reply(CORRUPT_MESSAGE, "corrupt", f"not a collection: {reason}")
 
 
 def download(state: UserState, request: SyncRequest) -> Reply:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ class SyncSession:
     apply_error: Exception | None = None
     # the host key of the device that started the session (a revoked one's session is dropped)
     host_key: str = ""
+    # When the session's latest request began (time.monotonic()): admin work that must not cut
+    # a sync tells a session still in use from one its client gave up.
+    last_request: float = field(default_factory=time.monotonic)
 
     @property
     def unsettled(self) -> bool:
@@ -101,6 +105,7 @@ class UserCollection:
         session = self.session
         if session is None or session.key != key or self.db is None:
             raise SessionConflict("no sync session with this key")
+        session.last_request = time.monotonic()
         return session
 
     def commit_session(self) -> None:

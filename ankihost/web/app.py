@@ -1,11 +1,13 @@
 """The ASGI application: routing by path suffix, the one error-to-response mapping, request logs.
 
-Routes are matched by their suffix (`…/sync/<method>`, `…/msync/<method>`, `…/health`), so the
-server works behind a reverse-proxy subpath and with or without a trailing slash. A request
-reads top to bottom: `handle` picks the envelope (protocol 11's header, or `legacy`'s
-multipart form or query) and the surface (`sync_routes`, `media_routes`), which authenticates
-and runs the method's step; every refusal is a `SyncError` that
-`error_response` turns into the response, and `RequestLog` writes one line when it ends.
+Routes are matched by their suffix (`…/sync/<method>`, `…/msync/<method>`, `…/health`,
+`…/account/<page>`), so the server works behind a reverse-proxy subpath and with or without a
+trailing slash. A request reads top to bottom: `handle` picks the envelope (protocol 11's
+header, or `legacy`'s multipart form or query) and the surface (`sync_routes`, `media_routes`,
+or the account pages, which answer with HTML pages of their own), which authenticates and runs
+the method's step; every refusal is a `SyncError` that `error_response` turns into the
+response, and `RequestLog` writes one line (and counts the request in the metrics) when it
+ends. The admin listener's app is made here too (`admin_app`).
 """
 
 from __future__ import annotations
@@ -14,26 +16,34 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from ankihost import __version__
 from ankihost.admin.channel import ChannelServer
 from ankihost.admin.lock import DataFolderLock
 from ankihost.admin.operations import AdminContext, operations
 from ankihost.config import IP_HEADERS, Settings
 from ankihost.errors import MethodNotAllowed, NotFound, SyncError
 from ankihost.log import printable
+from ankihost.media.handlers import METHODS as MEDIA_METHODS
 from ankihost.memory import release_memory
 from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
+from ankihost.snapshots.keeper import SnapshotKeeper
+from ankihost.snapshots.retention import retention_of
 from ankihost.web import legacy
 from ankihost.web.envelope import Envelope, HeaderEnvelope
 from ankihost.web.logins import LoginGate
 from ankihost.web.media_routes import MediaRoutes
-from ankihost.web.request_log import RequestLog
+from ankihost.web.metrics import Metrics, endpoints
+from ankihost.web.pages.account import AccountPages, account_page
+from ankihost.web.pages.admin_app import AdminApp
+from ankihost.web.request_log import RequestLog, counting, counting_send, sent_bytes
 from ankihost.web.sync_routes import SyncRoutes
 
 log = logging.getLogger("ankihost.request")
@@ -41,6 +51,7 @@ log = logging.getLogger("ankihost.request")
 _ROUTE = re.compile(r"(?:^|/)(sync|msync)/([^/]+)/?$")
 _HEALTH = re.compile(r"(?:^|/)health/?$")
 SHUTDOWN_WAIT_SECS = 30
+VERSION_HEADER = "X-Ankihost-Version"
 # How often what devices and users did is written to the account store.
 ACTIVITY_FLUSH_SECS = 2
 # A sync session with no request for this long was given up by its client (clients time out
@@ -98,14 +109,33 @@ class SyncApp:
         self.sync_routes = SyncRoutes(settings, self.registry, self.logins)
         self.media_routes = MediaRoutes(settings, self.registry)
         self.channel = ChannelServer(admin.folder, admin, operations())
+        self.snapshots = SnapshotKeeper(self.registry, retention_of(settings),
+                                        settings.snapshot_interval_hours)
+        self.started = time.monotonic()
+        self.account_pages = AccountPages(admin, self.logins)
+        self.metrics = Metrics(settings.metrics_per_user, lambda name: self.accounts.by_name(name) is not None)
+        self.metrics.watch(self.accounts, self.registry, admin.folder)
+        # the admin listener's app (admin pages, /metrics); None when neither is turned on
+        self.admin_app = AdminApp(settings, admin, self.metrics, self.started) if settings.admin_listener else None
+        self.metrics.name_endpoints(self._endpoints())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             request = Request(scope, receive)
-            response = await self.handle(request)
+            response, record = await self._handle(request)
+            if record is not None and "content-length" not in response.headers:
+                send = counting_send(send, record)  # a streamed download
             await response(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
+
+    def _endpoints(self) -> set[str]:
+        """Every request target that is a route of ours: the metrics' endpoint labels."""
+        admin_pages = self.admin_app.page_names() if self.admin_app is not None else []
+        return endpoints(
+            [*self.sync_routes.methods, "hostKey", "upload"], MEDIA_METHODS,
+            [*(f"/account/{p}" for p in self.account_pages.routes), *(f"/admin/{p}" for p in admin_pages)],
+        )
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         background: list[asyncio.Task[None]] = []
@@ -113,12 +143,15 @@ class SyncApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.channel.start()
-                background = [asyncio.create_task(self._flush_activity())]
+                background = [asyncio.create_task(self._flush_activity()),
+                              asyncio.create_task(self.snapshots.run())]
                 if self.settings.idle_close_secs:
                     background.append(asyncio.create_task(self._close_idle_users()))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.channel.close()
+                if self.admin_app is not None:
+                    self.admin_app.close()
                 for task in background:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -150,30 +183,51 @@ class SyncApp:
                 log.exception("could not write device activity to the account store")
 
     async def handle(self, request: Request) -> Response:
+        return (await self._handle(request))[0]
+
+    async def _handle(self, request: Request) -> tuple[Response, RequestLog | None]:
+        """The response, and the request's log record (None for /health)."""
         path = request.scope["path"]
         if _HEALTH.search(path):
-            return _health(request)
+            return _health(request), None
         match = _ROUTE.search(path)
+        if match is None and (page := account_page(path)) is not None:
+            return await self._account_page(request, page)
         target = f"/{match[1]}/{match[2]}" if match else path
-        record = RequestLog(request.method, target, client_ip(request, self.settings))
+        record = RequestLog(request.method, target, client_ip(request, self.settings), metrics=self.metrics)
+        request = counting(request, record)
         try:
             response = await self._route(request, match, record)
             record.status = response.status_code
-            return response
+            record.bytes_out = sent_bytes(response)
+            return response, record
         except SyncError as error:
             record.status, record.reason = error.status, error.reason
             if error.status >= 500:
                 log.error("%s failed: %s", printable(target), printable(error.reason), exc_info=error)
-            return error_response(error)
+            return error_response(error), record
         except Exception:
             log.exception("internal error in %s", printable(target))
             record.reason = "internal error"
-            return error_response(SyncError("internal error"))
+            return error_response(SyncError("internal error")), record
         finally:
             record.write()
             if match and match[1] == "sync" and match[2] != "hostKey" and record.user != "-":
                 result = "ok" if record.status == 200 else f"{match[2]} failed ({record.status})"
                 self.accounts.synced(record.user, result, record.client, record.ip)
+
+    async def _account_page(self, request: Request, page: str) -> tuple[Response, RequestLog]:
+        """A page of `…/account/`: HTML, with the pages' own error pages (never raises)."""
+        ip = client_ip(request, self.settings)
+        record = RequestLog(request.method, f"/account/{page}", ip, metrics=self.metrics)
+        request = counting(request, record)
+        try:
+            response = await self.account_pages.handle(request, page, record, ip)
+            record.status = response.status_code
+            record.bytes_out = sent_bytes(response)
+            return response, record
+        finally:
+            record.write()
 
     async def _route(
         self, request: Request, match: re.Match[str] | None, record: RequestLog
@@ -204,6 +258,7 @@ class SyncApp:
 
 
 def _health(request: Request) -> Response:
+    """200 with an empty body, as the official server answers; the version in a header."""
     if request.method not in ("GET", "HEAD"):
         return error_response(MethodNotAllowed(("GET", "HEAD")))
-    return Response(status_code=200)
+    return Response(status_code=200, headers={VERSION_HEADER: __version__})

@@ -108,13 +108,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def run(app: App, host: str, port: int, limits: ListenerLimits, tls: TlsFiles | None = None,
-        on_listening: Callable[[str], None] | None = None) -> None:
+        on_listening: Callable[[str], None] | None = None,
+        also: tuple[App, socket.socket] | None = None) -> None:
     """Serve `app` on host:port until SIGTERM/SIGINT, then shut down gracefully.
 
     `tls` is an `ankihost.tls.context.TlsFiles` (or None for plain HTTP); bad files raise a
     `ConfigError` naming the setting before anything listens. `on_listening(url)` is called once
     the socket is bound (default: log "listening on URL"). Raises `ListenError` if the address
-    cannot be bound."""
+    cannot be bound. `also` is a second app on a socket bound already (the admin listener),
+    served in the same event loop over plain HTTP, without a lifespan, until `app` stops."""
     store = None
     if tls is not None:
         from ankihost.tls.context import CertificateStore
@@ -128,7 +130,7 @@ def run(app: App, host: str, port: int, limits: ListenerLimits, tls: TlsFiles | 
         limits = ListenerLimits(**{**limits.__dict__, "max_connections": cap})
     sock = bind(host, port)
     try:
-        _event_loop_runner()(Listener(app, limits, store).serve(sock, on_listening))
+        _event_loop_runner()(Listener(app, limits, store, also).serve(sock, on_listening))
     finally:
         sock.close()
 
@@ -144,10 +146,12 @@ def _event_loop_runner() -> Callable[[Any], Any]:
 class Listener:
     """One listening socket, its connections, and the app's lifespan."""
 
-    def __init__(self, app: App, limits: ListenerLimits, store: CertificateStore | None) -> None:
+    def __init__(self, app: App, limits: ListenerLimits, store: CertificateStore | None,
+                 also: tuple[App, socket.socket] | None = None) -> None:
         self.app = app
         self.limits = limits
         self.store = store
+        self.also = also
         self.stop = asyncio.Event()
         self.forced = False
 
@@ -160,16 +164,22 @@ class Listener:
         factory: Callable[[], asyncio.Protocol] = (
             (lambda: Connection(hub)) if store is None else (lambda: TlsPort(hub, store.context)))
         server = await loop.create_server(factory, sock=sock, backlog=LISTEN_BACKLOG)
+        servers = [(server, hub)]
+        if self.also is not None:
+            second_app, second_sock = self.also
+            second = Hub(second_app, self.limits, "http")
+            servers.append((await loop.create_server(
+                lambda: Connection(second), sock=second_sock, backlog=LISTEN_BACKLOG), second))
         bound = sock.getsockname()
         url = f"{hub.scheme}://{_host_text(bound[0])}:{bound[1]}"
         (on_listening or (lambda u: log.info("listening on %s", u)))(url)
         self._install_signals(loop)
-        ticker = loop.create_task(self._tick(hub))
+        ticker = loop.create_task(self._tick([h for _, h in servers]))
         watcher = loop.create_task(self.store.watch()) if self.store else None
         try:
             await self.stop.wait()
         finally:
-            await self._shut_down(server, hub)
+            await asyncio.gather(*(self._shut_down(s, h) for s, h in servers))
             for task in (ticker, watcher):
                 if task is not None:
                     task.cancel()
@@ -190,10 +200,11 @@ class Listener:
             log.info("%s: finishing requests under way, then stopping", signal.Signals(sig).name)
         self.stop.set()
 
-    async def _tick(self, hub: Hub) -> None:
+    async def _tick(self, hubs: list[Hub]) -> None:
         while True:
             await asyncio.sleep(TICK_SECS)
-            hub.tick()
+            for hub in hubs:
+                hub.tick()
 
     async def _shut_down(self, server: asyncio.AbstractServer, hub: Hub) -> None:
         """Stop accepting, close idle connections, give requests under way the grace period,

@@ -8,13 +8,18 @@ worker threads that logged-in users' sync steps need. Failures and lockouts go t
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import anyio
 
 from ankihost.accounts.directory import AccountDirectory
+from ankihost.accounts.store import Account
 from ankihost.accounts.throttle import LoginThrottle, Throttled
 from ankihost.errors import AuthFailed, TooManyRequests
 
 LOGIN_THREADS = 4
+T = TypeVar("T")
 
 
 class LoginGate:
@@ -25,6 +30,15 @@ class LoginGate:
 
     async def login(self, name: str, password: str, client: str, ip: str) -> str:
         """The host key for a right name and password; AuthFailed (403) or TooManyRequests."""
+        return await self._throttled(name, ip, client, self.directory.login, name, password, client, ip)
+
+    async def check(self, name: str, password: str, ip: str, surface: str) -> Account:
+        """The account for a right name and password, no device key made (a page's sign-in,
+        or a password confirmed before a change); AuthFailed or TooManyRequests, counted
+        against the same limits as sync logins."""
+        return await self._throttled(name, ip, surface, self.directory.check_password, name, password)
+
+    async def _throttled(self, name: str, ip: str, client: str, work: Callable[..., T], *args: object) -> T:
         try:
             wait = self.throttle.check(name, ip)
         except Throttled as refused:
@@ -32,15 +46,13 @@ class LoginGate:
         if wait:
             await anyio.sleep(wait)
         try:
-            key = await anyio.to_thread.run_sync(
-                self.directory.login, name, password, client, ip, limiter=self.slots
-            )
+            result = await anyio.to_thread.run_sync(work, *args, limiter=self.slots)
         except AuthFailed as failure:
             locked = self.throttle.failed(name, ip)
             await anyio.to_thread.run_sync(self._audit_failure, name, ip, client, failure.reason, locked)
             raise
         self.throttle.succeeded(name, ip)
-        return key
+        return result
 
     def _audit_failure(self, name: str, ip: str, client: str, reason: str, locked: bool) -> None:
         account = name if self.directory.by_name(name) is not None else None

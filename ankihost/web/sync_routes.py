@@ -14,12 +14,16 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+from starlette.background import BackgroundTask
 from starlette.responses import Response
 
 from ankihost.config import Settings
 from ankihost.errors import BadRequest, PayloadTooLarge
 from ankihost.protocol.request import Step
+from ankihost.protocol.response import Reply
 from ankihost.registry import Registry, UserState
+from ankihost.snapshots.keeper import settle
+from ankihost.snapshots.retention import retention_of
 from ankihost.sync import full, login, meta
 from ankihost.sync.handlers import STEPS
 from ankihost.web.envelope import Envelope, framed_response
@@ -35,6 +39,7 @@ class SyncRoutes:
         self.settings = settings
         self.registry = registry
         self.logins = logins
+        self.retention = retention_of(settings)
         check_meta = partial(meta.meta, max_collection_bytes=settings.max_decompressed_bytes)
         self.methods: dict[str, Step] = {
             "meta": Step(check_meta, meta.runs_inline, small_body=True),
@@ -55,7 +60,7 @@ class SyncRoutes:
         state = authenticate(self.registry, envelope, record)
         still_valid = key_still_valid(self.registry, envelope)
         if step is None:
-            return await self._upload(envelope, state, still_valid)
+            return await self._upload(envelope, state, still_valid, record)
         return await run_step(envelope, method, step, state, limit, still_valid)
 
     async def _login(self, envelope: Envelope, record: RequestLog) -> Response:
@@ -66,16 +71,20 @@ class SyncRoutes:
         key = await self.logins.login(name, password, envelope.client_version, record.ip)
         return await framed_response(login.reply(key), envelope.compressed)
 
-    async def _upload(self, envelope: Envelope, state: UserState, still_valid: Callable[[], None]) -> Response:
+    async def _upload(
+        self, envelope: Envelope, state: UserState, still_valid: Callable[[], None], record: RequestLog
+    ) -> Response:
         """Decompress into a temp file in the user's folder, check it (a schema-11 file is
         upgraded there) outside the user's lock, then install it under the lock."""
+        compressed = envelope.compressed
         await state.ensure_prepared()  # (a user added while the server runs may not be yet)
         target = state.folder.new_upload_file()
         path = Path(target.name)
+        limit = self.upload_limit
         try:
-            upload = await envelope.decode("upload", self.upload_limit, target)
+            upload = await envelope.decode("upload", limit, target)
         except PayloadTooLarge:
-            return await framed_response(full.refuse_too_large(path), envelope.compressed)
+            return await self._refused(full.refuse_too_large(path, limit), compressed, record)
         except BaseException:
             full.discard_upload(path)
             raise
@@ -83,10 +92,19 @@ class SyncRoutes:
             target.close()
         problem = await anyio.to_thread.run_sync(full.check_upload, path, upload.body_size)
         if problem:
-            return await framed_response(full.refuse_corrupt(problem, path), envelope.compressed)
+            return await self._refused(full.refuse_corrupt(problem, path), compressed, record)
         try:
             reply = await state.locked(guarded(full.install_upload, still_valid), state, path)
         except BaseException:  # e.g. the user was removed meanwhile (403)
             full.discard_upload(path)
             raise
-        return await framed_response(reply, envelope.compressed)
+        if reply.refused:
+            return await self._refused(reply, compressed, record)
+        # The replaced collection, kept as a pending snapshot, is compressed after the reply.
+        return await framed_response(reply, compressed, BackgroundTask(settle, state, self.retention))
+
+    @staticmethod
+    async def _refused(reply: Reply, compressed: bool, record: RequestLog) -> Response:
+        """An upload refused with a message the client shows: logged and counted as such."""
+        record.refused, record.reason = reply.refused, reply.reason
+        return await framed_response(reply, compressed)

@@ -1,9 +1,11 @@
 """Login, meta, upload, download and abort through the real app, in process."""
 
 import sqlite3
+from pathlib import Path
 
 import orjson
 import pytest
+import zstandard
 
 from ankihost.accounts.passwords import hash_password
 from ankihost.storage import schema
@@ -11,7 +13,11 @@ from tests.conftest import ALICE_KEY, BOB_KEY, Wire, make_settings
 
 
 def test_health(wire):
-    assert wire.http.get("/health").status_code == 200
+    from ankihost import __version__
+
+    response = wire.http.get("/health")
+    assert (response.status_code, response.content) == (200, b"")
+    assert response.headers["x-ankihost-version"] == __version__
     assert wire.http.head("/health").status_code == 200
     response = wire.http.post("/health")
     assert response.status_code == 405 and response.headers["allow"] == "GET,HEAD"
@@ -80,15 +86,24 @@ def test_upload_then_download(wire, settings, client_collection):
     assert after["usn"] == meta["usn"] + 1 and after["mod"] > meta["mod"]
 
 
-def test_second_upload_keeps_the_previous_collection(wire, settings, client_collection):
+def only_snapshot(folder: Path) -> bytes:
+    """The collection held by the one snapshot in `folder`/snapshots (no pending copy left)."""
+    files = sorted((folder / "snapshots").iterdir())
+    assert len(files) == 1 and files[0].name.endswith(".upload.anki2.zst"), files
+    return zstandard.ZstdDecompressor().stream_reader(files[0].read_bytes()).read()
+
+
+def test_second_upload_keeps_the_replaced_collection_as_a_snapshot(wire, settings, client_collection):
     assert wire.payload(wire.post("upload", client_collection)) == b"OK"
-    wire.post("download", {})  # changes the stored collection: usn + 1
     folder = settings.base / "alice"
+    assert not (folder / "snapshots").exists()  # the new user's empty collection is not kept
+    wire.post("download", {})  # changes the stored collection: usn + 1
     wire.post("abort", {})  # closes it, so the file on disk is complete
     before = (folder / "collection.anki2").read_bytes()
     assert wire.payload(wire.post("upload", client_collection)) == b"OK"
-    assert (folder / "collection.anki2.previous").read_bytes() == before
+    assert only_snapshot(folder) == before
     assert (folder / "collection.anki2").read_bytes() == client_collection
+    assert not (folder / "collection.anki2.previous").exists()
 
 
 def test_download_of_a_new_user_is_an_empty_collection(wire, settings):
@@ -174,9 +189,9 @@ def test_unknown_user_runs_one_pbkdf2_in_hashed_mode(tmp_path):
     assert calls == [1000, 1000]
 
 
-def test_previous_collection_keeps_commits_left_in_the_wal(tmp_path, client_collection):
-    """After a crash the last commits may still be in collection.anki2-wal; the copy kept by
-    the next upload must contain them."""
+def test_the_snapshot_before_an_upload_keeps_commits_left_in_the_wal(tmp_path, client_collection):
+    """After a crash the last commits may still be in collection.anki2-wal; the snapshot kept
+    by the next upload must contain them."""
     import shutil
 
     from starlette.testclient import TestClient
@@ -200,8 +215,9 @@ def test_previous_collection_keeps_commits_left_in_the_wal(tmp_path, client_coll
 
     with TestClient(build(make_settings(tmp_path / "base"))) as http:
         assert Wire(http).payload(Wire(http).post("upload", client_collection)) == b"OK"
-    previous = sqlite3.connect(folder / "collection.anki2.previous")
-    assert previous.execute("select usn from col").fetchone()[0] == 4242
+    kept = tmp_path / "kept.anki2"
+    kept.write_bytes(only_snapshot(folder))
+    assert sqlite3.connect(kept).execute("select usn from col").fetchone()[0] == 4242
     assert not (folder / "collection.anki2-wal").exists() or \
         (folder / "collection.anki2").read_bytes() == client_collection
 
@@ -255,3 +271,25 @@ def test_one_log_line_per_request_without_secrets(wire, caplog):
     everything = "\n".join(r.getMessage() for r in caplog.records)
     for secret in ("secret", "wrong-secret", ALICE_KEY, "f" * 40):
         assert secret not in everything
+
+
+def test_a_refused_upload_is_logged_with_its_reason(tmp_path, caplog, client_collection):
+    import logging
+
+    from starlette.testclient import TestClient
+
+    from ankihost.server import build
+    from ankihost.sync.full import CORRUPT_MESSAGE, TOO_LARGE_MESSAGE
+    from tests.conftest import Wire, make_settings
+
+    caplog.set_level(logging.INFO)
+    with TestClient(build(make_settings(tmp_path / "base", MAX_SYNC_PAYLOAD_MEGS="1"))) as http:
+        wire = Wire(http)
+        assert wire.payload(wire.post("upload", b"not a collection at all")) == CORRUPT_MESSAGE.encode()
+        assert wire.payload(wire.post("upload", b"\0" * (3 * 1024 * 1024))) == TOO_LARGE_MESSAGE.encode()
+        assert wire.payload(wire.post("upload", client_collection)) == b"OK"
+    lines = [r.getMessage() for r in caplog.records if "POST /sync/upload" in r.getMessage()]
+    assert len(lines) == 3
+    assert lines[0].endswith("reason=not a collection: not an SQLite file") and "status=200" in lines[0]
+    assert lines[1].endswith(f"reason=over {3 * 1024 * 1024 - 1} bytes decompressed")
+    assert "reason=" not in lines[2]

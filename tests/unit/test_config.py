@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,56 @@ def test_env_example_lists_every_setting():
         assert f"{setting.name}=" in text
     for name in ("SYNC_USER1=", "PASSWORDS_HASHED"):
         assert name in text
+
+
+def test_admin_listener_is_off_unless_a_secret_is_set():
+    s = settings()
+    assert (s.admin_password, s.metrics_token, s.admin_listener) == (None, None, False)
+    assert (s.admin_host, s.admin_port, s.metrics_per_user, s.log_format) == ("127.0.0.1", 8081, False, "text")
+    assert settings(ANKIHOST_METRICS_TOKEN="t0ken").admin_listener is True
+
+
+def test_admin_password_from_a_file_and_never_shown(tmp_path):
+    secret = tmp_path / "admin"
+    secret.write_text("s3cret-admin\n")
+    s = settings(ANKIHOST_ADMIN_PASSWORD_FILE=str(secret))
+    assert s.admin_password is not None and s.admin_password.value == "s3cret-admin"
+    assert "s3cret" not in repr(s) and "s3cret" not in str(s.admin_password)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ANKIHOST_ADMIN_PASSWORD": "a", "ANKIHOST_ADMIN_PASSWORD_FILE": "/x"}, "both set"),
+        ({"ANKIHOST_ADMIN_PASSWORD": ""}, "ANKIHOST_ADMIN_PASSWORD is empty"),
+        ({"ANKIHOST_ADMIN_PASSWORD_FILE": "/nonexistent/admin"}, "ANKIHOST_ADMIN_PASSWORD_FILE"),
+        ({"ANKIHOST_ADMIN_PASSWORD": "$pbkdf2-sha256$i=1000$c2FsdA$bad"}, "ANKIHOST_ADMIN_PASSWORD"),
+        ({"ANKIHOST_ADMIN_PASSWORD": "$argon2i$v=19$m=16,t=2,p=1$c2FsdHNhbHQ$aGFzaA"}, "ANKIHOST_ADMIN_PASSWORD"),
+        ({"ANKIHOST_ADMIN_PASSWORD": "x", "ANKIHOST_ADMIN_PORT": "8080"}, "ANKIHOST_ADMIN_PORT"),
+        ({"ANKIHOST_ADMIN_PORT": "99999"}, "ANKIHOST_ADMIN_PORT"),
+        ({"ANKIHOST_ADMIN_HOST": "localhost"}, "ANKIHOST_ADMIN_HOST"),
+        ({"ANKIHOST_LOG_FORMAT": "xml"}, "ANKIHOST_LOG_FORMAT"),
+        ({"ANKIHOST_METRICS_PER_USER": "maybe"}, "ANKIHOST_METRICS_PER_USER"),
+        ({"ANKIHOST_METRICS_TOKEN": "a", "ANKIHOST_METRICS_TOKEN_FILE": "/x"}, "both set"),
+    ],
+)
+def test_bad_admin_and_metrics_settings_stop_start_up(env, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        settings(**env)
+
+
+def test_admin_password_may_be_a_phc_hash():
+    from ankihost.accounts.passwords import hash_new_password, hash_password
+
+    for phc in (hash_password("pw", rounds=1000), hash_new_password("pw")):
+        s = settings(ANKIHOST_ADMIN_PASSWORD=phc)
+        assert s.admin_password is not None and s.admin_password.value == phc
+
+
+def test_the_readme_documents_every_setting():
+    from ankihost.config import SETTINGS
+
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    for setting in SETTINGS:
+        name = "SYNC_USER1" if setting.name == "SYNC_USERn" else setting.name
+        assert f"`{name}`" in text, setting.name

@@ -1,0 +1,105 @@
+"""Admin operations on users' data: list and restore snapshots, back up the whole server,
+export a collection. Each runs where the data is served (the server, or the command itself
+when no server runs), under each user's lock and between their syncs; others never wait.
+
+Checking an archive and unpacking one into a new folder touch nothing a server serves: the
+command line does those itself (`cli/backup.py`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ankihost.admin.operations import NOT_FOUND, AdminContext, AdminError
+from ankihost.admin.progress import Meter
+from ankihost.errors import SyncError
+from ankihost.registry import UserState
+from ankihost.snapshots import backup, export, restore
+from ankihost.snapshots.retention import retention_of
+from ankihost.snapshots.shelf import Snapshot
+
+
+def _text(args: dict[str, Any], key: str) -> str:
+    value = args.get(key)
+    if not isinstance(value, str) or not value:
+        raise AdminError(f"{key} is missing")
+    return value
+
+
+def _path(args: dict[str, Any], key: str) -> Path:
+    path = Path(_text(args, key))
+    if not path.is_absolute():
+        raise AdminError(f"{key} must be an absolute path, not {path}")
+    return path
+
+
+def _state(ctx: AdminContext, name: str) -> UserState:
+    state = ctx.registry.by_name(name)
+    if state is None:
+        raise AdminError(f"there is no user {name!r}", NOT_FOUND)
+    return state
+
+
+async def _refused_as_admin_error(work: Any) -> Any:
+    """Run the core's coroutine; its refusals (SyncError) become AdminError with their status."""
+    try:
+        return await work
+    except SyncError as exc:
+        raise AdminError(exc.reason, exc.status) from None
+
+
+def describe(snapshot: Snapshot) -> dict[str, Any]:
+    header = snapshot.header
+    return {
+        "id": snapshot.id, "reason": snapshot.reason, "taken": snapshot.taken,
+        "file_bytes": snapshot.file_bytes, "damaged": header is None,
+        "collection_bytes": header.raw_bytes if header else None,
+        "notes": header.notes if header else None, "cards": header.cards if header else None,
+        "reviews": header.revlog if header else None,
+    }
+
+
+async def list_snapshots(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
+    name = _text(args, "name")
+    state = _state(ctx, name)
+    policy = retention_of(ctx.settings)
+
+    def listing() -> dict[str, Any]:
+        state.snapshots.settle(policy)  # pending copies become snapshots first
+        return {"name": name, "snapshots": [describe(s) for s in state.snapshots.list()],
+                "disk_bytes": state.snapshots.disk_bytes()}
+
+    await _refused_as_admin_error(state.locked(state.folder.ensure))  # prepared: a crash's work finished
+    result: dict[str, Any] = await _refused_as_admin_error(anyio.to_thread.run_sync(listing))
+    return result
+
+
+async def restore_snapshot(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
+    name, id = _text(args, "name"), _text(args, "id")
+    state = _state(ctx, name)
+    done = await _refused_as_admin_error(
+        restore.restore(state, id, retention_of(ctx.settings), Meter(what=name)))
+    header = done.snapshot.header
+    ctx.audit("snapshot.restored", name, snapshot=id, saved=done.saved or "none")
+    return {"name": name, "restored": id, "saved": done.saved,
+            "notes": header.notes if header else None, "cards": header.cards if header else None}
+
+
+async def create_backup(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
+    dest = _path(args, "dest")
+    result: dict[str, Any] = await _refused_as_admin_error(backup.create(
+        ctx.registry, ctx.folder, dest, snapshots=bool(args.get("snapshots")), progress=Meter()))
+    ctx.audit("backup.created", None, path=result["path"], files=result["files"])
+    return result
+
+
+async def export_collection(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
+    name, dest = _text(args, "name"), _path(args, "dest")
+    state = _state(ctx, name)
+    result: dict[str, Any] = await _refused_as_admin_error(
+        export.export(state, dest, media=bool(args.get("media", True)), progress=Meter(what=name)))
+    ctx.audit("collection.exported", name, path=result["path"])
+    return {"name": name, **result}
