@@ -39,6 +39,7 @@ durable-rename helpers every writer uses.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import shutil
@@ -171,6 +172,11 @@ class UserFolder:
     @property
     def collection(self) -> Path:
         return self.root / COLLECTION_NAME
+
+    @functools.cached_property
+    def collection_path(self) -> str:
+        """`collection` as a string, made once (`meta` stats it on every sync)."""
+        return str(self.collection)
 
     @property
     def previous_collection(self) -> Path:

@@ -7,6 +7,7 @@ session of the user (rolling it back), as the official server does.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
@@ -31,7 +32,7 @@ def meta(state: UserState, request: SyncRequest, *, max_collection_bytes: int) -
     state.collection.abort_session()
     db = state.collection.connection()
     col = collection.read_col(db)
-    too_big = state.folder.collection.stat().st_size > max_collection_bytes
+    too_big = os.stat(state.folder.collection_path).st_size > max_collection_bytes
     refusal = old_client_refusal(db, version)
     return json_reply({
         "mod": col.mod,

@@ -44,16 +44,25 @@ async def read_raw_body(request: Request, limit: int) -> IO[bytes]:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
-    raw = spooled()
+    raw: IO[bytes] = io.BytesIO()  # most bodies are small: no temp-file object for them
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raw.close()
             raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        if size > SPOOL_MEMORY_BYTES and isinstance(raw, io.BytesIO):
+            raw = _on_disk(raw)
         raw.write(chunk)
     raw.seek(0)
     return raw
+
+
+def _on_disk(buffer: io.BytesIO) -> IO[bytes]:
+    disk = tempfile.TemporaryFile()
+    disk.write(buffer.getbuffer())
+    buffer.close()
+    return disk
 
 
 async def decompress_body(raw: IO[bytes], target: IO[bytes], limit: int) -> int:
