@@ -42,6 +42,9 @@ SCHEMA11_COLUMNS: dict[str, set[str]] = {
 SCHEMA18_ONLY = ("deck_config", "config", "tags", "fields", "templates", "notetypes", "decks")
 SCHEMA18_ONLY_INDEXES = ("idx_notes_mid", "idx_cards_odid")
 BACKUP_PAGES_PER_STEP = 4096  # pages the backup API copies at a time (16 MiB at 4 KiB pages)
+# SQLite's page cache for a file being checked or converted: each passes over it once or twice,
+# so the cache of the live collection's connections (40 MiB) would only hold its pages longer.
+CONVERSION_CACHE_KIB = 2048
 
 LegacyCol = dict[str, dict[str, Any]]
 
@@ -193,6 +196,7 @@ def schema11_problem(path: Path) -> str | None:
     try:
         db = connect(path, exclusive=False)
         try:
+            db.execute(f"pragma cache_size = -{CONVERSION_CACHE_KIB}")
             return _structure_problem(db) or _json_problem(db) or schema.integrity_problem(db)
         finally:
             db.close()
@@ -367,6 +371,7 @@ def _open(path: Path) -> sqlite3.Connection:
     try:
         db = connect(path)
         db.execute("pragma synchronous = off")
+        db.execute(f"pragma cache_size = -{CONVERSION_CACHE_KIB}")
         return db
     except sqlite3.Error as exc:
         raise ServerError(f"cannot open {path.name}: {exc}") from exc
