@@ -293,8 +293,8 @@ def at_once(times: int, send: Callable[[Ctx], object]) -> Attack:
 
 
 def legacy_login_bomb(ctx: Ctx) -> int:
-    """A protocol-10 login (multipart, gzip) whose data is 3 MiB of nested arrays: the most
-    the legacy envelope lets in (1 MiB, 3x once decompressed), before any password check."""
+    """A protocol-10 login (multipart, gzip) whose data is 3 MiB of nested arrays, before any
+    password check (a login's form and its gunzipped payload are capped at 64 KiB each)."""
     data = gzip.compress(b"[" + b"[[]]," * (3 * MiB // 5 - 1) + b"[[]]]", compresslevel=9)
     boundary = "bench-boundary"
     parts = [(b'name="c"', b"1"), (b'name="data"; filename="data"', data)]

@@ -2,7 +2,8 @@
 
 `zstd_pieces` decompresses the body's one frame in bounded pieces, stopping at `limit`
 decompressed bytes; its own errors come wrapped in `BodyUnreadable`, so a caller can tell
-them from a reader's refusal of the content. `head` takes the first pieces of a body to see
+them from a reader's refusal of the content (`guarded_pieces` does the same for pieces
+decoded elsewhere, such as a legacy gzip payload). `head` takes the first pieces of a body to see
 whether it is small.
 """
 
@@ -63,6 +64,15 @@ class _FirstBytes:
         data = self._f.read(size)
         self._left -= len(data)
         return data
+
+
+def guarded_pieces(pieces: Iterator[bytes]) -> Generator[bytes, None, None]:
+    """`pieces` (of a body decoded some other way: a legacy gzip payload) with the errors
+    of their decoding wrapped in `BodyUnreadable`, as `zstd_pieces` wraps its own."""
+    try:
+        yield from pieces
+    except SyncError as exc:
+        raise BodyUnreadable(exc) from None
 
 
 def head(pieces: Iterator[bytes], limit: int) -> tuple[bytes, Iterator[bytes] | None]:

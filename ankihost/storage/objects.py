@@ -120,6 +120,17 @@ def all_config(db: sqlite3.Connection) -> dict[str, Any]:
     return {key: json.loads(val) for key, val in db.execute("select key, val from config")}
 
 
+def config_value(db: sqlite3.Connection, key: str) -> Any:
+    """One config value; None when the key is absent or its value is not JSON."""
+    row = db.execute("select val from config where key = ?", (key,)).fetchone()
+    if row is None:
+        return None
+    try:
+        return json.loads(row[0])
+    except ValueError:
+        return None
+
+
 def clear_config_usns(db: sqlite3.Connection) -> None:
     db.execute("update config set usn = 0")
 

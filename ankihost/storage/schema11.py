@@ -42,6 +42,9 @@ SCHEMA11_COLUMNS: dict[str, set[str]] = {
 SCHEMA18_ONLY = ("deck_config", "config", "tags", "fields", "templates", "notetypes", "decks")
 SCHEMA18_ONLY_INDEXES = ("idx_notes_mid", "idx_cards_odid")
 BACKUP_PAGES_PER_STEP = 4096  # pages the backup API copies at a time (16 MiB at 4 KiB pages)
+# SQLite's page cache for a file being checked or converted: each passes over it once or twice,
+# so the cache of the live collection's connections (40 MiB) would only hold its pages longer.
+CONVERSION_CACHE_KIB = 2048
 
 LegacyCol = dict[str, dict[str, Any]]
 
@@ -73,6 +76,9 @@ def downgrade_in_place(path: Path) -> None:
         problem = schema.required_tables_problem(db)
         if problem:
             raise ServerError(f"cannot downgrade {path.name}: {problem}")
+        # rollback-journal mode first: the changes then skip the WAL and its checkpoint
+        if db.execute("pragma journal_mode = delete").fetchone() != ("delete",):
+            raise ServerError(f"cannot downgrade {path.name}: journal mode stays WAL")
         with atomic(db):
             legacy = _legacy_col(db)
             _old_graves(db)
@@ -81,7 +87,6 @@ def downgrade_in_place(path: Path) -> None:
             for index in SCHEMA18_ONLY_INDEXES:
                 db.execute(f"drop index if exists {index}")
             _write_legacy_col(db, legacy)
-        db.execute("pragma journal_mode = delete")
     except sqlite3.Error as exc:
         raise ServerError(f"cannot downgrade {path.name}: {exc}") from exc
     finally:
@@ -163,6 +168,22 @@ def _upgrade_or_raise(path: Path) -> None:
         db.close()
 
 
+def declares_schema11(path: Path) -> bool:
+    """Whether `path` is an SQLite file whose `col.ver` says 11 (nothing else is checked:
+    `upgrade_in_place` does that); False for anything unreadable."""
+    with open(path, "rb") as f:
+        if f.read(len(schema.SQLITE_MAGIC)) != schema.SQLITE_MAGIC:
+            return False
+    try:
+        db = connect(path, exclusive=False)
+        try:
+            return db.execute("select ver from col").fetchall() == [(SCHEMA11_VERSION,)]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+
+
 def schema11_problem(path: Path) -> str | None:
     """Why `path` is not a schema-11 collection we can upgrade, or None when it is.
 
@@ -175,6 +196,7 @@ def schema11_problem(path: Path) -> str | None:
     try:
         db = connect(path, exclusive=False)
         try:
+            db.execute(f"pragma cache_size = -{CONVERSION_CACHE_KIB}")
             return _structure_problem(db) or _json_problem(db) or schema.integrity_problem(db)
         finally:
             db.close()
@@ -343,8 +365,14 @@ def _free_name(db: sqlite3.Connection, table: str, name: Any, suffix: str) -> An
 
 
 def _open(path: Path) -> sqlite3.Connection:
+    """A connection to a private file being converted: without fsyncs, as nothing here needs
+    them (a download copy is thrown away after sending; an upload is fsynced when installed,
+    by `paths.atomic_replace`)."""
     try:
-        return connect(path)
+        db = connect(path)
+        db.execute("pragma synchronous = off")
+        db.execute(f"pragma cache_size = -{CONVERSION_CACHE_KIB}")
+        return db
     except sqlite3.Error as exc:
         raise ServerError(f"cannot open {path.name}: {exc}") from exc
 

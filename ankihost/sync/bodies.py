@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from itertools import chain
 from typing import IO, Any, TypeVar
@@ -259,7 +259,12 @@ def read_body(method: str, raw: IO[bytes], limit: int) -> ReadBody:
     """Decompress `raw` (at most `limit` bytes out); a small body comes back whole, a larger
     one is read by READERS[method] while it is decompressed. Decompression errors raise the
     SyncError they are; the reader's refusal is kept in the result."""
-    pieces = body_stream.zstd_pieces(raw, limit)
+    return read_pieces(method, body_stream.zstd_pieces(raw, limit))
+
+
+def read_pieces(method: str, pieces: Generator[bytes, None, None]) -> ReadBody:
+    """`read_body` for a body given as decompressed pieces whose own errors come wrapped in
+    `body_stream.BodyUnreadable` (`zstd_pieces`, `guarded_pieces`)."""
     try:
         whole, rest = body_stream.head(pieces, STREAM_ABOVE_BYTES)
         if rest is None:

@@ -1,10 +1,12 @@
 """Full sync: `upload` replaces the user's collection with the client's, `download` sends it.
 
 An upload arrives already decompressed into a temp file in the user's folder. It is checked
-as a collection before anything is touched, then swapped in atomically; a replaced collection
-with any note, card or review is kept as a snapshot (a hard link under the lock, compressed
-after the reply: `snapshots/shelf.py`). A download is a checkpointed copy of the collection,
-taken under the user's lock and streamed after it is released.
+as a collection before anything is touched (a schema-11 one, from protocol 8–10, is upgraded
+first), then swapped in atomically; a replaced collection with any note, card or review is kept
+as a snapshot (a hard link under the lock, compressed after the reply: `snapshots/shelf.py`).
+A download is a checkpointed copy of the collection, taken under the user's lock and streamed
+after it is released (for protocol 8–10, converted to schema 11 first; the stored file never
+is).
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ from __future__ import annotations
 import logging
 import shutil
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 from ankihost.accounts import quota
-from ankihost.errors import BadRequest, ServerError, SyncError
+from ankihost.errors import ServerError, SyncError
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply, file_reply, refusal_reply, text_reply
 from ankihost.registry import UserState
 from ankihost.snapshots.shelf import UPLOAD
-from ankihost.storage import collection, schema
+from ankihost.storage import collection, schema, schema11
 from ankihost.storage.paths import atomic_replace, remove_sidecars
 
 log = logging.getLogger(__name__)
@@ -31,13 +34,17 @@ TOO_LARGE_MESSAGE = "collection exceeds size limit"
 
 
 def check_upload(path: Path, size: int) -> str | None:
-    """Why the uploaded file cannot become the user's collection (None = it can).
+    """Why the uploaded file cannot become the user's collection (None = it can). A schema-11
+    file (what clients on protocol 8–10 upload) is checked and upgraded to schema 18 in place.
 
-    Runs before the user's lock is taken: it reads only the temp file.
+    Runs before the user's lock is taken: it reads and writes only the temp file.
     """
     if size == 0:
         return "empty upload"
-    problem = schema.upload_problem(path)
+    if schema11.declares_schema11(path):
+        problem = schema11.upgrade_in_place(path)
+    else:
+        problem = schema.upload_problem(path)
     remove_sidecars(path)
     return problem
 
@@ -115,10 +122,9 @@ def refuse_corrupt(reason: str, uploaded: Path) -> Reply:
 
 
 def download(state: UserState, request: SyncRequest) -> Reply:
-    """Bump usn and mod, then hand out a consistent copy (spec 01 §3.4)."""
+    """Bump usn and mod, then hand out a consistent copy (spec 01 §3.4). Clients on protocol
+    8–10 get it as schema 11, converted once the user's lock is released."""
     request.json_object()  # clients send {"_pad": null}; any object is accepted
-    if request.is_legacy:
-        raise BadRequest("full downloads need sync protocol 11 (Anki 2.1.57 or later)")
     state.collection.abort_session()
     db = state.collection.connection()
     collection.mark_downloaded(db)
@@ -130,4 +136,12 @@ def download(state: UserState, request: SyncRequest) -> Reply:
     except OSError as exc:
         copy.unlink(missing_ok=True)
         raise ServerError(f"could not copy collection: {exc}") from exc
+    if request.is_legacy:
+        return file_reply(copy, delete_after=True, before_send=partial(_downgrade, copy))
     return file_reply(copy, delete_after=True)
+
+
+def _downgrade(copy: Path) -> None:
+    """The download copy as schema 11 in rollback-journal mode: what old clients open."""
+    schema11.downgrade_in_place(copy)
+    remove_sidecars(copy)

@@ -2,11 +2,12 @@
 
 Routes are matched by their suffix (`…/sync/<method>`, `…/msync/<method>`, `…/health`,
 `…/account/<page>`), so the server works behind a reverse-proxy subpath and with or without a
-trailing slash. A request reads top to bottom: `handle` picks the surface (`legacy`,
-`sync_routes`, `media_routes`, or the account pages, which answer with HTML pages of their own),
-which authenticates and runs the method's step; every refusal is a `SyncError` that
-`error_response` turns into the response, and `RequestLog` writes one line (and counts the
-request in the metrics) when it ends. The admin listener's app is made here too (`admin_app`).
+trailing slash. A request reads top to bottom: `handle` picks the envelope (protocol 11's
+header, or `legacy`'s multipart form or query) and the surface (`sync_routes`, `media_routes`,
+or the account pages, which answer with HTML pages of their own), which authenticates and runs
+the method's step; every refusal is a `SyncError` that `error_response` turns into the
+response, and `RequestLog` writes one line (and counts the request in the metrics) when it
+ends. The admin listener's app is made here too (`admin_app`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ankihost.registry import Registry
 from ankihost.snapshots.keeper import SnapshotKeeper
 from ankihost.snapshots.retention import retention_of
 from ankihost.web import legacy
+from ankihost.web.envelope import Envelope, HeaderEnvelope
 from ankihost.web.logins import LoginGate
 from ankihost.web.media_routes import MediaRoutes
 from ankihost.web.metrics import Metrics, endpoints
@@ -236,15 +238,23 @@ class SyncApp:
         allowed = ("GET", "POST") if (area, method) == ("msync", "begin") else ("POST",)
         if request.method not in allowed:
             raise MethodNotAllowed(allowed)
+        envelope = self._envelope(request)
+        record.client = envelope.client_version or "-"
+        routes = self.media_routes if area == "msync" else self.sync_routes
+        try:
+            return await routes.handle(envelope, method, record)
+        finally:
+            envelope.close()
+
+    def _envelope(self, request: Request) -> Envelope:
+        """Protocol 11 has the anki-sync header; protocols 8–10 send a multipart form, or
+        `GET /msync/begin?k=…&v=…` (the only GET route)."""
+        if request.method == "GET":
+            return legacy.QueryEnvelope(request)
         header_value = request.headers.get(HEADER_NAME)
         if header_value is None:
-            return await legacy.handle(
-                request, area, method, self.settings, self.registry, self.logins, record
-            )
-        header = parse_header(header_value)
-        record.client = header.client_version
-        routes = self.media_routes if area == "msync" else self.sync_routes
-        return await routes.handle(request, header, method, record)
+            return legacy.MultipartEnvelope(request, self.settings.max_payload_bytes)
+        return HeaderEnvelope(request, parse_header(header_value))
 
 
 def _health(request: Request) -> Response:

@@ -1,16 +1,16 @@
 """Reading request bodies and writing responses in the sync protocol's envelope.
 
-Bodies are streamed: the compressed bytes are spooled (memory up to 1 MiB, then disk) with a
-size cap, then decompressed in a worker thread into a file. Replies are compressed as one zstd
-frame while they are sent, so a large download never sits whole in memory.
+`Envelope` is what the routes see of a request, whatever its protocol; `HeaderEnvelope` is
+protocol 11's (the legacy ones are in `web/legacy.py`). Bodies are streamed: the compressed
+bytes are spooled (memory up to 1 MiB, then disk) with a size cap, then decompressed in a
+worker thread into a file. Replies are compressed as one zstd frame while they are sent, so a
+large download never sits whole in memory; legacy replies are sent raw.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import tempfile
-import zlib
 from collections.abc import AsyncIterator
 from typing import IO
 
@@ -20,11 +20,12 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ankihost.errors import BadRequest, PayloadTooLarge
+from ankihost.errors import PayloadTooLarge
 from ankihost.protocol.compression import WRITE_PIECE_BYTES, compress, decompress_into
 from ankihost.protocol.header import ORIGINAL_SIZE_HEADER, SyncHeader
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply
+from ankihost.sync import bodies
 
 SPOOL_MEMORY_BYTES = 1 << 20
 # Bodies and replies up to these sizes are handled on the event loop (cheaper than a
@@ -85,41 +86,95 @@ async def decompress_body(raw: IO[bytes], target: IO[bytes], limit: int) -> int:
         raw.close()
 
 
-async def decode(
-    request: Request, header: SyncHeader, method: str, limit: int, target: IO[bytes] | None = None
-) -> SyncRequest:
-    """Read and decompress a protocol-11 body (into `target`, else a spool), refused past
-    `limit` bytes before or after decompression (PayloadTooLarge)."""
-    raw = await read_raw_body(request, limit)
-    body = target or spooled()
-    try:
-        size = await decompress_body(raw, body, limit)
-    except BaseException:
-        body.close()
-        raise
-    body.seek(0)
-    return SyncRequest(
-        method=method, sync_version=header.version, host_key=header.host_key,
-        client_version=header.client_version, session_key=header.session_key,
-        body=body, body_size=size,
-    )
+class Envelope:
+    """How one request carries its credentials and payload, and how its reply is framed.
+
+    `HeaderEnvelope` is protocol 11 (the anki-sync header, a zstd body, zstd replies); the
+    legacy envelopes of protocols 8–10 are in `web/legacy.py`. The routes call `receive`
+    before they authenticate (a legacy request's host key is inside its body), then `decode`
+    for the payload; the app calls `close` when the request ends.
+    """
+
+    version: int
+    host_key: str = ""
+    session_key: str = ""
+    client_version: str = ""
+
+    @property
+    def compressed(self) -> bool:
+        """Replies are one zstd frame with anki-original-size (else raw)."""
+        return self.version >= 11
+
+    async def receive(self, limit: int) -> None:
+        """Read what must be read before authenticating (a legacy form: the body, capped
+        by `limit` and MAX_SYNC_PAYLOAD_MEGS); nothing for protocol 11."""
+
+    async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
+        """The payload (into `target`, else a spool); PayloadTooLarge past `limit` bytes."""
+        raise NotImplementedError
+
+    async def decode_checked(self, method: str, limit: int) -> SyncRequest:
+        """`decode` for a method of `bodies.READERS`: a large body is read with its shape
+        checked while it is decoded, in a worker thread (the whole body by default)."""
+        return await self.decode(method, limit)
+
+    def close(self) -> None:
+        """Release what `receive` kept."""
+
+    def sync_request(self, method: str, body: IO[bytes], size: int) -> SyncRequest:
+        body.seek(0)
+        return SyncRequest(
+            method=method, sync_version=self.version, host_key=self.host_key,
+            client_version=self.client_version, session_key=self.session_key,
+            body=body, body_size=size,
+        )
+
+    def read_request(self, method: str, read: bodies.ReadBody) -> SyncRequest:
+        """The request for a body `decode_checked` read (held whole only when small)."""
+        return bodies.ReadSyncRequest(
+            method=method, sync_version=self.version, host_key=self.host_key,
+            client_version=self.client_version, session_key=self.session_key,
+            body=io.BytesIO(read.whole or b""), body_size=read.size, read=read,
+        )
 
 
-def gunzip_into(data: bytes, target: IO[bytes], limit: int) -> int:
-    """Legacy bodies: gzip-compressed form data, capped like zstd bodies."""
-    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    written = 0
-    try:
-        piece = decoder.decompress(data, WRITE_PIECE_BYTES)
-        while piece:
-            written += len(piece)
-            if written > limit:
-                raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
-            target.write(piece)
-            piece = decoder.decompress(decoder.unconsumed_tail, WRITE_PIECE_BYTES)
-    except (zlib.error, gzip.BadGzipFile) as exc:
-        raise BadRequest(f"invalid gzip body: {exc}") from None
-    return written
+class HeaderEnvelope(Envelope):
+    """Protocol 11 (and header requests of 8–10): credentials in the anki-sync header."""
+
+    def __init__(self, request: Request, header: SyncHeader) -> None:
+        self.request = request
+        self.version = header.version
+        self.host_key = header.host_key
+        self.session_key = header.session_key
+        self.client_version = header.client_version
+
+    async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
+        """Read and decompress the body, refused past `limit` bytes before or after
+        decompression (PayloadTooLarge)."""
+        raw = await read_raw_body(self.request, limit)
+        body = target or spooled()
+        try:
+            size = await decompress_body(raw, body, limit)
+        except BaseException:
+            body.close()
+            raise
+        return self.sync_request(method, body, size)
+
+    async def decode_checked(self, method: str, limit: int) -> SyncRequest:
+        """A small body whole, right here (the step parses it, as any other); a larger one
+        read with its shape checked while it is decompressed, in a worker thread, never on
+        disk."""
+        raw = await read_raw_body(self.request, limit)
+        try:
+            read = None
+            if raw.seek(0, 2) <= INLINE_DECOMPRESS_BYTES:
+                whole = bodies.read_small_body(raw)
+                read = None if whole is None else bodies.ReadBody(len(whole), whole=whole)
+            if read is None:
+                read = await anyio.to_thread.run_sync(bodies.read_body, method, raw, limit)
+        finally:
+            raw.close()
+        return self.read_request(method, read)
 
 
 async def framed_response(
@@ -134,7 +189,9 @@ async def framed_response(
             data = compress(data) if small else await anyio.to_thread.run_sync(compress, data)
         headers = {ORIGINAL_SIZE_HEADER: str(len(reply.data))} if compressed else {}
         return Response(data, headers=headers, media_type="application/octet-stream", background=after)
-    headers = {ORIGINAL_SIZE_HEADER: str(reply.size)} if compressed else {}
+    # a raw file's length is known up front: legacy clients get it, as upstream sends it
+    size = str(reply.size)
+    headers = {ORIGINAL_SIZE_HEADER: size} if compressed else {"content-length": size}
     return StreamingResponse(
         _stream_file(reply, compressed), headers=headers, media_type="application/octet-stream",
         background=after,

@@ -1,80 +1,147 @@
-"""Requests without the `anki-sync` header: the multipart/gzip envelope of protocols 8–10.
+"""The envelopes of protocols 8–10: requests without the `anki-sync` header.
 
-Clients older than Anki 2.1.57 / AnkiDroid 2.16 use it. They can log in, and `meta` then
-answers `cont: false` with a message asking the user to update, which the client shows.
-Everything else they send gets a 400 (spec 01 §6 D1). Full legacy support is future work.
+Desktop before 2.1.57 and AnkiDroid before 2.16 send every method as `multipart/form-data`
+(`MultipartEnvelope`): the host key, session key and compression flag are form fields, the
+payload is the gzipped `data` part. Rust clients 2.1.28–2.1.56 start a media sync with
+`GET /msync/begin?k=…&v=…` (`QueryEnvelope`). Both are protocol 10 for every method, as
+upstream assumes, and their replies are raw. The routes and steps are those of protocol 11.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import io
+from typing import IO
 
-from starlette.datastructures import UploadFile
+import anyio
+import orjson
 from starlette.requests import Request
-from starlette.responses import Response
 
-from ankihost.config import Settings
-from ankihost.errors import AuthFailed, BadRequest
+from ankihost.errors import BadRequest, PayloadTooLarge
+from ankihost.protocol import body_stream, multipart
 from ankihost.protocol.header import LEGACY_SYNC_VERSION
 from ankihost.protocol.request import SyncRequest
-from ankihost.registry import Registry
-from ankihost.sync import login, meta
-from ankihost.web.envelope import framed_response, gunzip_into, read_raw_body, spooled
-from ankihost.web.logins import LoginGate
-from ankihost.web.request_log import RequestLog
+from ankihost.sync import bodies
+from ankihost.web.envelope import INLINE_DECOMPRESS_BYTES, INLINE_DECOMPRESS_LIMIT, Envelope, spooled
 
-LEGACY_BODY_LIMIT = 1 << 20
-LEGACY_METHODS = ("hostKey", "meta")
+# What the request log and the device list show for a legacy request's client.
+LEGACY_CLIENT = "legacy"
+BEGIN = "begin"
 
 
-async def handle(
-    request: Request, area: str, method: str, settings: Settings, registry: Registry,
-    logins: LoginGate, record: RequestLog,
-) -> Response:
-    if area != "sync" or method not in LEGACY_METHODS:
-        raise BadRequest(f"legacy protocol request for {area}/{method}: client must update")
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise BadRequest("request has neither an anki-sync header nor a multipart body")
-    fields = await _read_form(request, min(settings.max_payload_bytes, LEGACY_BODY_LIMIT))
-    sync_request = SyncRequest(
-        method=method, sync_version=LEGACY_SYNC_VERSION,
-        host_key=fields.get("k") or fields.get("sk") or "", client_version="legacy",
-        session_key=fields.get("s", ""), body=fields["data"],
-        body_size=fields["size"],
-    )
-    with sync_request:
-        if method == "hostKey":
-            name, password = login.credentials(sync_request)
-            record.user = name
-            key = await logins.login(name, password, "legacy", record.ip)
-            return await framed_response(login.reply(key), compressed=False)
-        state = registry.by_host_key(sync_request.host_key)
-        if state is None:
-            raise AuthFailed("unknown host key")
-        record.user = state.name
-        reply = await state.locked(meta.legacy_meta, state, sync_request)
-    return await framed_response(reply, compressed=False)
+class MultipartEnvelope(Envelope):
+    """A multipart form: read whole by `receive` (the `data` part spooled, memory up to
+    1 MiB), its payload gunzipped by `decode`. The body is capped at MAX_SYNC_PAYLOAD_MEGS
+    (`max_body`), and 400 above it, as upstream answers."""
+
+    version = LEGACY_SYNC_VERSION
+    client_version = LEGACY_CLIENT
+
+    def __init__(self, request: Request, max_body: int) -> None:
+        self.request = request
+        self.max_body = max_body
+        self.form: multipart.LegacyForm | None = None
+
+    async def receive(self, limit: int) -> None:
+        self.form = await read_form(self.request, min(self.max_body, limit))
+        self.host_key = self.form.host_key
+        self.session_key = self.form.session_key
+        self.client_version = self.form.client_version or LEGACY_CLIENT
+
+    async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
+        form = self.form
+        assert form is not None, "receive() first"
+        body = target or spooled()
+        try:
+            if method == BEGIN and form.client_version is not None:
+                # old clients name their version in the form; it stands for begin's body
+                size = body.write(orjson.dumps({"v": form.client_version}))
+            else:
+                size = await _write_payload(form, body, limit)
+        except BaseException:
+            body.close()
+            raise
+        return self.sync_request(method, body, size)
+
+    async def decode_checked(self, method: str, limit: int) -> SyncRequest:
+        """As protocol 11's: a small payload whole, a larger one read with its shape checked
+        while it is gunzipped, in a worker thread."""
+        form = self.form
+        assert form is not None, "receive() first"
+        read = None
+        if form.data_size <= INLINE_DECOMPRESS_BYTES:
+            whole = _small_payload(form, min(limit, bodies.STREAM_ABOVE_BYTES))
+            read = None if whole is None else bodies.ReadBody(len(whole), whole=whole)
+        if read is None:
+            pieces = body_stream.guarded_pieces(form.payload_pieces(limit))
+            read = await anyio.to_thread.run_sync(bodies.read_pieces, method, pieces)
+        return self.read_request(method, read)
+
+    def close(self) -> None:
+        if self.form is not None:
+            self.form.close()
 
 
-async def _read_form(request: Request, limit: int) -> dict[str, Any]:
-    with await read_raw_body(request, limit) as raw:
-        replay = raw.read()
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": replay, "more_body": False}
-
+def _small_payload(form: multipart.LegacyForm, limit: int) -> bytes | None:
+    """The payload if it is at most `limit` bytes, else None; gzip errors raise."""
+    out = io.BytesIO()
     try:
-        form = await Request(request.scope, receive).form(max_files=2, max_fields=10)
-    except Exception as exc:  # the multipart parser's own errors
-        raise BadRequest(f"invalid multipart body: {exc}") from None
-    data = form.get("data")
-    payload = await data.read() if isinstance(data, UploadFile) else (data or "").encode()
-    await form.close()
-    body = spooled()
-    if payload and form.get("c", None) not in (None, "0"):
-        size = gunzip_into(payload, body, 3 * limit)
-    else:
-        size = body.write(payload)
-    body.seek(0)
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    return {**fields, "data": body, "size": size}
+        form.write_payload(out, limit)
+    except PayloadTooLarge:
+        return None
+    return out.getvalue()
+
+
+async def _write_payload(form: multipart.LegacyForm, body: IO[bytes], limit: int) -> int:
+    """`form.write_payload` right here for a small `data` part whose payload turns out small
+    (cheaper than a thread hop), else in a worker thread, as `decompress_body` does."""
+    if form.data_size <= INLINE_DECOMPRESS_BYTES:
+        try:
+            return form.write_payload(body, min(limit, INLINE_DECOMPRESS_LIMIT))
+        except PayloadTooLarge:
+            if limit <= INLINE_DECOMPRESS_LIMIT:
+                raise
+            body.seek(0)
+            body.truncate()
+    return await anyio.to_thread.run_sync(form.write_payload, body, limit)
+
+
+async def read_form(request: Request, limit: int) -> multipart.LegacyForm:
+    """Parse the body as it arrives; 400 for a body over `limit` bytes (declared or actual),
+    not multipart, or malformed."""
+    parser = multipart.FormParser(
+        multipart.boundary_of(request.headers.get("content-type", "")), spooled
+    )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BadRequest(f"legacy body of {declared} bytes exceeds {limit}")
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(f"legacy body exceeds {limit} bytes")
+            parser.feed(chunk)
+    except BaseException:
+        parser.abandon()
+        raise
+    return parser.finish()
+
+
+class QueryEnvelope(Envelope):
+    """`GET /msync/begin?k=<host key>&v=<client version>`: both required; the payload is
+    `{"v": <client version>}`, as upstream maps it."""
+
+    version = LEGACY_SYNC_VERSION
+
+    def __init__(self, request: Request) -> None:
+        params = request.query_params
+        host_key, client_version = params.get("k"), params.get("v")
+        if host_key is None or client_version is None:
+            raise BadRequest("GET begin needs the query parameters k and v")
+        self.host_key = host_key
+        self.client_version = client_version
+
+    async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
+        body = target or spooled()
+        size = body.write(orjson.dumps({"v": self.client_version}))
+        return self.sync_request(method, body, size)

@@ -1,4 +1,4 @@
-"""`/msync/<method>`: media sync for protocol-11 clients, one table row per method.
+"""`/msync/<method>`: media sync for every protocol, one table row per method.
 
 Every step runs under the user's lock in a worker thread (they wait on the disk); see
 `media/handlers.py` for the steps and `web/steps.py` for how a step is run.
@@ -6,14 +6,13 @@ Every step runs under the user's lock in a worker thread (they wait on the disk)
 
 from __future__ import annotations
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 from ankihost.config import Settings
 from ankihost.errors import BadRequest
 from ankihost.media.handlers import METHODS
-from ankihost.protocol.header import SyncHeader
 from ankihost.registry import Registry
+from ankihost.web.envelope import Envelope
 from ankihost.web.request_log import RequestLog
 from ankihost.web.steps import authenticate, body_limit, key_still_valid, run_step
 
@@ -23,13 +22,12 @@ class MediaRoutes:
         self.settings = settings
         self.registry = registry
 
-    async def handle(
-        self, request: Request, header: SyncHeader, method: str, record: RequestLog
-    ) -> Response:
+    async def handle(self, envelope: Envelope, method: str, record: RequestLog) -> Response:
         step = METHODS.get(method)
         if step is None:
             raise BadRequest(f"unknown method msync/{method}")
-        state = authenticate(self.registry, header, record)
         limit = body_limit(step, self.settings)
-        return await run_step(request, header, method, step, state, limit,
-                              key_still_valid(self.registry, header))
+        await envelope.receive(limit)
+        state = authenticate(self.registry, envelope, record)
+        still_valid = key_still_valid(self.registry, envelope)
+        return await run_step(envelope, method, step, state, limit, still_valid)

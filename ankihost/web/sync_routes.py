@@ -1,8 +1,10 @@
-"""`/sync/<method>`: the collection sync for protocol-11 clients, one table row per method.
+"""`/sync/<method>`: the collection sync, one table row per method, for every protocol.
 
-`hostKey` (login) and `upload` have paths of their own below: a login runs in the login
-threads without any user's lock, and an upload is received and checked before the user's lock
-is taken. Every other method is a `Step` in `methods`, run by `web/steps.run_step`.
+The request's `Envelope` (protocol 11's header and zstd, or the legacy multipart form) is all
+that differs between protocols here. `hostKey` (login) and `upload` have paths of their own
+below: a login runs in the login threads without any user's lock, and an upload is received
+and checked before the user's lock is taken. Every other method is a `Step` in `methods`, run
+by `web/steps.run_step`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ from pathlib import Path
 
 import anyio
 from starlette.background import BackgroundTask
-from starlette.requests import Request
 from starlette.responses import Response
 
 from ankihost.config import Settings
 from ankihost.errors import BadRequest, PayloadTooLarge
-from ankihost.protocol.header import SyncHeader
 from ankihost.protocol.request import Step
 from ankihost.protocol.response import Reply
 from ankihost.registry import Registry, UserState
@@ -26,7 +26,7 @@ from ankihost.snapshots.keeper import settle
 from ankihost.snapshots.retention import retention_of
 from ankihost.sync import full, login, meta
 from ankihost.sync.handlers import STEPS
-from ankihost.web.envelope import decode, framed_response
+from ankihost.web.envelope import Envelope, framed_response
 from ankihost.web.logins import LoginGate
 from ankihost.web.request_log import RequestLog
 from ankihost.web.steps import authenticate, body_limit, decode_capped, guarded, key_still_valid, run_step
@@ -47,40 +47,42 @@ class SyncRoutes:
             "abort": Step(meta.abort, small_body=True),
             "download": Step(full.download, small_body=True),
         }
+        self.upload_limit = settings.max_decompressed_bytes - 1  # upstream refuses len >= 3 x MAX
 
-    async def handle(
-        self, request: Request, header: SyncHeader, method: str, record: RequestLog
-    ) -> Response:
+    async def handle(self, envelope: Envelope, method: str, record: RequestLog) -> Response:
         if method == "hostKey":
-            return await self._login(request, header, record)
+            return await self._login(envelope, record)
         step = self.methods.get(method)
         if step is None and method != "upload":
             raise BadRequest(f"unknown method sync/{method}")
-        state = authenticate(self.registry, header, record)
-        still_valid = key_still_valid(self.registry, header)
+        limit = self.upload_limit if step is None else body_limit(step, self.settings)
+        await envelope.receive(limit)
+        state = authenticate(self.registry, envelope, record)
+        still_valid = key_still_valid(self.registry, envelope)
         if step is None:
-            return await self._upload(request, header, state, still_valid, record)
-        limit = body_limit(step, self.settings)
-        return await run_step(request, header, method, step, state, limit, still_valid)
+            return await self._upload(envelope, state, still_valid, record)
+        return await run_step(envelope, method, step, state, limit, still_valid)
 
-    async def _login(self, request: Request, header: SyncHeader, record: RequestLog) -> Response:
-        with await decode_capped(request, header, "hostKey", LOGIN_BODY_LIMIT) as sync_request:
+    async def _login(self, envelope: Envelope, record: RequestLog) -> Response:
+        await envelope.receive(LOGIN_BODY_LIMIT)
+        with await decode_capped(envelope, "hostKey", LOGIN_BODY_LIMIT) as sync_request:
             name, password = login.credentials(sync_request)
-        record.user = name
-        key = await self.logins.login(name, password, header.client_version, record.ip)
-        return await framed_response(login.reply(key), compressed=header.version >= 11)
+        record.user, record.client = name, envelope.client_version
+        key = await self.logins.login(name, password, envelope.client_version, record.ip)
+        return await framed_response(login.reply(key), envelope.compressed)
 
     async def _upload(
-        self, request: Request, header: SyncHeader, state: UserState, still_valid: Callable[[], None],
-        record: RequestLog,
+        self, envelope: Envelope, state: UserState, still_valid: Callable[[], None], record: RequestLog
     ) -> Response:
-        compressed = header.version >= 11
+        """Decompress into a temp file in the user's folder, check it (a schema-11 file is
+        upgraded there) outside the user's lock, then install it under the lock."""
+        compressed = envelope.compressed
         await state.ensure_prepared()  # (a user added while the server runs may not be yet)
         target = state.folder.new_upload_file()
         path = Path(target.name)
-        limit = self.settings.max_decompressed_bytes - 1  # upstream refuses len >= 3 x MAX
+        limit = self.upload_limit
         try:
-            upload = await decode(request, header, "upload", limit, target)
+            upload = await envelope.decode("upload", limit, target)
         except PayloadTooLarge:
             return await self._refused(full.refuse_too_large(path, limit), compressed, record)
         except BaseException:

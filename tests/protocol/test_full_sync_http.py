@@ -62,8 +62,10 @@ def test_new_user_meta(wire):
 def test_meta_versions(wire):
     assert wire.post("meta", {"v": 7}).status_code == 501
     assert wire.post("meta", {"v": 12}).status_code == 501
-    old = wire.json(wire.post("meta", {"v": 10}))
-    assert old["cont"] is False and "2.1.57" in old["msg"]
+    assert wire.json(wire.post("meta", {"v": 10}))["cont"] is True
+    old = wire.post("meta", {"v": 10}, version=10)  # a header request of protocol 10: raw reply
+    assert "anki-original-size" not in old.headers
+    assert orjson.loads(old.content)["cont"] is True and orjson.loads(old.content)["msg"] == ""
 
 
 def test_upload_then_download(wire, settings, client_collection):
@@ -136,21 +138,6 @@ def test_routing_errors(wire):
     assert wire.http.post("/sync").status_code == 404
     assert wire.post("Meta", {"v": 11}).status_code == 400
     assert wire.post("sanityCheck", {}).status_code == 400
-
-
-def test_legacy_multipart_client_is_told_to_update(wire):
-    import gzip
-
-    login = wire.http.post("/sync/hostKey", data={"c": "1"}, files={
-        "data": ("data", gzip.compress(b'{"u":"alice","p":"secret"}'), "application/octet-stream")})
-    assert login.status_code == 200 and orjson.loads(login.content) == {"key": ALICE_KEY}
-    assert "anki-original-size" not in login.headers
-    meta = wire.http.post("/sync/meta", data={"c": "1", "k": ALICE_KEY, "s": "abc"}, files={
-        "data": ("data", gzip.compress(b'{"v":10,"cv":"ankidroid,2.15.6"}'), "application/octet-stream")})
-    body = orjson.loads(meta.content)
-    assert meta.status_code == 200 and body["cont"] is False and "update" in body["msg"]
-    upload = wire.http.post("/sync/upload", data={"c": "1", "k": ALICE_KEY}, files={"data": ("d", b"x")})
-    assert upload.status_code == 400
 
 
 def test_unknown_user_costs_no_more_than_a_wrong_password_in_plain_mode(wire, settings):
@@ -250,9 +237,21 @@ def test_leftovers_of_an_interrupted_run_are_removed_at_start_up(tmp_path):
     assert "media.db" in left  # created at start-up, as the official server does
 
 
-def test_download_refuses_legacy_protocol_versions(wire):
-    """Protocol 8-10 clients would need a schema-11 file; they get a clear 400, not schema 18."""
-    assert wire.post("download", {}, version=10).status_code == 400
+def test_download_for_protocol_10_is_schema_11_and_raw(wire, settings, client_collection):
+    """A header request of protocol 8-10 is served as upstream serves it: a raw schema-11
+    file; the stored collection stays schema 18."""
+    assert wire.payload(wire.post("upload", client_collection)) == b"OK"
+    response = wire.post("download", {}, version=10)
+    assert response.status_code == 200 and "anki-original-size" not in response.headers
+    assert response.content[:16] == b"SQLite format 3\x00" and response.content[18:20] == b"\x01\x01"
+    copy = settings.base / "copy.anki2"
+    copy.write_bytes(response.content)
+    db = sqlite3.connect(copy)
+    assert db.execute("select ver from col").fetchone()[0] == 11
+    db.close()
+    modern = settings.base / "modern.anki2"
+    modern.write_bytes(wire.payload(wire.post("download", {})))
+    assert schema.upload_problem(modern) is None  # schema 18, as stored
 
 
 def test_one_log_line_per_request_without_secrets(wire, caplog):
