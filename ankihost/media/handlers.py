@@ -64,9 +64,7 @@ def media_changes(state: UserState, request: SyncRequest) -> Reply:
 def upload_changes(state: UserState, request: SyncRequest) -> Reply:
     request.body.seek(0)
     try:
-        processed, usn = sync.apply_upload(
-            state.media.index(), state.folder, request.body, state.account.quota_bytes
-        )
+        processed, usn = sync.apply_upload(state.media, request.body, state.account.quota_bytes)
     except sync.QuotaExceeded as refused:
         log.info("media upload refused for %s: over quota", state.name)
         return json_reply({"err": str(refused)})  # shown to the user as it is

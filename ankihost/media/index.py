@@ -94,6 +94,21 @@ class Totals:
     live_files: int
 
 
+@dataclass(frozen=True)
+class IndexChanges:
+    """What one write transaction does: from media USN `usn_before`, the final row of every
+    name it changed, and the `meta` totals after it (the media journal keeps this so that a
+    commit lost to a power cut can be replayed)."""
+
+    usn_before: int
+    rows: list[Entry]
+    totals: Totals
+
+    @property
+    def usn(self) -> int:
+        return self.totals.last_usn
+
+
 class Outcome(enum.Enum):
     """What recording one uploaded entry did; only the last three consume a USN."""
 
@@ -120,11 +135,12 @@ class MediaIndex:
         try:
             db.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
             version = _supported_version(db)
-            # WAL with SQLite's default synchronous=FULL: each upload's commit is one fdatasync
-            # of the WAL (a fraction of a millisecond here). Not NORMAL: the upload journal is
-            # cleared right after the commit, so a commit lost to a power cut would leave the
-            # new files in place with an index that never heard of them.
+            # WAL with synchronous=NORMAL: a commit does not wait for the disk. Every write
+            # that must survive a power cut is a media batch (`user_media.MediaBatch`): its
+            # journal, durable before the commit, holds the rows to replay, and the WAL is
+            # flushed after the reply, before that journal is cleared (`journal.py`).
             db.execute("pragma journal_mode = wal")
+            db.execute("pragma synchronous = normal")
             _migrate(db, version)
         except BaseException:
             db.close()
@@ -189,6 +205,11 @@ class MediaIndex:
         with self.atomic() as writer:
             writer.forget(name)
 
+    def replay(self, changes: IndexChanges) -> None:
+        """Write a journaled transaction again, when its commit was lost (see `journal.py`)."""
+        with self.atomic() as writer:
+            writer.replay(changes)
+
 
 class Writer:
     """Records uploaded changes inside `MediaIndex.atomic()`, one USN per effective change."""
@@ -196,7 +217,9 @@ class Writer:
     def __init__(self, db: sqlite3.Connection, totals: Totals) -> None:
         self.db = db
         self.totals = totals
+        self.usn_before = totals.last_usn
         self._known: dict[str, Entry | None] = {}  # name → live row, for names looked up
+        self._written: dict[str, Entry] = {}  # name → the row this transaction stored last
 
     def prefetch(self, names: Collection[str]) -> None:
         """Look up the live rows of `names` at once (an upload has at most 25), so recording
@@ -208,6 +231,24 @@ class Writer:
     @property
     def last_usn(self) -> int:
         return self.totals.last_usn
+
+    def live(self, name: str) -> Entry | None:
+        """The name's live row as this transaction sees it now."""
+        return self._live(name)
+
+    def changes(self) -> IndexChanges:
+        """What this transaction has written so far."""
+        totals = Totals(self.totals.last_usn, self.totals.total_bytes, self.totals.live_files)
+        return IndexChanges(self.usn_before, list(self._written.values()), totals)
+
+    def replay(self, changes: IndexChanges) -> None:
+        self.db.executemany(
+            "insert or replace into media (fname, csum, size, usn, mtime) values (?, ?, ?, ?, ?)",
+            [(e.name, e.sha1, e.size, e.usn, e.mtime) for e in changes.rows],
+        )
+        self.totals = Totals(
+            changes.totals.last_usn, changes.totals.total_bytes, changes.totals.live_files
+        )
 
     def record_addition(self, name: str, sha1: bytes, size: int) -> Outcome:
         if size <= 0:
@@ -263,7 +304,9 @@ class Writer:
             "insert or replace into media (fname, csum, size, usn, mtime) values (?, ?, ?, ?, ?)",
             row,
         )
-        self._known[name] = Entry(*row) if size > 0 else None
+        entry = Entry(*row)
+        self._known[name] = entry if size > 0 else None
+        self._written[name] = entry
 
 
 def _live_rows(db: sqlite3.Connection, names: Collection[str]) -> dict[str, Entry]:

@@ -1,12 +1,18 @@
-"""Changes to a user's media folder that survive a crash: the upload journal and its recovery.
+"""Changes to a user's media that survive a crash or a power cut: the batch journal.
 
-`FileJournal` makes a batch of changes undoable, in process and, through a journal file made
-durable before the folder is touched, after a crash (`recover`). A file that replaces an
-existing one is written to a temp file and renamed over it (the old one kept as a backup until
-the commit); a file under a name that does not exist yet is written straight to that name,
-since the journal lets recovery remove it if the batch never committed. Either way every file
-is complete and durable before the commit, so the index never claims a half-written file.
-No SQL here.
+A batch (one upload, or one restore from the trash) writes the index in one transaction and
+changes the media folder. Before the commit, `FileJournal.prepare` writes every new file to a
+temp name in the media folder and writes the journal — the index rows the transaction writes
+and each file change — then flushes files, journal and folder in one round, all at once. Up to
+the commit nothing under a media name has changed. After it, the changes are placed (a
+replaced or deleted file moves to the trash, or away; each new file is renamed onto its name)
+and the rest of the durability work (the index's WAL, the folders renamed in) runs in the
+background while the reply goes out (`Flush`); the next batch waits for it before it rewrites
+the journal. So the wait for the disk is one round per batch, whatever its size.
+
+After a crash, `recover` rolls the journaled batch forward when the index has it, or when its
+commit was lost but the journal and every new file are whole (it replays the rows); otherwise
+it removes the batch's temp files, all an unfinished batch had written. No SQL here.
 """
 
 from __future__ import annotations
@@ -14,138 +20,188 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import orjson
 
 from ankihost.errors import BadRequest
-from ankihost.media import staging
+from ankihost.media import journal_v1, staging
+from ankihost.media.index import Entry, IndexChanges, Totals
 from ankihost.media.names import require_path_name
 from ankihost.media.staging import O_NOFOLLOW, StagedFile, sha1_of_file
-from ankihost.storage.paths import fsync_dir, is_media_temp_name, new_media_temp_name
+from ankihost.media.trash import Trash
+from ankihost.storage.paths import (
+    fsync_dir,
+    is_media_temp_name,
+    new_media_temp_name,
+    parse_trash_entry_name,
+)
+
+if TYPE_CHECKING:
+    from ankihost.media.index import MediaIndex
+    from ankihost.storage.paths import UserFolder
 
 log = logging.getLogger(__name__)
+
+JOURNAL_VERSION = 2
+_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | O_NOFOLLOW
 
 
 @dataclass(frozen=True)
 class Change:
-    """Make `name` hold `staged` (an addition) or disappear (`staged` None: a deletion)."""
+    """Make `name` hold `staged` (None: make it disappear). `usn` is the name's index row after
+    the batch; `old`, the live row before it, whose file the trash keeps (None: nothing to
+    keep, say for a file the index never had)."""
 
     name: str
     staged: StagedFile | None
+    usn: int
+    old: Entry | None = None
 
 
 @dataclass(frozen=True)
-class JournalEntry:
-    """One change as the journal records it. `backup` is the temp name (in the media folder) the
-    old file is moved to, or None when `name` did not exist before the batch: then undoing it
-    removes whatever the batch put there, complete or not. `sha1` is the new content's, None for
-    a deletion."""
+class FileChange:
+    """A change as journaled: put the file at temp name `source` (None: nothing) at `name`;
+    the file there before goes to trash entry `trash_id` (None: away). Recovery redoes it only
+    while the name's index row still has `usn`, the one the batch gave it."""
 
     name: str
-    backup: str | None
+    source: str | None
     sha1: bytes | None
+    usn: int
+    trash_id: str | None
 
-    def to_json(self) -> list[str | None]:
-        return [self.name, self.backup, self.sha1.hex() if self.sha1 is not None else None]
+    def to_json(self) -> list[object]:
+        digest = self.sha1.hex() if self.sha1 is not None else None
+        return [self.name, self.source, digest, self.usn, self.trash_id]
 
     @classmethod
-    def from_json(cls, item: object) -> JournalEntry:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
+    def from_json(cls, item: object) -> FileChange:
+        if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str)
                 and (item[1] is None or (isinstance(item[1], str) and is_media_temp_name(item[1])))
-                and (item[2] is None or isinstance(item[2], str))):
-            raise ValueError(f"bad journal entry {item!r:.200}")
+                and (item[1] is None) == (item[2] is None)
+                and (item[2] is None or isinstance(item[2], str)) and _is_int(item[3])
+                and (item[4] is None or (isinstance(item[4], str)
+                                         and parse_trash_entry_name(item[4]) is not None))):
+            raise ValueError(f"bad journal file change {item!r:.200}")
         require_path_name(item[0])
-        return cls(item[0], item[1], bytes.fromhex(item[2]) if item[2] is not None else None)
+        sha1 = bytes.fromhex(item[2]) if item[2] is not None else None
+        return cls(item[0], item[1], sha1, item[3], item[4])
 
 
 @dataclass(frozen=True)
 class Journal:
-    """What one upload changes in the media folder; `usn` is the media USN its commit makes."""
+    """One batch: what its index transaction writes, its file changes, and the trash entries it
+    puts back (a restore; removed after the commit)."""
 
-    usn: int
-    entries: list[JournalEntry]
+    index: IndexChanges
+    files: list[FileChange]
+    untrash: list[str] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"usn": self.usn, "entries": [e.to_json() for e in self.entries]})
+        t = self.index.totals
+        return orjson.dumps({
+            "v": JOURNAL_VERSION,
+            "before": self.index.usn_before,
+            "totals": [t.last_usn, t.total_bytes, t.live_files],
+            "rows": [[e.name, e.sha1.hex(), e.size, e.usn, e.mtime] for e in self.index.rows],
+            "files": [f.to_json() for f in self.files],
+            "untrash": self.untrash,
+        })
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Journal:
-        value = orjson.loads(raw)
-        if not (isinstance(value, dict) and isinstance(value.get("usn"), int)
-                and isinstance(value.get("entries"), list)):
-            raise ValueError("journal is not an object with 'usn' and 'entries'")
-        return cls(value["usn"], [JournalEntry.from_json(item) for item in value["entries"]])
+    def from_value(cls, value: dict[str, object]) -> Journal:
+        before, totals, rows = value.get("before"), value.get("totals"), value.get("rows")
+        files, untrash = value.get("files"), value.get("untrash")
+        if not (isinstance(before, int) and isinstance(totals, list) and len(totals) == 3
+                and all(map(_is_int, totals)) and isinstance(rows, list)
+                and isinstance(files, list) and isinstance(untrash, list)
+                and all(isinstance(i, str) and parse_trash_entry_name(i) for i in untrash)):
+            raise ValueError("journal lacks 'before', 'totals', 'rows', 'files' or 'untrash'")
+        index = IndexChanges(before, [_row(item) for item in rows], Totals(*totals))
+        return cls(index, [FileChange.from_json(item) for item in files], list(untrash))
 
 
-@dataclass
-class _Step:
-    """How one change is made: `source` is the temp file renamed onto the name (None: the bytes
-    are written straight to the name, or nothing is placed for a deletion)."""
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    change: Change
-    entry: JournalEntry
-    source: str | None = None
+
+def _row(item: object) -> Entry:
+    if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str)
+            and isinstance(item[1], str) and len(item[1]) == 40 and all(map(_is_int, item[2:]))):
+        raise ValueError(f"bad journal row {item!r:.200}")
+    return Entry(item[0], bytes.fromhex(item[1]), item[2], item[3], item[4])
 
 
 class FileJournal:
-    """One batch of changes to the media folder, safe across crashes.
-
-    Use it around the database transaction: `with FileJournal(folder, path) as j,
-    index.atomic():` … `j.apply(changes, usn)`. `apply` writes and fsyncs the journal file at
-    `path`, writes the new files (straight to their names when those do not exist yet, else to
-    temp files) and fsyncs them, moves replaced or deleted files aside to temp names, renames the
-    temp files into place and fsyncs the folder once. After the commit the backups are removed
-    and the journal file emptied (it is kept for the next upload); on any error (including a
-    failed commit) every step is reversed, newest first. After a crash, `recover` (run before
-    anything else) does one or the other.
+    """The file side of one batch, used around the index transaction:
+    `with FileJournal(folder, trash) as j, index.atomic() as writer:` … `j.prepare(changes,
+    writer.changes())`. Leaving the block after the commit places the changes and starts
+    their `flush`; leaving it on an error (a failed commit included) removes what `prepare`
+    wrote. `owned` then names the staged files the batch took over (placed, or left for
+    recovery to place): the caller must not discard them.
     """
 
-    def __init__(self, folder: Path, journal_path: Path) -> None:
+    def __init__(self, folder: UserFolder, trash: Trash) -> None:
         self.folder = folder
-        self.journal_path = journal_path
-        self._undo: list[tuple[str, str | None]] = []  # (name, backup or None if placed there)
-        self._temps: list[str] = []  # temp files written here, removed unless renamed
-        self.placed: set[Path] = set()  # staged files renamed into place (even if undone since)
-        self._written = False
+        self.trash = trash
+        self.committed = False
+        self.owned: set[Path] = set()
+        self.flush: Flush | None = None
+        self._journal: Journal | None = None
+        self._temps: list[str] = []  # temp files written here: removed unless placed
+        self._sources: set[Path] = set()  # staged files the journal names as sources
         self._dir_fd: int | None = None
 
-    def apply(self, changes: Sequence[Change], usn: int) -> None:
-        """Make `changes` (each name at most once) durably, ready for the commit of `usn`."""
-        if not changes:
-            return
-        if self._dir_fd is None:
-            self._dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        steps = [step for step in map(self._plan, changes) if step is not None]
-        if not steps:
-            return
-        self._write_journal(Journal(usn, [step.entry for step in steps]))
-        self._write_files(steps)
-        for step in steps:
-            self._apply_one(step)
-        os.fsync(self._dir_fd)
+    def stage_link(self, path: Path, sha1: bytes, size: int) -> StagedFile:
+        """A staged file with the content of `path` (a trash file): a hard link to it in the
+        media folder, or a copy where links are not possible. Removed if the batch fails."""
+        target = self.folder.media / new_media_temp_name()
+        try:
+            os.link(path, target, follow_symlinks=False)
+        except OSError:
+            with staging.open_for_reading(path) as source:
+                target = staging.stage_stream(self.folder.media, source, size).path or target
+        self._temps.append(target.name)
+        return StagedFile(target, sha1, size)
 
-    def _plan(self, change: Change) -> _Step | None:
-        """What `change` needs, from what is on disk now; None when there is nothing to do."""
+    def prepare(
+        self, changes: Sequence[Change], index: IndexChanges, untrash: Sequence[str] = ()
+    ) -> None:
+        """Before the commit: write the new files and the journal, and make them durable."""
+        if not index.rows and not changes and not untrash:
+            return
+        self._dir_fd = os.open(self.folder.media, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        now = int(time.time())
+        planned = [self._plan(change, now) for change in changes]
+        files = [file for file in planned if file is not None]
+        self._journal = Journal(index, files, list(untrash))
+        self._write_durably(changes, self._journal)
+
+    def _plan(self, change: Change, now: int) -> FileChange | None:
+        """The journaled form of `change`, from what is on disk; None when there is nothing to
+        do on disk (a deletion of a file that is not there)."""
         require_path_name(change.name)
         exists = self._exists(change.name)
+        trash_id = None
+        if exists and change.old is not None and self.trash.enabled:
+            trash_id = self.trash.entry_id(now, change.usn, change.old.sha1)
         staged = change.staged
         if staged is None:
-            if not exists:
-                return None
-            return _Step(change, JournalEntry(change.name, new_media_temp_name(), None))
-        backup = new_media_temp_name() if exists else None
-        step = _Step(change, JournalEntry(change.name, backup, staged.sha1))
-        if staged.path is not None:
-            if staged.path.parent != self.folder:
-                raise ValueError(f"{staged.path} is not in {self.folder}")
-            step.source = staged.path.name
-        elif exists:
-            step.source = new_media_temp_name()  # written in `_write_files`
-        return step
+            return FileChange(change.name, None, None, change.usn, trash_id) if exists else None
+        if staged.path is None:
+            source = new_media_temp_name()  # written in `_write_durably`
+        elif staged.path.parent != self.folder.media:
+            raise ValueError(f"{staged.path} is not in {self.folder.media}")
+        else:
+            source = staged.path.name
+            self._sources.add(staged.path)
+        return FileChange(change.name, source, staged.sha1, change.usn, trash_id)
 
     def _exists(self, name: str) -> bool:
         try:
@@ -153,66 +209,55 @@ class FileJournal:
         except FileNotFoundError:
             return False
         if stat.S_ISDIR(mode):
-            raise IsADirectoryError(f"{self.folder / name} is a directory, not a media file")
+            raise IsADirectoryError(f"{self.folder.media / name} is a directory, not a media file")
         return True
 
-    def _write_journal(self, journal: Journal) -> None:
-        """The journal, durable before anything in the folder changes."""
-        self._written = True
-        write_durably(self.journal_path, journal.to_bytes())
-
-    def _write_files(self, steps: Sequence[_Step]) -> None:
-        """Write every in-memory file (to its name, or to its temp file when the name exists)
-        and make it and every staged temp file durable. Each file's fdatasync starts, in the
-        fsync threads, as soon as the file is written, so the waits for the disk overlap with
-        creating the next files (file creation is mostly kernel time)."""
+    def _write_durably(self, changes: Sequence[Change], journal: Journal) -> None:
+        """Write each in-memory file to its temp name and the journal, then wait for one round
+        of fsyncs: every new file, the journal, the media folder (the new names in it). Each
+        fsync starts as soon as its file is written, so the waits overlap the writing."""
         fds: list[int] = []
         fsyncs = staging.Fsyncs()
         try:
-            for step in steps:
-                data = step.change.staged.data if step.change.staged is not None else None
-                if data is None:
-                    continue
-                if step.source is None:
-                    fds.append(self._create(step.change.name, placed=True))
-                else:
-                    fds.append(self._create(step.source, placed=False))
-                staging.write_all(fds[-1], data)
-                fsyncs.start(fds[-1])
-            for step in steps:
-                staged = step.change.staged
-                if staged is not None and staged.path is not None:
-                    fds.append(os.open(staged.path, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW))
+            staged = {change.name: change.staged for change in changes}
+            for file in journal.files:
+                if file.source is not None:
+                    fds.append(self._open_source(file.source, staged[file.name]))
                     fsyncs.start(fds[-1])
+            fds.append(self._open_journal())
+            staging.write_all(fds[-1], journal.to_bytes())
+            fsyncs.start(fds[-1])
+            fsyncs.start(self._fd(), full=True)
             fsyncs.wait()
         finally:
             fsyncs.wait(quiet=True)  # no descriptor is closed while an fsync still uses it
             for fd in fds:
                 os.close(fd)
 
-    def _create(self, name: str, *, placed: bool) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | O_NOFOLLOW
-        fd = os.open(name, flags, 0o666, dir_fd=self._dir_fd)
-        if placed:
-            self._undo.append((name, None))
-        else:
-            self._temps.append(name)
+    def _open_source(self, source: str, staged: StagedFile | None) -> int:
+        """An open descriptor of a new file at its temp name, written first if it is held in
+        memory."""
+        if staged is not None and staged.data is not None:
+            fd = os.open(source, _O_NEW, 0o666, dir_fd=self._fd())
+            self._temps.append(source)
+            staging.write_all(fd, staged.data)
+            return fd
+        return os.open(source, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW, dir_fd=self._fd())
+
+    def _open_journal(self) -> int:
+        """The journal file, emptied (or created: then its folder is fsynced first)."""
+        path = self.folder.media_journal
+        flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
+        try:
+            return os.open(path, flags)
+        except FileNotFoundError:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
+        fsync_dir(path.parent)
         return fd
 
-    def _apply_one(self, step: _Step) -> None:
-        name, backup = step.change.name, step.entry.backup
-        if backup is not None:
-            self._rename(name, backup)
-            self._undo.append((name, backup))
-        if step.source is not None:
-            self._rename(step.source, name)
-            self._undo.append((name, None))
-            staged = step.change.staged
-            if staged is not None and staged.path is not None:
-                self.placed.add(staged.path)
-
-    def _rename(self, source: str, target: str) -> None:
-        os.rename(source, target, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+    def _fd(self) -> int:
+        assert self._dir_fd is not None
+        return self._dir_fd
 
     def __enter__(self) -> FileJournal:
         return self
@@ -221,158 +266,203 @@ class FileJournal:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            undone = True
-            if kind is not None:
-                undone = self._roll_back()
-                if self._dir_fd is not None and self._undo:
-                    os.fsync(self._dir_fd)
+            if kind is None:
+                self._after_commit()
             else:
-                self._forget_backups()
-            if self._written and undone:  # else the next `recover` finishes the undo
-                _clear_journal(self.journal_path)
+                self._roll_back()
         finally:
             if self._dir_fd is not None:
                 os.close(self._dir_fd)
                 self._dir_fd = None
 
-    def _forget_backups(self) -> None:
-        """After the commit: a backup that cannot be removed is left for `remove_stray_temps`."""
-        for _, backup in self._undo:
-            if backup is not None:
-                self._unlink(backup, "remove backup")
+    def _after_commit(self) -> None:
+        journal = self._journal
+        self.committed = True
+        self.owned = set(self._sources)
+        if journal is None:
+            return
+        changed: list[Path] = []
+        for file in journal.files:
+            changed += place(self._fd(), file, self.trash)
+        for entry_id in journal.untrash:
+            self.trash.remove(entry_id)
+        self.flush = Flush(self.folder, changed)
 
-    def _roll_back(self) -> bool:
-        """Undo every step, newest first; whether all of them could be undone."""
-        undone = True
-        for name, backup in reversed(self._undo):
-            try:
-                if backup is None:
-                    os.unlink(name, dir_fd=self._dir_fd)
-                else:
-                    os.replace(backup, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                log.exception("media: could not undo a change to %s", self.folder / name)
-                undone = False
+    def _roll_back(self) -> None:
+        """Undo `prepare`: the journal emptied first (nothing under a media name changed), then
+        the temp files written here removed (a crash in between leaves them to the sweep)."""
+        if self._journal is not None:
+            _clear_journal(self.folder.media_journal)
         for temp in self._temps:
-            self._unlink(temp, "remove temp file")
-        return undone
+            (self.folder.media / temp).unlink(missing_ok=True)
 
-    def _unlink(self, name: str, what: str) -> None:
+
+def place(dir_fd: int, file: FileChange, trash: Trash) -> list[Path]:
+    """Make one committed change in the media folder of `dir_fd`; the folders other than the
+    media folder whose entries changed. Idempotent: a source that is gone was placed."""
+    if file.source is not None and not _exists_at(dir_fd, file.source):
+        return []
+    changed: list[Path] = []
+    if file.trash_id is not None:
+        changed = trash.move_in(dir_fd, file.name, file.trash_id)
+    elif file.source is None:
         try:
-            os.unlink(name, dir_fd=self._dir_fd)
+            os.unlink(file.name, dir_fd=dir_fd)
         except FileNotFoundError:
             pass
-        except OSError:
-            log.exception("media: could not %s %s", what, self.folder / name)
+    if file.source is not None:
+        os.rename(file.source, file.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    return changed
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Make `data` the durable content of `path`. An existing file is rewritten in place (no new
-    inode, so no folder fsync); only a new one is created and its folder fsynced."""
-    flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
-    created = False
+def _exists_at(dir_fd: int, name: str) -> bool:
     try:
-        fd = os.open(path, flags)
+        os.lstat(name, dir_fd=dir_fd)
     except FileNotFoundError:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-        created = True
+        return False
+    return True
+
+
+class Flush:
+    """The durability work after a commit, in the background: the trash folders that received
+    files, the index's WAL (its commits do not wait for the disk), then the media folder; then
+    the journal is emptied. `wait` raises the first error."""
+
+    def __init__(self, folder: UserFolder, changed: Iterable[Path]) -> None:
+        self.folder = folder
+        self.changed = list(dict.fromkeys(changed))
+        self._future = staging.in_background(self._run)
+
+    def _run(self) -> None:
+        flush_now(self.folder, self.changed)
+        _clear_journal(self.folder.media_journal)
+
+    def wait(self) -> None:
+        self._future.result()
+
+
+def flush_now(folder: UserFolder, changed: Iterable[Path]) -> None:
+    """Make a placed batch durable: `changed` (trash folders, parents first), the WAL, the
+    media folder. A trash folder removed meanwhile (purged) needs nothing."""
+    for path in changed:
+        try:
+            fsync_dir(path)
+        except FileNotFoundError:
+            pass
     try:
-        staging.write_all(fd, data)
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-    if created:
-        fsync_dir(path.parent)
+        fd = os.open(f"{folder.media_db}-wal", os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # checkpointed and removed: the commit is in media.db
+        pass
+    else:
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+    fsync_dir(folder.media)
 
 
 def _clear_journal(path: Path) -> None:
-    """Empty the journal file (it is kept, so the next upload need not create it). Not synced:
-    if a crash brings its content back, `recover` sees the batch committed (or rolled back and
-    overtaken) and has nothing left to undo."""
+    """Empty the journal file (kept, so the next batch need not create it). Not synced: if a
+    crash brings its content back, `recover` finds the batch complete and does nothing."""
     try:
         os.truncate(path, 0)
+    except FileNotFoundError:
+        pass
     except OSError:
         log.exception("media: could not clear %s", path)
 
 
 # -- after a crash ----------------------------------------------------------------------------
-def recover(
-    folder: Path, journal_path: Path, last_usn: int, live_sha1: Callable[[str], bytes | None]
-) -> bool:
-    """Finish or undo the batch a crash interrupted, from the journal at `journal_path`.
-
-    `last_usn` and `live_sha1(name)` describe the committed index. The batch committed when
-    `last_usn` reached the journal's USN: then only its backups are removed. Otherwise, newest
-    first, each backup is renamed back and whatever the batch wrote under a name that did not
-    exist before is removed (complete or not). Both are idempotent, so a crash during recovery
-    is recovered from too. Call before `remove_stray_temps` (backups are temp files). Returns
-    whether there was a journal (an absent or empty file is none); it is left empty.
-    """
+def recover(folder: UserFolder, trash: Trash, index: MediaIndex) -> bool:
+    """Finish or drop the batch a crash interrupted, from the journal (call when opening the
+    index, before `remove_stray_temps`). Idempotent, so a crash during recovery is recovered
+    from too. Returns whether there was a journal; it is left empty, durably."""
     try:
-        raw = journal_path.read_bytes()
+        raw = folder.media_journal.read_bytes()
     except FileNotFoundError:
         return False
-    if not raw:  # cleared after the last batch
+    if not raw:
         return False
     try:
-        journal = Journal.from_bytes(raw)
-    except (ValueError, BadRequest) as exc:  # torn while written: the folder is untouched
-        log.warning("media: ignoring unreadable journal %s: %s", journal_path, exc)
-    else:
-        if last_usn >= journal.usn:
-            _finish(folder, journal)
+        value = orjson.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError("the journal is not an object")
+        if value.get("v") != JOURNAL_VERSION:
+            journal_v1.recover(folder.media, value, index.last_usn(), _live_sha1(index))
         else:
-            _undo(folder, journal, live_sha1)
-        fsync_dir(folder)
-    with journal_path.open("r+b") as f:
+            _recover(folder, trash, index, Journal.from_value(value))
+    except (ValueError, BadRequest) as exc:  # torn while written: never committed
+        log.warning("media: ignoring unreadable journal %s: %s", folder.media_journal, exc)
+    with folder.media_journal.open("r+b") as f:
         f.truncate(0)
         os.fdatasync(f.fileno())
     return True
 
 
-def _finish(folder: Path, journal: Journal) -> None:
-    log.warning("media: completing an interrupted upload (usn %d)", journal.usn)
-    for entry in journal.entries:
-        if entry.backup is not None:
-            (folder / entry.backup).unlink(missing_ok=True)
+def _recover(folder: UserFolder, trash: Trash, index: MediaIndex, journal: Journal) -> None:
+    last_usn = index.last_usn()
+    if last_usn < journal.index.usn and last_usn == journal.index.usn_before and _whole(
+        folder.media, journal.files
+    ):
+        log.warning("media: replaying a batch whose commit was lost (usn %d)", journal.index.usn)
+        index.replay(journal.index)
+        last_usn = journal.index.usn
+    if last_usn < journal.index.usn:
+        log.warning("media: dropping a batch that never committed (usn %d)", journal.index.usn)
+        for file in journal.files:
+            if file.source is not None:
+                (folder.media / file.source).unlink(missing_ok=True)
+        return
+    changed = _roll_forward(folder, trash, index, journal)
+    flush_now(folder, changed)
 
 
-def _undo(folder: Path, journal: Journal, live_sha1: Callable[[str], bytes | None]) -> None:
-    log.warning("media: undoing an interrupted upload (usn %d)", journal.usn)
-    for entry in reversed(journal.entries):
-        target = folder / entry.name
-        if entry.backup is None:  # the name did not exist: whatever is there now is ours
-            if _is_file(target):
-                target.unlink()
-            continue
-        backup = folder / entry.backup
-        if _is_file(backup):
-            os.replace(backup, target)
-        elif entry.sha1 is not None and live_sha1(entry.name) != entry.sha1 and _holds(
-            target, entry.sha1
-        ):  # (journals of older versions also gave a backup name to names that did not exist)
-            target.unlink()
-
-
-def _is_file(path: Path) -> bool:
+def _roll_forward(
+    folder: UserFolder, trash: Trash, index: MediaIndex, journal: Journal
+) -> list[Path]:
+    log.warning("media: completing an interrupted batch (usn %d)", journal.index.usn)
+    changed: list[Path] = []
+    dir_fd = os.open(folder.media, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
+        for file in journal.files:
+            row = index.get(file.name)
+            if row is not None and row.usn == file.usn:  # else a later change owns the name
+                changed += place(dir_fd, file, trash)
+    finally:
+        os.close(dir_fd)
+    for entry_id in journal.untrash:
+        trash.remove(entry_id)
+    return changed
+
+
+def _whole(media: Path, files: Sequence[FileChange]) -> bool:
+    """Whether every new file of the batch is on disk complete, at its temp name or placed
+    (a batch is placed only after all of them were durable)."""
+    return all(
+        file.sha1 is None or _holds(media / file.source, file.sha1)
+        or _holds(media / file.name, file.sha1)
+        for file in files if file.source is not None
+    )
 
 
 def _holds(path: Path, sha1: bytes) -> bool:
-    """Whether `path` is a file with this content (a placed file, not an older one)."""
+    """Whether `path` is a regular file with this content."""
     try:
-        return _is_file(path) and sha1_of_file(path) == sha1
+        return stat.S_ISREG(os.lstat(path).st_mode) and sha1_of_file(path) == sha1
     except FileNotFoundError:
         return False
 
 
+def _live_sha1(index: MediaIndex) -> journal_v1.LiveSha1:
+    def live_sha1(name: str) -> bytes | None:
+        entry = index.get_live(name)
+        return entry.sha1 if entry is not None else None
+
+    return live_sha1
+
+
 def remove_stray_temps(folder: Path, in_use: Callable[[str], bool]) -> int:
-    """Delete temp/backup files a crash left behind (never a name `in_use` claims); the count."""
+    """Delete temp files a crash left behind (never a name `in_use` claims); the count."""
     removed = 0
     for entry in os.scandir(folder):
         if is_media_temp_name(entry.name) and entry.is_file(follow_symlinks=False):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,8 +116,9 @@ class Fsyncs:
     def __init__(self) -> None:
         self._pending: list[Future[None]] = []
 
-    def start(self, fd: int) -> None:
-        self._pending.append(_fsync_pool().submit(os.fdatasync, fd))
+    def start(self, fd: int, *, full: bool = False) -> None:
+        """Start an fdatasync of `fd` (an fsync when `full`: for a folder)."""
+        self._pending.append(_fsync_pool().submit(os.fsync if full else os.fdatasync, fd))
 
     def wait(self, *, quiet: bool = False) -> None:
         """Wait for every fsync; the first error is raised unless `quiet`."""
@@ -124,6 +126,11 @@ class Fsyncs:
         errors = [exc for exc in (future.exception() for future in pending) if exc is not None]
         if errors and not quiet:
             raise errors[0]
+
+
+def in_background(work: Callable[[], None]) -> Future[None]:
+    """Run `work` in the fsync threads (it must not wait for other work there)."""
+    return _fsync_pool().submit(work)
 
 
 def _fsync_pool() -> ThreadPoolExecutor:

@@ -12,7 +12,10 @@ Inside SYNC_BASE/<user>, the official server's layout plus a few files of ankiho
     collection.anki2.previous     *     the collection replaced by the last full upload
     media/                              media files, flat
     media.db                            the server's media index (WAL while open: -wal, -shm)
-    media.ankihost-journal        *     the media upload journal (empty between uploads)
+    media.ankihost-journal        *     the media batch journal (empty once a batch is durable)
+    media.ankihost-trash/         *     media files a sync deleted or replaced (media/trash.py):
+      <secs>-<usn>-<sha1>/<name>          one kept version: when, the change that removed it,
+                                          its SHA-1; the file inside keeps its media name
 
 Transient files (*), each removed by `UserFolder.remove_leftovers` or the media recovery when a
 crash left it behind:
@@ -22,7 +25,9 @@ crash left it behind:
     .new-<random>.anki2                 a new empty collection being created
     collection.anki2.previous.tmp       the previous collection being linked into place
     .ankihost-download-<hex>.zip        a media download zip too large for memory
-    media/.ankihost-tmp-<32 hex>        a media file being placed, or a replaced one until commit
+    media/.ankihost-tmp-<32 hex>        a media file being placed (a source of the journal)
+    media.ankihost-trash/.purge-<…>     a trash entry being removed (gone from the listing)
+    media.ankihost-trash/<entry>/       an entry whose file is not in it yet (an empty folder)
 
 No other module spells a name inside a user's folder. Also here: user-name safety and the
 durable-rename helpers every writer uses.
@@ -31,6 +36,7 @@ durable-rename helpers every writer uses.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import tempfile
 import unicodedata
@@ -42,6 +48,7 @@ PREVIOUS_NAME = "collection.anki2.previous"
 MEDIA_FOLDER_NAME = "media"
 MEDIA_DB_NAME = "media.db"
 MEDIA_JOURNAL_NAME = "media.ankihost-journal"
+MEDIA_TRASH_NAME = "media.ankihost-trash"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 UPLOAD_PREFIX = ".upload-"
 DOWNLOAD_PREFIX = ".download-"
@@ -52,6 +59,9 @@ MEDIA_ZIP_SUFFIX = ".zip"
 # Inside the media folder: always followed by exactly 32 lowercase hex digits.
 MEDIA_TEMP_PREFIX = ".ankihost-tmp-"
 _MEDIA_TEMP_TOKEN_HEX = 32
+# Inside the trash: an entry folder, and the prefix an entry takes while it is removed.
+_TRASH_ENTRY = re.compile(r"([0-9]{1,12})-([0-9]{1,10})-([0-9a-f]{40})")
+TRASH_PURGE_PREFIX = ".purge-"
 _LEFTOVER_PREFIXES = (UPLOAD_PREFIX, DOWNLOAD_PREFIX, NEW_COLLECTION_PREFIX)
 _FORBIDDEN_CHARS = set('/\\\x00')
 MAX_USER_NAME_BYTES = 200
@@ -125,6 +135,25 @@ def is_media_temp_name(name: str) -> bool:
     )
 
 
+def trash_entry_name(trashed_at: int, usn: int, sha1: bytes) -> str:
+    """The trash folder of one kept version: when (Unix seconds), the media USN of the change
+    that removed it, its SHA-1."""
+    return f"{trashed_at}-{usn}-{sha1.hex()}"
+
+
+def parse_trash_entry_name(name: str) -> tuple[int, int, bytes] | None:
+    """(trashed at, USN, SHA-1) of a trash entry's folder name; None for any other name."""
+    match = _TRASH_ENTRY.fullmatch(name)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2]), bytes.fromhex(match[3])
+
+
+def is_trash_purge_name(name: str) -> bool:
+    return name.startswith(TRASH_PURGE_PREFIX) and parse_trash_entry_name(
+        name[len(TRASH_PURGE_PREFIX) :]) is not None
+
+
 @dataclass(frozen=True)
 class UserFolder:
     root: Path
@@ -153,6 +182,11 @@ class UserFolder:
     @property
     def media_journal(self) -> Path:
         return self.root / MEDIA_JOURNAL_NAME
+
+    @property
+    def media_trash(self) -> Path:
+        """Deleted and replaced media files; the entries inside are named by `media/trash.py`."""
+        return self.root / MEDIA_TRASH_NAME
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

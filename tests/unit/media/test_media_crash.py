@@ -1,6 +1,7 @@
-"""Crash safety of an upload: a real subprocess applies an upload and dies (`os._exit`) at each
-dangerous point; reopening the index must leave folder and index agreeing, byte for byte, with
-either the old or the new state — never a mix.
+"""Crash safety of a media batch: a real subprocess applies an upload and dies (`os._exit`) at
+each dangerous point; reopening the index must leave folder, index and trash agreeing, byte for
+byte, with either the old or the new state — never a mix. A power cut, which can also lose
+what was written but not flushed, is simulated by taking that away from the crashed state.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,7 +21,7 @@ import pytest
 
 from ankihost.media import names, sync
 from ankihost.registry import UserState
-from ankihost.storage.paths import MEDIA_JOURNAL_NAME
+from ankihost.storage.paths import MEDIA_JOURNAL_NAME, is_media_temp_name
 from tests.support.states import make_state
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -35,13 +37,17 @@ NEW_UPLOAD: list[tuple[str, bytes | None]] = [
 ]
 OLD_STATE = {"x.txt": b"x version 1", "y.txt": b"y lives", "z.txt": b"z untouched"}
 NEW_STATE = {"x.txt": b"x version 2, longer", "z.txt": b"z untouched", "w.txt": b"w is new"}
+# What the new state keeps in the trash: the replaced x.txt and the deleted y.txt.
+NEW_TRASH = {("x.txt", b"x version 1"), ("y.txt", b"y lives")}
 
 # The child applies NEW_UPLOAD with one function patched to `os._exit` at its crash point.
+# Files are written in the upload's order: x.txt's temp (call 1), w.txt's temp (2), then the
+# journal (3).
 CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from ankihost.media import journal, staging, sync
+    from ankihost.media import journal, staging, sync, trash
     from tests.support.states import make_state
 
     root, point, body = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
@@ -49,59 +55,74 @@ CHILD = textwrap.dedent(
     def crash(*args, **kwargs):
         os._exit({code})
 
-    def after(cls, name):
-        original = getattr(cls, name)
+    def after(owner, name):
+        original = getattr(owner, name)
         def patched(*args, **kwargs):
             original(*args, **kwargs)
             crash()
-        setattr(cls, name, patched)
+        setattr(owner, name, patched)
 
-    def on_call(cls, name, number):
-        original, calls = getattr(cls, name), []
+    def on_call(owner, name, number, *, after_it=False):
+        original, calls = getattr(owner, name), []
         def patched(*args, **kwargs):
             calls.append(1)
+            if len(calls) == number and not after_it:
+                crash()
+            result = original(*args, **kwargs)
             if len(calls) == number:
                 crash()
-            return original(*args, **kwargs)
-        setattr(cls, name, patched)
+            return result
+        setattr(owner, name, patched)
 
-    if point == "journal written":
-        after(journal.FileJournal, "_write_journal")
-    elif point == "direct file half written":
+    def half_write(number):
         write_all, calls = staging.write_all, []
-        def half(fd, data):  # 1: the journal, 2: x.txt's temp file, 3: w.txt under its name
+        def half(fd, data):
             calls.append(1)
-            if len(calls) == 3:
+            if len(calls) == number:
                 write_all(fd, bytes(data[: len(data) // 2]))
                 crash()
             write_all(fd, data)
         staging.write_all = half
-    elif point == "files written, not placed":
-        after(journal.FileJournal, "_write_files")
-    elif point == "between renames":
-        on_call(journal.FileJournal, "_apply_one", 2)
-    elif point == "renamed, not committed":
-        after(journal.FileJournal, "apply")
-    elif point == "committed, not cleaned up":
-        journal.FileJournal._forget_backups = crash
-    elif point == "backups removed, journal left":
-        journal._clear_journal = crash
-    elif point == "undo interrupted":
-        on_call(journal.os, "replace", 2)
+
+    if point == "temp half written":
+        half_write(2)
+    elif point == "files written, journal not":
+        on_call(journal.FileJournal, "_open_journal", 1)
+    elif point == "journal half written":
+        half_write(3)
+    elif point == "journal written, not flushed":
+        on_call(staging, "write_all", 3, after_it=True)
+    elif point == "flushed, not committed":
+        after(journal.FileJournal, "_write_durably")
+    elif point == "committed, not placed":
+        on_call(journal.FileJournal, "_after_commit", 1)
+    elif point == "between placements":
+        on_call(journal, "place", 2)
+    elif point == "trash folder made, file not moved":
+        on_call(trash.os, "rename", 1)
+    elif point == "placed, not flushed":
+        on_call(journal, "Flush", 1)
+    elif point == "flushed, journal not cleared":
+        on_call(journal, "_clear_journal", 1)
+    elif point == "recovery interrupted":
+        on_call(journal, "place", 2)
     state = make_state(root, host_key="{host_key}")
-    index = state.media.index()  # recovery runs here ("undo interrupted")
-    if point != "undo interrupted":
+    state.media.index()  # recovery runs here ("recovery interrupted")
+    if point != "recovery interrupted":
         with body.open("rb") as f:
-            sync.apply_upload(index, state.folder, f)
+            sync.apply_upload(state.media, f)
+        state.media.close()
     sys.exit(0)
     """
 ).format(code=CRASH_CODE, host_key=HOST_KEY)
 
-BEFORE_COMMIT = [
-    "journal written", "direct file half written", "files written, not placed", "between renames",
-    "renamed, not committed",
+BEFORE_JOURNAL = ["temp half written", "files written, journal not", "journal half written"]
+# From here on the batch is whole on disk (a kill keeps what was written): recovery finishes it.
+AFTER_JOURNAL = [
+    "journal written, not flushed", "flushed, not committed", "committed, not placed",
+    "between placements", "trash folder made, file not moved", "placed, not flushed",
+    "flushed, journal not cleared",
 ]
-AFTER_COMMIT = ["committed, not cleaned up", "backups removed, journal left"]
 
 
 @pytest.fixture
@@ -126,7 +147,7 @@ def upload_zip(entries: list[tuple[str, bytes | None]]) -> bytes:
 
 
 def apply(state: UserState, entries: list[tuple[str, bytes | None]]) -> tuple[int, int]:
-    return sync.apply_upload(state.media.index(), state.folder, io.BytesIO(upload_zip(entries)))
+    return sync.apply_upload(state.media, io.BytesIO(upload_zip(entries)))
 
 
 def run_child(state: UserState, point: str, tmp_path: Path) -> int:
@@ -140,6 +161,11 @@ def run_child(state: UserState, point: str, tmp_path: Path) -> int:
     )
     assert done.returncode in (0, CRASH_CODE), done.stderr.decode()
     return done.returncode
+
+
+def trashed(state: UserState) -> set[tuple[str, bytes]]:
+    trash = state.media.trash
+    return {(e.name, trash.path_of(e).read_bytes()) for e in trash.entries()}
 
 
 def reopened(state: UserState) -> tuple[dict[str, bytes], dict[str, tuple[bytes, int]], int]:
@@ -156,66 +182,122 @@ def journal_cleared(state: UserState) -> bool:
     return not path.exists() or path.read_bytes() == b""
 
 
-def assert_consistent(state: UserState, expected: dict[str, bytes]) -> int:
+def assert_consistent(
+    state: UserState, expected: dict[str, bytes], in_trash: set[tuple[str, bytes]]
+) -> int:
     on_disk, live, usn = reopened(state)
-    assert on_disk == expected  # byte for byte, and no temp or backup file is left
+    assert on_disk == expected  # byte for byte, and no temp file is left
     assert live == {name: (hashlib.sha1(b).digest(), len(b)) for name, b in expected.items()}
     assert state.media.index().live_file_count() == len(expected)
     assert journal_cleared(state)
+    assert trashed(state) == in_trash
+    leftovers = [p.name for p in state.folder.media_trash.glob("*") if not any(p.iterdir())]
+    assert leftovers == []  # no empty or half-removed entry
     return usn
 
 
-@pytest.mark.parametrize("point", BEFORE_COMMIT + AFTER_COMMIT)
+def old_then_crash(state: UserState, point: str, tmp_path: Path) -> None:
+    apply(state, OLD_UPLOAD)
+    assert run_child(state, point, tmp_path) == CRASH_CODE
+
+
+@pytest.mark.parametrize("point", BEFORE_JOURNAL + AFTER_JOURNAL)
 def test_a_crash_leaves_the_old_or_the_new_state(
     state: UserState, point: str, tmp_path: Path
 ) -> None:
-    apply(state, OLD_UPLOAD)
-    assert run_child(state, point, tmp_path) == CRASH_CODE
-    if point in BEFORE_COMMIT:
-        assert assert_consistent(state, OLD_STATE) == 3
+    old_then_crash(state, point, tmp_path)
+    if point in BEFORE_JOURNAL:
+        assert assert_consistent(state, OLD_STATE, set()) == 3
     else:
-        assert assert_consistent(state, NEW_STATE) == 6
-    # The store keeps working: the same upload again gives the new state.
+        assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
+    # The store keeps working: the same upload again gives the new state (nothing more to trash).
     apply(state, NEW_UPLOAD)
-    assert_consistent(state, NEW_STATE)
+    state.media.settle()
+    assert_consistent(state, NEW_STATE, NEW_TRASH)
 
 
-@pytest.mark.parametrize(
-    ("point", "w_on_disk"),
-    [("direct file half written", b"w is"), ("files written, not placed", b"w is new")],
-)
-def test_a_file_written_under_a_new_name_is_removed_if_the_upload_did_not_commit(
-    state: UserState, point: str, w_on_disk: bytes, tmp_path: Path
-) -> None:
-    apply(state, OLD_UPLOAD)
-    assert run_child(state, point, tmp_path) == CRASH_CODE
-    # w.txt did not exist, so it was written straight to its name: half or whole, unclaimed.
-    assert (state.folder.media / "w.txt").read_bytes() == w_on_disk
-    assert not journal_cleared(state)
-    assert assert_consistent(state, OLD_STATE) == 3
-
-
-def test_a_crash_while_undoing_is_undone_on_the_next_open(
+def test_nothing_under_a_media_name_changes_before_the_commit(
     state: UserState, tmp_path: Path
 ) -> None:
-    apply(state, OLD_UPLOAD)
-    assert run_child(state, "renamed, not committed", tmp_path) == CRASH_CODE
+    old_then_crash(state, "flushed, not committed", tmp_path)
+    folder = state.folder.media
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if not is_media_temp_name(p.name)} \
+        == OLD_STATE
+    assert sorted(p.read_bytes() for p in folder.iterdir() if is_media_temp_name(p.name)) == [
+        b"w is new", b"x version 2, longer"]
     assert not journal_cleared(state)
-    assert run_child(state, "undo interrupted", tmp_path) == CRASH_CODE
-    assert assert_consistent(state, OLD_STATE) == 3
+
+
+def test_a_crash_while_recovering_is_recovered_from_on_the_next_open(
+    state: UserState, tmp_path: Path
+) -> None:
+    old_then_crash(state, "committed, not placed", tmp_path)
+    assert run_child(state, "recovery interrupted", tmp_path) == CRASH_CODE
+    assert not journal_cleared(state)
+    assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
 
 
 def test_without_a_crash_the_child_applies_the_upload(state: UserState, tmp_path: Path) -> None:
     apply(state, OLD_UPLOAD)
     assert run_child(state, "none", tmp_path) == 0
-    assert assert_consistent(state, NEW_STATE) == 6
+    assert journal_cleared(state)
+    assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
 
 
-def test_journal_is_cleared_after_a_normal_upload_and_names_are_never_media(
+# -- a power cut: what was not flushed may be lost too ----------------------------------------
+def test_a_commit_lost_after_placing_is_replayed_from_the_journal(
+    state: UserState, tmp_path: Path
+) -> None:
+    apply(state, OLD_UPLOAD)
+    state.media.close()
+    before = tmp_path / "media.db.before"
+    shutil.copy(state.folder.media_db, before)
+    assert run_child(state, "placed, not flushed", tmp_path) == CRASH_CODE
+    # The index's commit had not reached the disk: media.db as it was, its WAL gone.
+    for sidecar in ("-wal", "-shm"):
+        Path(f"{state.folder.media_db}{sidecar}").unlink(missing_ok=True)
+    shutil.copy(before, state.folder.media_db)
+    assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
+
+
+def test_a_new_file_lost_before_the_commit_drops_the_batch(
+    state: UserState, tmp_path: Path
+) -> None:
+    old_then_crash(state, "journal written, not flushed", tmp_path)
+    journal = json.loads(state.folder.media_journal.read_bytes())
+    w_source = next(f[1] for f in journal["files"] if f[0] == "w.txt")
+    (state.folder.media / w_source).write_bytes(b"w is")  # its data never reached the disk
+    assert assert_consistent(state, OLD_STATE, set()) == 3
+
+
+def test_a_torn_journal_is_a_batch_that_never_committed(
+    state: UserState, tmp_path: Path
+) -> None:
+    old_then_crash(state, "flushed, not committed", tmp_path)
+    raw = state.folder.media_journal.read_bytes()
+    state.folder.media_journal.write_bytes(raw[: len(raw) // 2])
+    assert assert_consistent(state, OLD_STATE, set()) == 3
+
+
+def test_a_failed_commit_leaves_nothing_behind(state: UserState, tmp_path: Path) -> None:
+    apply(state, OLD_UPLOAD)
+    index = state.media.index()
+    # The commit's last write fails, after the files and the journal were made durable.
+    index.db.execute("create trigger refuse before update on meta begin "
+                     "select raise(abort, 'refused'); end")
+    with pytest.raises(Exception, match="refused"):
+        apply(state, NEW_UPLOAD)
+    index.db.execute("drop trigger refuse")
+    assert journal_cleared(state)
+    assert assert_consistent(state, OLD_STATE, set()) == 3
+
+
+def test_the_journal_is_cleared_once_the_batch_is_durable_and_lives_outside_media(
     state: UserState,
 ) -> None:
     apply(state, OLD_UPLOAD)
-    assert state.folder.media_journal.read_bytes() == b""  # kept for the next upload, empty
+    state.media.settle()
+    assert state.folder.media_journal.read_bytes() == b""  # kept for the next batch, empty
     assert state.folder.media_journal.parent == state.folder.root
     assert names.addition_problem(MEDIA_JOURNAL_NAME) is None  # a legal media name, so it must
     assert state.folder.media_journal.parent != state.folder.media  # live outside media/
