@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 MIB = 1024 * 1024
+# ANKIHOST_MEDIA_TRASH_DAYS: the most days a deleted media file may be kept (100 years).
+MAX_TRASH_DAYS = 36_500
 
 # Where the client's IP address for the log comes from (same names as the official server).
 IP_HEADERS: dict[str, str | None] = {
@@ -49,6 +51,13 @@ def _megs(value: str) -> int:
     if megs < 1:
         raise ValueError("must be a whole number of MiB, at least 1")
     return megs
+
+
+def _days(value: str) -> int:
+    days = int(value)
+    if not 0 <= days <= MAX_TRASH_DAYS:
+        raise ValueError(f"must be a whole number of days from 0 to {MAX_TRASH_DAYS}")
+    return days
 
 
 def _ip_header(value: str) -> str:
@@ -103,6 +112,8 @@ SETTINGS = (
     Setting("ANKIHOST_ENV_DEVICE_KEYS", "0", "1: SYNC_USERn accounts get a key per device, "
             "revocable one by one (devices then log in again once, and no longer share a login "
             "with the official server)", _flag),
+    Setting("ANKIHOST_MEDIA_TRASH_DAYS", "30", "days a media file deleted or replaced by a sync "
+            "is kept in the user's trash (`ankihost media trash`/`restore`); 0: no trash", _days),
 )
 
 
@@ -126,6 +137,7 @@ class Settings:
     users: tuple[tuple[str, str], ...]
     passwords_hashed: bool
     env_device_keys: bool = False
+    media_trash_days: int = 30
 
     @property
     def max_payload_bytes(self) -> int:
@@ -160,6 +172,7 @@ class Settings:
             users=read_user_entries(environ),
             passwords_hashed="PASSWORDS_HASHED" in environ,
             env_device_keys=values["ANKIHOST_ENV_DEVICE_KEYS"],
+            media_trash_days=values["ANKIHOST_MEDIA_TRASH_DAYS"],
         )
 
 

@@ -69,7 +69,8 @@ def open_context(settings: Settings, actor: str) -> AdminContext:
     except BaseException:
         store.close()
         raise
-    return AdminContext(settings, folder, directory, Registry(directory, folder))
+    registry = Registry(directory, folder, media_trash_days=settings.media_trash_days)
+    return AdminContext(settings, folder, directory, registry)
 
 
 def _refuse_names_in_both(settings: Settings, env: EnvAccounts, directory: AccountDirectory) -> None:
@@ -97,7 +98,7 @@ def _match_owner(folder: DataFolder) -> None:
 
 def operations() -> dict[str, Operation]:
     """Every operation by name (imported here so the table is complete in one place)."""
-    from ankihost.admin import accounts
+    from ankihost.admin import accounts, media
 
     return {
         "user.add": accounts.add_user,
@@ -107,4 +108,6 @@ def operations() -> dict[str, Operation]:
         "user.list": accounts.list_users,
         "device.list": accounts.list_devices,
         "device.revoke": accounts.revoke_devices,
+        "media.trash": media.list_trash,
+        "media.restore": media.restore_files,
     }

@@ -58,4 +58,6 @@ def _run_here(settings: Settings, op: str, args: dict[str, Any]) -> Any:
     try:
         return anyio.run(operations()[op], context, args)
     finally:
+        for state in context.registry.all():  # nothing else runs: no lock needed
+            state.close()
         context.close()

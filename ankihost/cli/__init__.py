@@ -10,12 +10,12 @@ import argparse
 from collections.abc import Callable
 
 from ankihost import __version__
-from ankihost.cli import devices, hash_password, serve, users
+from ankihost.cli import devices, hash_password, media, serve, users
 from ankihost.config import describe_settings
 
 # Each command group: a module with `add(commands)`, which registers its sub-commands and
 # sets `run` (a function of the parsed arguments returning the exit status) on each.
-GROUPS = (serve, users, devices, hash_password)
+GROUPS = (serve, users, devices, media, hash_password)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,8 @@ _HEALTH = re.compile(r"(?:^|/)health/?$")
 SHUTDOWN_WAIT_SECS = 30
 # How often what devices and users did is written to the account store.
 ACTIVITY_FLUSH_SECS = 2
+# How often every user's media trash is checked for files past ANKIHOST_MEDIA_TRASH_DAYS.
+MEDIA_TRASH_PURGE_SECS = 3600
 
 
 def error_response(error: SyncError) -> Response:
@@ -68,6 +70,18 @@ async def close_all(registry: Registry) -> None:
             await state.locked(state.close)
         if waited.cancelled_caught:
             log.warning("%s was still busy at shutdown; SQLite rolls back on next start", state.name)
+
+
+async def purge_media_trash(registry: Registry) -> None:
+    """Purge every prepared user's expired media trash, each under their lock for as long as
+    that takes (preparing a user purges it too)."""
+    for state in registry.all():
+        if not state.prepared or state.removed:
+            continue
+        try:
+            await state.locked(state.media.purge_trash)
+        except Exception:
+            log.exception("could not purge the media trash of %s", state.name)
 
 
 class SyncApp:
@@ -101,19 +115,20 @@ class SyncApp:
             await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        flushing: asyncio.Task[None] | None = None
+        background: list[asyncio.Task[None]] = []
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.channel.start()
-                flushing = asyncio.create_task(self._flush_activity())
+                background = [asyncio.create_task(self._flush_activity()),
+                              asyncio.create_task(self._purge_media_trash())]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.channel.close()
-                if flushing is not None:
-                    flushing.cancel()
+                for task in background:
+                    task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
-                        await flushing
+                        await task
                 await close_all(self.registry)
                 await anyio.to_thread.run_sync(self.admin.close)
                 if self.lock is not None:
@@ -128,6 +143,11 @@ class SyncApp:
                 await anyio.to_thread.run_sync(self.accounts.flush)
             except Exception:
                 log.exception("could not write device activity to the account store")
+
+    async def _purge_media_trash(self) -> None:
+        while True:
+            await asyncio.sleep(MEDIA_TRASH_PURGE_SECS)
+            await purge_media_trash(self.registry)
 
     async def handle(self, request: Request) -> Response:
         path = request.scope["path"]
