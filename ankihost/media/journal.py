@@ -3,16 +3,19 @@
 A batch (one upload, or one restore from the trash) writes the index in one transaction and
 changes the media folder. Before the commit, `FileJournal.prepare` writes every new file to a
 temp name in the media folder and writes the journal — the index rows the transaction writes
-and each file change — then flushes files, journal and folder in one round, all at once. Up to
-the commit nothing under a media name has changed. After it, the changes are placed (a
-replaced or deleted file moves to the trash, or away; each new file is renamed onto its name)
-and the rest of the durability work (the index's WAL, the folders renamed in) runs in the
-background while the reply goes out (`Flush`); the next batch waits for it before it rewrites
-the journal. So the wait for the disk is one round per batch, whatever its size.
+and each file change — then waits for one round of flushes, all at once: the new files, the
+journal, the media folder, and what the previous batch left to flush (its WAL commit, its
+trash folders). Up to the commit nothing under a media name has changed. After it the changes
+are placed (a replaced or deleted file moves to the trash, or away; each new file is renamed
+onto its name) and the batch stays `Unsettled` — its commit (the index commits without
+waiting for the disk) and its renames made durable by the next batch's round, or by `settle`
+when the user is idle. Two journal files take turns, so the one describing an unsettled batch
+is never overwritten. So the wait for the disk is one round per batch, whatever its size.
 
-After a crash, `recover` rolls the journaled batch forward when the index has it, or when its
-commit was lost but the journal and every new file are whole (it replays the rows); otherwise
-it removes the batch's temp files, all an unfinished batch had written. No SQL here.
+After a crash, `recover` takes both journals oldest first and rolls each batch forward when
+the index has it, or when its commit was lost but the journal and every new file are whole
+(it replays the rows); otherwise it removes the batch's temp files, all an unfinished batch
+had written. No SQL here.
 """
 
 from __future__ import annotations
@@ -138,21 +141,37 @@ def _row(item: object) -> Entry:
     return Entry(item[0], bytes.fromhex(item[1]), item[2], item[3], item[4])
 
 
+@dataclass(frozen=True)
+class Unsettled:
+    """A placed batch not yet known durable: its journal file (kept until then) and the trash
+    folders it changed (the index WAL and the media folder are always flushed with them)."""
+
+    journal: Path
+    folders: list[Path]
+
+
 class FileJournal:
     """The file side of one batch, used around the index transaction:
-    `with FileJournal(folder, trash) as j, index.atomic() as writer:` … `j.prepare(changes,
-    writer.changes())`. Leaving the block after the commit places the changes and starts
-    their `flush`; leaving it on an error (a failed commit included) removes what `prepare`
-    wrote. `owned` then names the staged files the batch took over (placed, or left for
+    `with FileJournal(folder, trash, journal, previous) as j, index.atomic() as writer:` …
+    `j.prepare(changes, writer.changes())`, where `journal` is the journal file to write (not
+    the one of `previous`, the batch still unsettled). Leaving the block after the commit
+    places the changes (`unsettled` then describes this batch); leaving it on an error (a
+    failed commit included) removes what `prepare` wrote. `flushed` says whether `previous`
+    is now durable; `owned` names the staged files the batch took over (placed, or left for
     recovery to place): the caller must not discard them.
     """
 
-    def __init__(self, folder: UserFolder, trash: Trash) -> None:
+    def __init__(
+        self, folder: UserFolder, trash: Trash, journal: Path, previous: Unsettled | None = None
+    ) -> None:
         self.folder = folder
         self.trash = trash
+        self.path = journal
+        self.previous = previous
         self.committed = False
+        self.flushed = False
         self.owned: set[Path] = set()
-        self.flush: Flush | None = None
+        self.unsettled: Unsettled | None = None
         self._journal: Journal | None = None
         self._temps: list[str] = []  # temp files written here: removed unless placed
         self._sources: set[Path] = set()  # staged files the journal names as sources
@@ -213,26 +232,36 @@ class FileJournal:
         return True
 
     def _write_durably(self, changes: Sequence[Change], journal: Journal) -> None:
-        """Write each in-memory file to its temp name and the journal, then wait for one round
-        of fsyncs: every new file, the journal, the media folder (the new names in it). Each
-        fsync starts as soon as its file is written, so the waits overlap the writing."""
-        fds: list[int] = []
-        fsyncs = staging.Fsyncs()
+        """Write each in-memory file to its temp name (its write-back started at once) and the
+        journal, then wait for one round of flushes: every new file, the journal, the media
+        folder (the new names in it) and what the previous batch left unflushed."""
+        files: list[int] = []
+        folders: list[int] = []
+        staged = {change.name: change.staged for change in changes}
         try:
-            staged = {change.name: change.staged for change in changes}
             for file in journal.files:
                 if file.source is not None:
-                    fds.append(self._open_source(file.source, staged[file.name]))
-                    fsyncs.start(fds[-1])
-            fds.append(self._open_journal())
-            staging.write_all(fds[-1], journal.to_bytes())
-            fsyncs.start(fds[-1])
-            fsyncs.start(self._fd(), full=True)
-            fsyncs.wait()
+                    files.append(self._open_source(file.source, staged[file.name]))
+            files.append(self._open_journal())
+            staging.write_all(files[-1], journal.to_bytes())
+            self._open_previous(files, folders)
+            staging.flush_all(files, [self._fd(), *folders])
         finally:
-            fsyncs.wait(quiet=True)  # no descriptor is closed while an fsync still uses it
-            for fd in fds:
+            for fd in files + folders:
                 os.close(fd)
+        self.flushed = True
+
+    def _open_previous(self, files: list[int], folders: list[int]) -> None:
+        """Open what the previous batch left unflushed: its WAL commit and its trash folders
+        (one purged meanwhile needs nothing)."""
+        if self.previous is None:
+            return
+        wal = _open_if_there(Path(f"{self.folder.media_db}-wal"))
+        if wal is not None:
+            files.append(wal)
+        for path in self.previous.folders:
+            if (fd := _open_if_there(path)) is not None:
+                folders.append(fd)
 
     def _open_source(self, source: str, staged: StagedFile | None) -> int:
         """An open descriptor of a new file at its temp name, written first if it is held in
@@ -241,12 +270,13 @@ class FileJournal:
             fd = os.open(source, _O_NEW, 0o666, dir_fd=self._fd())
             self._temps.append(source)
             staging.write_all(fd, staged.data)
+            staging.start_writeback(fd)
             return fd
         return os.open(source, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW, dir_fd=self._fd())
 
     def _open_journal(self) -> int:
         """The journal file, emptied (or created: then its folder is fsynced first)."""
-        path = self.folder.media_journal
+        path = self.path
         flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
         try:
             return os.open(path, flags)
@@ -286,13 +316,13 @@ class FileJournal:
             changed += place(self._fd(), file, self.trash)
         for entry_id in journal.untrash:
             self.trash.remove(entry_id)
-        self.flush = Flush(self.folder, changed)
+        self.unsettled = Unsettled(self.path, list(dict.fromkeys(changed)))
 
     def _roll_back(self) -> None:
         """Undo `prepare`: the journal emptied first (nothing under a media name changed), then
         the temp files written here removed (a crash in between leaves them to the sweep)."""
         if self._journal is not None:
-            _clear_journal(self.folder.media_journal)
+            clear_journal(self.path)
         for temp in self._temps:
             (self.folder.media / temp).unlink(missing_ok=True)
 
@@ -323,22 +353,19 @@ def _exists_at(dir_fd: int, name: str) -> bool:
     return True
 
 
-class Flush:
-    """The durability work after a commit, in the background: the trash folders that received
-    files, the index's WAL (its commits do not wait for the disk), then the media folder; then
-    the journal is emptied. `wait` raises the first error."""
+def _open_if_there(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
 
-    def __init__(self, folder: UserFolder, changed: Iterable[Path]) -> None:
-        self.folder = folder
-        self.changed = list(dict.fromkeys(changed))
-        self._future = staging.in_background(self._run)
 
-    def _run(self) -> None:
-        flush_now(self.folder, self.changed)
-        _clear_journal(self.folder.media_journal)
-
-    def wait(self) -> None:
-        self._future.result()
+def settle(folder: UserFolder, unsettled: Unsettled) -> None:
+    """Make an unsettled batch durable now, then empty both journals (the other one holds an
+    older batch, durable since this one's flush)."""
+    flush_now(folder, unsettled.folders)
+    for journal in folder.media_journals:
+        clear_journal(journal)
 
 
 def flush_now(folder: UserFolder, changed: Iterable[Path]) -> None:
@@ -361,7 +388,7 @@ def flush_now(folder: UserFolder, changed: Iterable[Path]) -> None:
     fsync_dir(folder.media)
 
 
-def _clear_journal(path: Path) -> None:
+def clear_journal(path: Path) -> None:
     """Empty the journal file (kept, so the next batch need not create it). Not synced: if a
     crash brings its content back, `recover` finds the batch complete and does nothing."""
     try:
@@ -374,29 +401,49 @@ def _clear_journal(path: Path) -> None:
 
 # -- after a crash ----------------------------------------------------------------------------
 def recover(folder: UserFolder, trash: Trash, index: MediaIndex) -> bool:
-    """Finish or drop the batch a crash interrupted, from the journal (call when opening the
-    index, before `remove_stray_temps`). Idempotent, so a crash during recovery is recovered
-    from too. Returns whether there was a journal; it is left empty, durably."""
+    """Finish or drop the batches a crash interrupted, from both journals, oldest first (call
+    when opening the index, before `remove_stray_temps`). Idempotent, so a crash during
+    recovery is recovered from too. Returns whether there was a journal; both are left
+    empty, durably."""
+    journals: list[Journal] = []
+    found = False
+    for path in folder.media_journals:
+        raw = _read(path)
+        if not raw:
+            continue
+        found = True
+        try:
+            value = orjson.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("the journal is not an object")
+            if value.get("v") != JOURNAL_VERSION:
+                journal_v1.recover(folder.media, value, index.last_usn(), _live_sha1(index))
+            else:
+                journals.append(Journal.from_value(value))
+        except (ValueError, BadRequest) as exc:  # torn while written: never committed
+            log.warning("media: ignoring unreadable journal %s: %s", path, exc)
+    for journal in sorted(journals, key=lambda j: (j.index.usn, j.index.usn_before)):
+        _recover(folder, trash, index, journal)
+    if found:
+        for path in folder.media_journals:
+            _clear_durably(path)
+    return found
+
+
+def _read(path: Path) -> bytes:
     try:
-        raw = folder.media_journal.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
-        return False
-    if not raw:
-        return False
+        return b""
+
+
+def _clear_durably(path: Path) -> None:
     try:
-        value = orjson.loads(raw)
-        if not isinstance(value, dict):
-            raise ValueError("the journal is not an object")
-        if value.get("v") != JOURNAL_VERSION:
-            journal_v1.recover(folder.media, value, index.last_usn(), _live_sha1(index))
-        else:
-            _recover(folder, trash, index, Journal.from_value(value))
-    except (ValueError, BadRequest) as exc:  # torn while written: never committed
-        log.warning("media: ignoring unreadable journal %s: %s", folder.media_journal, exc)
-    with folder.media_journal.open("r+b") as f:
-        f.truncate(0)
-        os.fdatasync(f.fileno())
-    return True
+        with path.open("r+b") as f:
+            f.truncate(0)
+            os.fdatasync(f.fileno())
+    except FileNotFoundError:
+        pass
 
 
 def _recover(folder: UserFolder, trash: Trash, index: MediaIndex, journal: Journal) -> None:

@@ -1,10 +1,11 @@
-"""A user's media state: the one owner of their open media index, trash and pending flush.
+"""A user's media state: the one owner of their open media index, trash and unsettled batch.
 
 `UserMedia.index()` opens `media.db` on first use (creating or migrating it), finishes or drops
 a batch a crash interrupted, sweeps the media folder's stray temp files and purges the expired
-trash; `close()` closes it. Every change of media goes through `MediaBatch`, which pairs the
-index transaction with its journal (`journal.py`) and keeps the batch's background flush,
-which the next batch, a purge and `close()` wait for. The caller holds the user's lock.
+trash; `close()` settles and closes it. Every change of media goes through `MediaBatch`, which
+pairs the index transaction with its journal (`journal.py`) and keeps the last batch
+`unsettled` until the next batch's flush or `settle()` (the server calls it once the user is
+idle) makes it durable. The caller holds the user's lock.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import logging
 import sqlite3
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from types import TracebackType
 
 from ankihost.errors import ServerError
 from ankihost.media import journal
 from ankihost.media.index import MediaIndex, Writer
-from ankihost.media.journal import FileJournal, Flush
+from ankihost.media.journal import FileJournal, Unsettled
 from ankihost.media.trash import DEFAULT_DAYS, Trash
 from ankihost.storage.paths import UserFolder
 
@@ -30,7 +32,8 @@ class UserMedia:
         self.folder = folder
         self.trash = Trash(folder.media_trash, trash_days)
         self._index: MediaIndex | None = None
-        self._flush: Flush | None = None
+        self._unsettled: Unsettled | None = None
+        self._unsettled_since = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -49,28 +52,33 @@ class UserMedia:
         except sqlite3.Error as exc:
             raise ServerError(f"media index: {exc}") from exc
 
+    def unsettled_for(self) -> float | None:
+        """Seconds since the last batch ended, if it is not known durable yet."""
+        if self._unsettled is None:
+            return None
+        return time.monotonic() - self._unsettled_since
+
     def settle(self) -> None:
-        """Wait for the last batch's background flush. If it failed, the index is closed, so
-        that the next use recovers from the journal (which the flush did not clear)."""
-        flush, self._flush = self._flush, None
-        if flush is None:
+        """Make the last batch durable now and empty its journal. If that fails, the index is
+        closed, so that its next use recovers from the journal."""
+        unsettled, self._unsettled = self._unsettled, None
+        if unsettled is None:
             return
         try:
-            flush.wait()
+            journal.settle(self.folder, unsettled)
         except OSError:
             self._close_index()
             raise
 
     def purge_trash(self, now: float | None = None) -> int:
         """Remove the trash's expired entries; the number of files purged."""
-        self.settle()
         return self.trash.purge(time.time() if now is None else now)
 
     def close(self) -> None:
         try:
             self.settle()
         except OSError:
-            log.exception("media: the last batch of %s did not flush", self.folder.root)
+            log.exception("media: the last batch of %s could not be flushed", self.folder.root)
         self._close_index()
 
     def _close_index(self) -> None:
@@ -78,10 +86,20 @@ class UserMedia:
             index, self._index = self._index, None
             index.close()
 
-    def _batch_ended(self, flush: Flush | None, *, broken: bool) -> None:
-        self._flush = flush
+    def _next_journal(self) -> Path:
+        """The journal file a new batch writes: not the one of the unsettled batch."""
+        first, second = self.folder.media_journals
+        if self._unsettled is not None and self._unsettled.journal == first:
+            return second
+        return first
+
+    def _batch_ended(self, batch: FileJournal, *, broken: bool) -> None:
         if broken:  # committed but not all placed: the next open rolls it forward
+            self._unsettled = None
             self._close_index()
+        elif batch.unsettled is not None or batch.flushed:  # the previous one is durable now
+            self._unsettled = batch.unsettled
+            self._unsettled_since = time.monotonic()
 
 
 class MediaBatch:
@@ -91,7 +109,9 @@ class MediaBatch:
 
     def __init__(self, media: UserMedia) -> None:
         self.media = media
-        self.journal = FileJournal(media.folder, media.trash)
+        self.journal = FileJournal(
+            media.folder, media.trash, media._next_journal(), media._unsettled
+        )
         self._stack = ExitStack()
         self._writer: Writer | None = None
 
@@ -101,7 +121,6 @@ class MediaBatch:
         return self._writer
 
     def __enter__(self) -> MediaBatch:
-        self.media.settle()  # the journal file is free again
         index = self.media.index()
         with ExitStack() as stack:
             stack.enter_context(self.journal)
@@ -115,9 +134,9 @@ class MediaBatch:
         try:
             self._stack.__exit__(kind, exc, tb)
         except BaseException:
-            self.media._batch_ended(None, broken=self.journal.committed)
+            self.media._batch_ended(self.journal, broken=self.journal.committed)
             raise
-        self.media._batch_ended(self.journal.flush, broken=False)
+        self.media._batch_ended(self.journal, broken=False)
 
 
 def _open(folder: UserFolder, trash: Trash) -> MediaIndex:

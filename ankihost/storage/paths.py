@@ -12,7 +12,8 @@ Inside SYNC_BASE/<user>, the official server's layout plus a few files of ankiho
     collection.anki2.previous     *     the collection replaced by the last full upload
     media/                              media files, flat
     media.db                            the server's media index (WAL while open: -wal, -shm)
-    media.ankihost-journal        *     the media batch journal (empty once a batch is durable)
+    media.ankihost-journal        *     the media batch journals, used in turn (empty once
+    media.ankihost-journal-2      *       their batch is durable)
     media.ankihost-trash/         *     media files a sync deleted or replaced (media/trash.py):
       <secs>-<usn>-<sha1>/<name>          one kept version: when, the change that removed it,
                                           its SHA-1; the file inside keeps its media name
@@ -48,6 +49,7 @@ PREVIOUS_NAME = "collection.anki2.previous"
 MEDIA_FOLDER_NAME = "media"
 MEDIA_DB_NAME = "media.db"
 MEDIA_JOURNAL_NAME = "media.ankihost-journal"
+MEDIA_JOURNAL_2_NAME = "media.ankihost-journal-2"
 MEDIA_TRASH_NAME = "media.ankihost-trash"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 UPLOAD_PREFIX = ".upload-"
@@ -182,6 +184,11 @@ class UserFolder:
     @property
     def media_journal(self) -> Path:
         return self.root / MEDIA_JOURNAL_NAME
+
+    @property
+    def media_journals(self) -> tuple[Path, Path]:
+        """The two media journal files, which batches use in turn."""
+        return self.root / MEDIA_JOURNAL_NAME, self.root / MEDIA_JOURNAL_2_NAME
 
     @property
     def media_trash(self) -> Path:

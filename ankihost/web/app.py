@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 
 import anyio
 from starlette.requests import Request
@@ -41,6 +42,8 @@ SHUTDOWN_WAIT_SECS = 30
 ACTIVITY_FLUSH_SECS = 2
 # How often every user's media trash is checked for files past ANKIHOST_MEDIA_TRASH_DAYS.
 MEDIA_TRASH_PURGE_SECS = 3600
+# A user's last media batch is flushed by their next one, or after this long without one.
+MEDIA_SETTLE_SECS = 1.0
 
 
 def error_response(error: SyncError) -> Response:
@@ -70,6 +73,19 @@ async def close_all(registry: Registry) -> None:
             await state.locked(state.close)
         if waited.cancelled_caught:
             log.warning("%s was still busy at shutdown; SQLite rolls back on next start", state.name)
+
+
+async def settle_idle_media(registry: Registry) -> None:
+    """Make durable the last media batch of every user idle for MEDIA_SETTLE_SECS (until then
+    its journal covers it), under their lock."""
+    for state in registry.all():
+        waited = state.media.unsettled_for()
+        if waited is None or waited < MEDIA_SETTLE_SECS or state.removed:
+            continue
+        try:
+            await state.locked(state.media.settle)
+        except Exception:
+            log.exception("could not flush the last media changes of %s", state.name)
 
 
 async def purge_media_trash(registry: Registry) -> None:
@@ -121,7 +137,7 @@ class SyncApp:
             if message["type"] == "lifespan.startup":
                 await self.channel.start()
                 background = [asyncio.create_task(self._flush_activity()),
-                              asyncio.create_task(self._purge_media_trash())]
+                              asyncio.create_task(self._media_upkeep())]
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.channel.close()
@@ -144,10 +160,15 @@ class SyncApp:
             except Exception:
                 log.exception("could not write device activity to the account store")
 
-    async def _purge_media_trash(self) -> None:
+    async def _media_upkeep(self) -> None:
+        """Settle the media batches of users gone idle; purge expired trash once an hour."""
+        purged = time.monotonic()
         while True:
-            await asyncio.sleep(MEDIA_TRASH_PURGE_SECS)
-            await purge_media_trash(self.registry)
+            await asyncio.sleep(MEDIA_SETTLE_SECS)
+            await settle_idle_media(self.registry)
+            if time.monotonic() - purged >= MEDIA_TRASH_PURGE_SECS:
+                purged = time.monotonic()
+                await purge_media_trash(self.registry)
 
     async def handle(self, request: Request) -> Response:
         path = request.scope["path"]

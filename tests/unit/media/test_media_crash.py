@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from ankihost.media import names, sync
+from ankihost.media import names, staging, sync
 from ankihost.registry import UserState
 from ankihost.storage.paths import MEDIA_JOURNAL_NAME, is_media_temp_name
 from tests.support.states import make_state
@@ -39,10 +40,14 @@ OLD_STATE = {"x.txt": b"x version 1", "y.txt": b"y lives", "z.txt": b"z untouche
 NEW_STATE = {"x.txt": b"x version 2, longer", "z.txt": b"z untouched", "w.txt": b"w is new"}
 # What the new state keeps in the trash: the replaced x.txt and the deleted y.txt.
 NEW_TRASH = {("x.txt", b"x version 1"), ("y.txt", b"y lives")}
+# A second batch right after NEW_UPLOAD (while that one is still unsettled).
+NEXT_UPLOAD: list[tuple[str, bytes | None]] = [("z.txt", b"z version 2"), ("w.txt", None)]
+NEXT_STATE = {"x.txt": b"x version 2, longer", "z.txt": b"z version 2"}
+NEXT_TRASH = NEW_TRASH | {("z.txt", b"z untouched"), ("w.txt", b"w is new")}
 
-# The child applies NEW_UPLOAD with one function patched to `os._exit` at its crash point.
-# Files are written in the upload's order: x.txt's temp (call 1), w.txt's temp (2), then the
-# journal (3).
+# The child applies the uploads it is given, the last one with one function patched to
+# `os._exit` at its crash point. NEW_UPLOAD's files are written in its order: x.txt's temp
+# (call 1), w.txt's temp (2), then the journal (3).
 CHILD = textwrap.dedent(
     """
     import os, sys
@@ -50,7 +55,13 @@ CHILD = textwrap.dedent(
     from ankihost.media import journal, staging, sync, trash
     from tests.support.states import make_state
 
-    root, point, body = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    root, point, bodies = Path(sys.argv[1]), sys.argv[2], [Path(a) for a in sys.argv[3:]]
+    state = make_state(root, host_key="{host_key}")
+    if point != "recovery interrupted":
+        state.media.index()
+        for body in bodies[:-1]:
+            with body.open("rb") as f:
+                sync.apply_upload(state.media, f)
 
     def crash(*args, **kwargs):
         os._exit({code})
@@ -91,7 +102,7 @@ CHILD = textwrap.dedent(
     elif point == "journal half written":
         half_write(3)
     elif point == "journal written, not flushed":
-        on_call(staging, "write_all", 3, after_it=True)
+        on_call(staging, "flush_all", 1)
     elif point == "flushed, not committed":
         after(journal.FileJournal, "_write_durably")
     elif point == "committed, not placed":
@@ -100,18 +111,17 @@ CHILD = textwrap.dedent(
         on_call(journal, "place", 2)
     elif point == "trash folder made, file not moved":
         on_call(trash.os, "rename", 1)
-    elif point == "placed, not flushed":
-        on_call(journal, "Flush", 1)
-    elif point == "flushed, journal not cleared":
-        on_call(journal, "_clear_journal", 1)
+    elif point == "settled, journal not cleared":
+        on_call(journal, "clear_journal", 1)
     elif point == "recovery interrupted":
         on_call(journal, "place", 2)
-    state = make_state(root, host_key="{host_key}")
     state.media.index()  # recovery runs here ("recovery interrupted")
     if point != "recovery interrupted":
-        with body.open("rb") as f:
+        with bodies[-1].open("rb") as f:
             sync.apply_upload(state.media, f)
-        state.media.close()
+        if point == "placed, not settled":
+            crash()
+        state.media.close()  # settles
     sys.exit(0)
     """
 ).format(code=CRASH_CODE, host_key=HOST_KEY)
@@ -120,8 +130,8 @@ BEFORE_JOURNAL = ["temp half written", "files written, journal not", "journal ha
 # From here on the batch is whole on disk (a kill keeps what was written): recovery finishes it.
 AFTER_JOURNAL = [
     "journal written, not flushed", "flushed, not committed", "committed, not placed",
-    "between placements", "trash folder made, file not moved", "placed, not flushed",
-    "flushed, journal not cleared",
+    "between placements", "trash folder made, file not moved", "placed, not settled",
+    "settled, journal not cleared",
 ]
 
 
@@ -150,12 +160,17 @@ def apply(state: UserState, entries: list[tuple[str, bytes | None]]) -> tuple[in
     return sync.apply_upload(state.media, io.BytesIO(upload_zip(entries)))
 
 
-def run_child(state: UserState, point: str, tmp_path: Path) -> int:
+def run_child(
+    state: UserState, point: str, tmp_path: Path,
+    uploads: tuple[list[tuple[str, bytes | None]], ...] = (NEW_UPLOAD,),
+) -> int:
     state.media.close()
-    body = tmp_path / "upload.zip"
-    body.write_bytes(upload_zip(NEW_UPLOAD))
+    bodies = []
+    for n, entries in enumerate(uploads):
+        bodies.append(tmp_path / f"upload{n}.zip")
+        bodies[-1].write_bytes(upload_zip(entries))
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(state.folder.root), point, str(body)],
+        [sys.executable, "-c", CHILD, str(state.folder.root), point, *map(str, bodies)],
         cwd=REPO_ROOT, env={"PYTHONPATH": str(REPO_ROOT)}, capture_output=True,
         timeout=CHILD_TIMEOUT_SECONDS, check=False,
     )
@@ -178,8 +193,7 @@ def reopened(state: UserState) -> tuple[dict[str, bytes], dict[str, tuple[bytes,
 
 
 def journal_cleared(state: UserState) -> bool:
-    path = state.folder.media_journal
-    return not path.exists() or path.read_bytes() == b""
+    return all(not p.exists() or p.read_bytes() == b"" for p in state.folder.media_journals)
 
 
 def assert_consistent(
@@ -252,7 +266,7 @@ def test_a_commit_lost_after_placing_is_replayed_from_the_journal(
     state.media.close()
     before = tmp_path / "media.db.before"
     shutil.copy(state.folder.media_db, before)
-    assert run_child(state, "placed, not flushed", tmp_path) == CRASH_CODE
+    assert run_child(state, "placed, not settled", tmp_path) == CRASH_CODE
     # The index's commit had not reached the disk: media.db as it was, its WAL gone.
     for sidecar in ("-wal", "-shm"):
         Path(f"{state.folder.media_db}{sidecar}").unlink(missing_ok=True)
@@ -264,7 +278,7 @@ def test_a_new_file_lost_before_the_commit_drops_the_batch(
     state: UserState, tmp_path: Path
 ) -> None:
     old_then_crash(state, "journal written, not flushed", tmp_path)
-    journal = json.loads(state.folder.media_journal.read_bytes())
+    journal = json.loads(state.folder.media_journals[0].read_bytes())
     w_source = next(f[1] for f in journal["files"] if f[0] == "w.txt")
     (state.folder.media / w_source).write_bytes(b"w is")  # its data never reached the disk
     assert assert_consistent(state, OLD_STATE, set()) == 3
@@ -274,8 +288,8 @@ def test_a_torn_journal_is_a_batch_that_never_committed(
     state: UserState, tmp_path: Path
 ) -> None:
     old_then_crash(state, "flushed, not committed", tmp_path)
-    raw = state.folder.media_journal.read_bytes()
-    state.folder.media_journal.write_bytes(raw[: len(raw) // 2])
+    raw = state.folder.media_journals[0].read_bytes()
+    state.folder.media_journals[0].write_bytes(raw[: len(raw) // 2])
     assert assert_consistent(state, OLD_STATE, set()) == 3
 
 
@@ -288,16 +302,93 @@ def test_a_failed_commit_leaves_nothing_behind(state: UserState, tmp_path: Path)
     with pytest.raises(Exception, match="refused"):
         apply(state, NEW_UPLOAD)
     index.db.execute("drop trigger refuse")
-    assert journal_cleared(state)
+    assert state.folder.media_journals[1].read_bytes() == b""  # the failed batch's journal
     assert assert_consistent(state, OLD_STATE, set()) == 3
 
 
-def test_the_journal_is_cleared_once_the_batch_is_durable_and_lives_outside_media(
+# -- two batches in a row: the first is unsettled while the second runs ------------------------
+SECOND_BATCH_POINTS = [
+    ("temp half written", NEW_STATE, NEW_TRASH),
+    ("journal written, not flushed", NEXT_STATE, NEXT_TRASH),
+    ("flushed, not committed", NEXT_STATE, NEXT_TRASH),
+    ("between placements", NEXT_STATE, NEXT_TRASH),
+    ("placed, not settled", NEXT_STATE, NEXT_TRASH),
+]
+
+
+@pytest.mark.parametrize(("point", "expected", "in_trash"), SECOND_BATCH_POINTS)
+def test_a_crash_in_the_next_batch_keeps_the_unsettled_one(
+    state: UserState, point: str, expected: dict[str, bytes], in_trash: set[tuple[str, bytes]],
+    tmp_path: Path,
+) -> None:
+    apply(state, OLD_UPLOAD)
+    uploads = (NEW_UPLOAD, NEXT_UPLOAD)
+    assert run_child(state, point, tmp_path, uploads) == CRASH_CODE
+    assert assert_consistent(state, expected, in_trash) == (6 if expected is NEW_STATE else 8)
+
+
+def test_batches_take_turns_with_the_two_journals(state: UserState) -> None:
+    first, second = state.folder.media_journals
+    apply(state, OLD_UPLOAD)
+    assert first.read_bytes() != b"" and not second.exists()  # unsettled: its journal is kept
+    apply(state, NEW_UPLOAD)
+    assert json.loads(second.read_bytes())["before"] == 3  # the first one is left alone
+    assert json.loads(first.read_bytes())["before"] == 0
+    apply(state, NEXT_UPLOAD)  # back to the first: the batch it described is durable now
+    assert json.loads(first.read_bytes())["before"] == 6
+    state.media.settle()
+    assert journal_cleared(state) and state.media.unsettled_for() is None
+
+
+def test_a_commit_lost_in_the_batch_before_a_torn_journal_is_replayed(
+    state: UserState, tmp_path: Path
+) -> None:
+    """Power cut while the second batch flushed: its journal torn, and the first batch's
+    commit (not flushed yet: the second batch's round would have done it) lost."""
+    apply(state, OLD_UPLOAD)
+    state.media.close()
+    before = tmp_path / "media.db.before"
+    shutil.copy(state.folder.media_db, before)
+    uploads = (NEW_UPLOAD, NEXT_UPLOAD)
+    assert run_child(state, "flushed, not committed", tmp_path, uploads) == CRASH_CODE
+    torn = state.folder.media_journals[1]
+    torn.write_bytes(torn.read_bytes()[:40])
+    for sidecar in ("-wal", "-shm"):
+        Path(f"{state.folder.media_db}{sidecar}").unlink(missing_ok=True)
+    shutil.copy(before, state.folder.media_db)
+    assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
+
+
+def test_the_journals_are_cleared_once_settled_and_live_outside_media(
     state: UserState,
 ) -> None:
     apply(state, OLD_UPLOAD)
     state.media.settle()
-    assert state.folder.media_journal.read_bytes() == b""  # kept for the next batch, empty
-    assert state.folder.media_journal.parent == state.folder.root
-    assert names.addition_problem(MEDIA_JOURNAL_NAME) is None  # a legal media name, so it must
-    assert state.folder.media_journal.parent != state.folder.media  # live outside media/
+    for journal in state.folder.media_journals:  # kept for the next batches, empty
+        assert not journal.exists() or journal.read_bytes() == b""
+        assert journal.parent == state.folder.root
+        assert names.addition_problem(journal.name) is None  # a legal media name, so they must
+        assert journal.parent != state.folder.media  # live outside media/
+    assert state.folder.media_journals[0].name == MEDIA_JOURNAL_NAME
+
+
+def test_the_next_batch_flushes_what_the_previous_one_left(
+    state: UserState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    apply(state, OLD_UPLOAD)
+    apply(state, NEW_UPLOAD)  # trashes x.txt and y.txt: new trash folders to flush
+    flushed: list[set[str]] = []
+    real_flush_all = staging.flush_all
+
+    def flush_all(files: list[int], folders: list[int]) -> None:
+        flushed.append({os.readlink(f"/proc/self/fd/{fd}") for fd in [*files, *folders]})
+        real_flush_all(files, folders)
+
+    monkeypatch.setattr(staging, "flush_all", flush_all)
+    apply(state, NEXT_UPLOAD)
+    folder = state.folder
+    entries = {str(folder.media_trash / e.id) for e in state.media.trash.entries()
+               if (e.name, folder.media_trash.joinpath(e.id, e.name).read_bytes()) in NEW_TRASH}
+    assert len(flushed) == 1 and len(entries) == 2
+    assert {f"{folder.media_db}-wal", str(folder.media), str(folder.media_journals[0]),
+            str(folder.media_trash), str(folder.root), *entries} <= flushed[0]

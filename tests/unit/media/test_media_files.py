@@ -142,7 +142,7 @@ def test_a_batch_writes_only_temps_and_the_journal_before_the_commit(tmp_path: P
         mj.Change("orphan.txt", staging.StagedFile.in_memory(b"adopted"), 12),
     ]
     index = _index(6, ("old.txt", b"new", 7))
-    with mj.FileJournal(folder, trash) as journal:
+    with mj.FileJournal(folder, trash, folder.media_journal) as journal:
         journal.prepare(changes, index)
         written = mj.Journal.from_value(orjson.loads(folder.media_journal.read_bytes()))
         assert written.index == index
@@ -156,8 +156,8 @@ def test_a_batch_writes_only_temps_and_the_journal_before_the_commit(tmp_path: P
         assert {n: d for n, d in _contents(media).items() if not is_media_temp_name(n)} == {
             "old.txt": b"old", "old2.txt": b"old2", "gone.txt": b"bye",
             "orphan.txt": b"not in the index"}
-    assert journal.flush is not None
-    journal.flush.wait()
+    assert journal.unsettled is not None
+    mj.settle(folder, journal.unsettled)
     assert _contents(media) == {"old.txt": b"new", "old2.txt": b"new2", "fresh.txt": b"fresh",
                                 "orphan.txt": b"adopted"}
     assert _trash(trash) == {"old.txt": b"old", "old2.txt": b"old2", "gone.txt": b"bye"}
@@ -173,7 +173,7 @@ def test_a_failed_batch_removes_what_it_wrote_and_changes_no_name(tmp_path: Path
         mj.Change("a.txt", staging.StagedFile.in_memory(b"A2"), 3, _entry("a.txt", b"A")),
         mj.Change("s.txt", streamed, 4),
     ]
-    with pytest.raises(RuntimeError), mj.FileJournal(folder, trash) as journal:
+    with pytest.raises(RuntimeError), mj.FileJournal(folder, trash, folder.media_journal) as journal:
         journal.prepare(changes, _index(1, ("a.txt", b"A2", 3)))
         raise RuntimeError("the commit failed")
     # The temps written here are gone; a staged upload file stays the caller's to discard.
@@ -187,7 +187,7 @@ def test_a_batch_refuses_a_directory_before_touching_anything(tmp_path: Path) ->
     (folder.media / "dir").mkdir()
     changes = [mj.Change("x.txt", staging.StagedFile.in_memory(b"X"), 1),
                mj.Change("dir", staging.StagedFile.in_memory(b"D"), 2)]
-    with pytest.raises(IsADirectoryError), mj.FileJournal(folder, trash) as journal:
+    with pytest.raises(IsADirectoryError), mj.FileJournal(folder, trash, folder.media_journal) as journal:
         journal.prepare(changes, _index(0, ("x.txt", b"X", 1), ("dir", b"D", 2)))
     assert [p.name for p in folder.media.iterdir()] == ["dir"]
     assert _cleared(folder.media_journal)
@@ -195,9 +195,9 @@ def test_a_batch_refuses_a_directory_before_touching_anything(tmp_path: Path) ->
 
 def test_an_empty_batch_writes_no_journal(tmp_path: Path) -> None:
     folder, trash = _user(tmp_path)
-    with mj.FileJournal(folder, trash) as journal:
+    with mj.FileJournal(folder, trash, folder.media_journal) as journal:
         journal.prepare([], IndexChanges(1, [], Totals(1, 0, 0)))
-    assert not folder.media_journal.exists() and journal.flush is None
+    assert not folder.media_journal.exists() and journal.unsettled is None
 
 
 def test_without_a_trash_deleted_and_replaced_files_are_removed(tmp_path: Path) -> None:
@@ -207,32 +207,26 @@ def test_without_a_trash_deleted_and_replaced_files_are_removed(tmp_path: Path) 
     (folder.media / "b.txt").write_bytes(b"B")
     changes = [mj.Change("a.txt", staging.StagedFile.in_memory(b"A2"), 3, _entry("a.txt", b"A")),
                mj.Change("b.txt", None, 4, _entry("b.txt", b"B"))]
-    with mj.FileJournal(folder, trash) as journal:
+    with mj.FileJournal(folder, trash, folder.media_journal) as journal:
         journal.prepare(changes, _index(2, ("a.txt", b"A2", 3)))
-    assert journal.flush is not None
-    journal.flush.wait()
+    assert journal.unsettled is not None
+    mj.settle(folder, journal.unsettled)
     assert _contents(folder.media) == {"a.txt": b"A2"}
     assert not folder.media_trash.exists()
 
 
-def _fsync_all(fds: list[int]) -> None:
-    fsyncs = staging.Fsyncs()
-    for fd in fds:
-        fsyncs.start(fd)
-    fsyncs.wait()
-
-
-def test_fsyncs_sync_a_batch_and_report_an_error(tmp_path: Path) -> None:
+def test_flush_all_syncs_files_and_folders_and_reports_an_error(tmp_path: Path) -> None:
     staged = [_staged(tmp_path, bytes([i]) * 100) for i in range(5)]
     fds = [os.open(s.path, os.O_RDONLY) for s in staged if s.path is not None]
+    folder = os.open(tmp_path, os.O_RDONLY)
     try:
-        _fsync_all(fds)  # no error; contents untouched
+        staging.flush_all(fds, [folder])  # no error; contents untouched
     finally:
-        for fd in fds:
+        for fd in [*fds, folder]:
             os.close(fd)
     assert [s.path.read_bytes() for s in staged if s.path] == [bytes([i]) * 100 for i in range(5)]
     with pytest.raises(OSError):
-        _fsync_all([fds[0], fds[1]])  # closed descriptors
+        staging.flush_all([fds[0], fds[1]], [])  # closed descriptors
 
 
 
@@ -389,13 +383,13 @@ def test_sha1_of_file_and_symlinks_are_not_followed(tmp_path: Path) -> None:
 def test_the_journal_file_is_reused_in_place(tmp_path: Path) -> None:
     folder, trash = _user(tmp_path)
     for usn, data in [(1, b"A"), (2, b"A2")]:
-        with mj.FileJournal(folder, trash) as journal:
+        with mj.FileJournal(folder, trash, folder.media_journal) as journal:
             journal.prepare([mj.Change("a.txt", staging.StagedFile.in_memory(data), usn)],
                             _index(usn - 1, ("a.txt", data, usn)))
             if usn == 1:
                 inode = folder.media_journal.stat().st_ino
-        assert journal.flush is not None
-        journal.flush.wait()
+        assert journal.unsettled is not None
+        mj.settle(folder, journal.unsettled)
     assert folder.media_journal.stat().st_ino == inode
     assert folder.media_journal.read_bytes() == b""
 
@@ -406,10 +400,10 @@ def test_batches_of_several_users_share_the_sync_threads(tmp_path: Path) -> None
         for batch in range(5):
             changes = [mj.Change(f"{batch}-{i}", staging.StagedFile.in_memory(b"%d" % (n * i)), i)
                        for i in range(10)]
-            with mj.FileJournal(folder, trash) as journal:
+            with mj.FileJournal(folder, trash, folder.media_journal) as journal:
                 journal.prepare(changes, _index(batch, (f"{batch}-0", b"0", batch + 1)))
-            assert journal.flush is not None
-            journal.flush.wait()
+            assert journal.unsettled is not None
+            mj.settle(folder, journal.unsettled)
         return _contents(folder.media)
 
     with ThreadPoolExecutor(4) as pool:
