@@ -60,7 +60,7 @@ async def _locked(state: UserState, work: Callable[..., T], *args: Any) -> T:
 async def list_trash(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
     name = _text(args, "name")
     state = _state(ctx, name)
-    entries = await _locked(state, state.media.trash.entries)
+    entries = await _locked(state, state.media.trash_entries)
     days = state.media.trash.days
     files = [
         {"file": e.name, "size": e.size, "sha1": e.sha1.hex(), "trashed_at": e.trashed_at,

@@ -68,7 +68,10 @@ def upload_changes(state: UserState, request: SyncRequest) -> Reply:
     except sync.QuotaExceeded as refused:
         log.info("media upload refused for %s: over quota", state.name)
         return json_reply({"err": str(refused)})  # shown to the user as it is
-    return _ok([processed, usn])
+    # The upload is durable in the media log and committed: its files are placed once the
+    # reply is sent, while the client prepares its next request (any other use of the media
+    # places them first).
+    return json_reply({"data": [processed, usn], "err": ""}, follow_up=state.media.place)
 
 
 @_server_errors

@@ -1,21 +1,22 @@
-"""Changes to a user's media that survive a crash or a power cut: the batch journal.
+"""Changes to a user's media that survive a crash or a power cut: batches through the media log.
 
 A batch (one upload, or one restore from the trash) writes the index in one transaction and
-changes the media folder. Before the commit, `FileJournal.prepare` writes every new file to a
-temp name in the media folder and writes the journal — the index rows the transaction writes
-and each file change — then waits for one round of flushes, all at once: the new files, the
-journal, the media folder, and what the previous batch left to flush (its WAL commit, its
-trash folders). Up to the commit nothing under a media name has changed. After it the changes
-are placed (a replaced or deleted file moves to the trash, or away; each new file is renamed
-onto its name) and the batch stays `Unsettled` — its commit (the index commits without
-waiting for the disk) and its renames made durable by the next batch's round, or by `settle`
-when the user is idle. Two journal files take turns, so the one describing an unsettled batch
-is never overwritten. So the wait for the disk is one round per batch, whatever its size.
+changes the media folder. Before the commit, `FileJournal.prepare` appends one record to the
+user's media log (`log.py`): the index rows the transaction writes, each file change, and the
+bytes of every small new file; then it waits for one flush of the log (plus, for a large file
+staged to a temp file or a file linked from the trash, that file and the folder). That is the
+batch's only wait for the disk, as the official server waits once for its index commit. Up to
+the commit nothing under a media name has changed. After it the changes are placed: a replaced
+or deleted file moves to the trash (or away), each new file is written to its name or its
+temp file renamed there. Those, and the index commit (which does not wait for the disk), are
+made durable by the next checkpoint (`MediaLog.checkpoint`: when the user goes idle, when
+the log has grown past LOG_CHECKPOINT_BYTES, when the index closes); until then the log can
+redo them.
 
-After a crash, `recover` takes both journals oldest first and rolls each batch forward when
-the index has it, or when its commit was lost but the journal and every new file are whole
-(it replays the rows); otherwise it removes the batch's temp files, all an unfinished batch
-had written. No SQL here.
+After a crash, `recover` goes through the log's complete records, oldest first: a batch the
+index has is rolled forward (each file checked by its SHA-1, rewritten from the log if
+needed); one whose commit was lost is replayed first when everything it needs is there; any
+other never committed and only its temp files go. Then it checkpoints. No SQL here.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ankihost.errors import BadRequest
-from ankihost.media import journal_v1, staging
+from ankihost.media import journal_v1, log, staging
 from ankihost.media.index import Entry, IndexChanges, Totals
 from ankihost.media.names import require_path_name
 from ankihost.media.staging import O_NOFOLLOW, StagedFile, sha1_of_file
@@ -49,10 +50,13 @@ if TYPE_CHECKING:
     from ankihost.media.index import MediaIndex
     from ankihost.storage.paths import UserFolder
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-JOURNAL_VERSION = 2
-_O_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | O_NOFOLLOW
+# A batch that finds more than this in the log checkpoints first (what a checkpoint flushes,
+# and what recovery reads back, stays bounded).
+LOG_CHECKPOINT_BYTES = 32 * 1024 * 1024
+_O_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -69,47 +73,51 @@ class Change:
 
 @dataclass(frozen=True)
 class FileChange:
-    """A change as journaled: put the file at temp name `source` (None: nothing) at `name`;
-    the file there before goes to trash entry `trash_id` (None: away). Recovery redoes it only
-    while the name's index row still has `usn`, the one the batch gave it."""
+    """A change as the log records it: make `name` hold the content with `sha1` (None: make it
+    disappear), from `inline` (offset and size in the record's data) or from the durable file
+    at temp name `source`; the file there before goes to trash entry `trash_id` (None: away).
+    Recovery redoes it only while the name's index row still has `usn`."""
 
     name: str
-    source: str | None
     sha1: bytes | None
     usn: int
-    trash_id: str | None
+    trash_id: str | None = None
+    source: str | None = None
+    inline: tuple[int, int] | None = None
 
     def to_json(self) -> list[object]:
         digest = self.sha1.hex() if self.sha1 is not None else None
-        return [self.name, self.source, digest, self.usn, self.trash_id]
+        return [self.name, digest, self.usn, self.trash_id, self.source,
+                list(self.inline) if self.inline is not None else None]
 
     @classmethod
     def from_json(cls, item: object) -> FileChange:
-        if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str)
-                and (item[1] is None or (isinstance(item[1], str) and is_media_temp_name(item[1])))
-                and (item[1] is None) == (item[2] is None)
-                and (item[2] is None or isinstance(item[2], str)) and _is_int(item[3])
-                and (item[4] is None or (isinstance(item[4], str)
-                                         and parse_trash_entry_name(item[4]) is not None))):
-            raise ValueError(f"bad journal file change {item!r:.200}")
+        if not (isinstance(item, list) and len(item) == 6 and isinstance(item[0], str)
+                and (item[1] is None or (isinstance(item[1], str) and len(item[1]) == 40))
+                and _is_int(item[2]) and _is_trash_id(item[3])
+                and (item[4] is None or (isinstance(item[4], str) and is_media_temp_name(item[4])))
+                and (item[5] is None or (isinstance(item[5], list) and len(item[5]) == 2
+                                         and all(map(_is_int, item[5]))))
+                and (item[1] is None) == (item[4] is None and item[5] is None)):
+            raise ValueError(f"bad media log file change {item!r:.200}")
         require_path_name(item[0])
-        sha1 = bytes.fromhex(item[2]) if item[2] is not None else None
-        return cls(item[0], item[1], sha1, item[3], item[4])
+        sha1 = bytes.fromhex(item[1]) if item[1] is not None else None
+        inline = (item[5][0], item[5][1]) if item[5] is not None else None
+        return cls(item[0], sha1, item[2], item[3], item[4], inline)
 
 
 @dataclass(frozen=True)
-class Journal:
-    """One batch: what its index transaction writes, its file changes, and the trash entries it
-    puts back (a restore; removed after the commit)."""
+class Batch:
+    """One record of the log: what the index transaction writes, the file changes, and the
+    trash entries it puts back (a restore; removed after the commit)."""
 
     index: IndexChanges
     files: list[FileChange]
     untrash: list[str] = field(default_factory=list)
 
-    def to_bytes(self) -> bytes:
+    def header(self) -> bytes:
         t = self.index.totals
         return orjson.dumps({
-            "v": JOURNAL_VERSION,
             "before": self.index.usn_before,
             "totals": [t.last_usn, t.total_bytes, t.live_files],
             "rows": [[e.name, e.sha1.hex(), e.size, e.usn, e.mtime] for e in self.index.rows],
@@ -118,14 +126,18 @@ class Journal:
         })
 
     @classmethod
-    def from_value(cls, value: dict[str, object]) -> Journal:
+    def from_header(cls, raw: bytes) -> Batch:
+        value = orjson.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError("a media log header is not an object")
         before, totals, rows = value.get("before"), value.get("totals"), value.get("rows")
         files, untrash = value.get("files"), value.get("untrash")
         if not (isinstance(before, int) and isinstance(totals, list) and len(totals) == 3
                 and all(map(_is_int, totals)) and isinstance(rows, list)
                 and isinstance(files, list) and isinstance(untrash, list)
-                and all(isinstance(i, str) and parse_trash_entry_name(i) for i in untrash)):
-            raise ValueError("journal lacks 'before', 'totals', 'rows', 'files' or 'untrash'")
+                and all(isinstance(i, str) and _is_trash_id(i) for i in untrash)):
+            raise ValueError("a media log header lacks 'before', 'totals', 'rows', 'files' or "
+                             "'untrash'")
         index = IndexChanges(before, [_row(item) for item in rows], Totals(*totals))
         return cls(index, [FileChange.from_json(item) for item in files], list(untrash))
 
@@ -134,47 +146,95 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_trash_id(value: object) -> bool:
+    return value is None or (isinstance(value, str) and parse_trash_entry_name(value) is not None)
+
+
 def _row(item: object) -> Entry:
     if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str)
             and isinstance(item[1], str) and len(item[1]) == 40 and all(map(_is_int, item[2:]))):
-        raise ValueError(f"bad journal row {item!r:.200}")
+        raise ValueError(f"bad media log row {item!r:.200}")
     return Entry(item[0], bytes.fromhex(item[1]), item[2], item[3], item[4])
 
 
-@dataclass(frozen=True)
-class Unsettled:
-    """A placed batch not yet known durable: its journal file (kept until then) and the trash
-    folders it changed (the index WAL and the media folder are always flushed with them)."""
+class MediaLog:
+    """A user's media log, open for appending, and what its batches left to make durable:
+    files written from the log's data, trash folders changed (with the index WAL and the media
+    folder, flushed at the checkpoint). Owned by `UserMedia`; the caller holds the user's lock.
+    """
 
-    journal: Path
-    folders: list[Path]
+    def __init__(self, folder: UserFolder) -> None:
+        self.folder = folder
+        self.path = folder.media_journal
+        self.size = 0
+        self.pending: set[Path] = set()
+        self.folders: set[Path] = set()
+        self._fd: int | None = None
+
+    def fd(self) -> int:
+        if self._fd is None:
+            created = not self.path.exists()
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | O_NOFOLLOW, 0o600)
+            if created:
+                fsync_dir(self.path.parent)
+            self.size = os.fstat(self._fd).st_size
+        return self._fd
+
+    @property
+    def unsettled(self) -> bool:
+        """Whether batches since the last checkpoint still rely on the log."""
+        return self.size > 0 or bool(self.pending)
+
+    def checkpoint(self) -> None:
+        """Make everything the log covers durable, then empty it (durably). Only after the
+        recovery of what an earlier process left in it."""
+        if self._fd is None and not self.path.exists():
+            return
+        log_fd = self.fd()
+        if not self.unsettled and not self.folders:
+            return
+        files = [fd for path in self.pending if (fd := _open_if_there(path)) is not None]
+        folders = [fd for path in self.folders if (fd := _open_if_there(path)) is not None]
+        try:
+            wal = _open_if_there(Path(f"{self.folder.media_db}-wal"))
+            files += [wal] if wal is not None else []
+            folders.append(os.open(self.folder.media, _O_DIR))
+            staging.flush_all(files, folders)
+        finally:
+            for fd in files + folders:
+                os.close(fd)
+        os.ftruncate(log_fd, 0)
+        os.fdatasync(log_fd)
+        self.size = 0
+        self.pending.clear()
+        self.folders.clear()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
 
 
 class FileJournal:
     """The file side of one batch, used around the index transaction:
-    `with FileJournal(folder, trash, journal, previous) as j, index.atomic() as writer:` …
-    `j.prepare(changes, writer.changes())`, where `journal` is the journal file to write (not
-    the one of `previous`, the batch still unsettled). Leaving the block after the commit
-    places the changes (`unsettled` then describes this batch); leaving it on an error (a
-    failed commit included) removes what `prepare` wrote. `flushed` says whether `previous`
-    is now durable; `owned` names the staged files the batch took over (placed, or left for
-    recovery to place): the caller must not discard them.
+    `with FileJournal(folder, trash, log) as j, index.atomic() as writer:` …
+    `j.prepare(changes, writer.changes())`; then `j.place()`. Leaving the block on an error (a
+    failed commit included) undoes what `prepare` wrote. After the commit `owned` names the
+    staged files the batch took over (to place, or for recovery to place): the caller must
+    not discard them.
     """
 
-    def __init__(
-        self, folder: UserFolder, trash: Trash, journal: Path, previous: Unsettled | None = None
-    ) -> None:
+    def __init__(self, folder: UserFolder, trash: Trash, media_log: MediaLog) -> None:
         self.folder = folder
         self.trash = trash
-        self.path = journal
-        self.previous = previous
+        self.log = media_log
         self.committed = False
-        self.flushed = False
         self.owned: set[Path] = set()
-        self.unsettled: Unsettled | None = None
-        self._journal: Journal | None = None
-        self._temps: list[str] = []  # temp files written here: removed unless placed
-        self._sources: set[Path] = set()  # staged files the journal names as sources
+        self._batch: Batch | None = None
+        self._data: list[bytes] = []
+        self._record_at: int | None = None  # where this batch's record starts in the log
+        self._temps: list[str] = []  # temp files made here: removed unless placed
+        self._sources: set[Path] = set()  # staged files the log names as sources
         self._dir_fd: int | None = None
 
     def stage_link(self, path: Path, sha1: bytes, size: int) -> StagedFile:
@@ -192,19 +252,19 @@ class FileJournal:
     def prepare(
         self, changes: Sequence[Change], index: IndexChanges, untrash: Sequence[str] = ()
     ) -> None:
-        """Before the commit: write the new files and the journal, and make them durable."""
+        """Before the commit: log the batch, and wait until the log (and any file it names as a
+        source) is durable."""
         if not index.rows and not changes and not untrash:
             return
-        self._dir_fd = os.open(self.folder.media, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._dir_fd = os.open(self.folder.media, _O_DIR)
         now = int(time.time())
         planned = [self._plan(change, now) for change in changes]
-        files = [file for file in planned if file is not None]
-        self._journal = Journal(index, files, list(untrash))
-        self._write_durably(changes, self._journal)
+        self._batch = Batch(index, [file for file in planned if file is not None], list(untrash))
+        self._write_durably(self._batch)
 
     def _plan(self, change: Change, now: int) -> FileChange | None:
-        """The journaled form of `change`, from what is on disk; None when there is nothing to
-        do on disk (a deletion of a file that is not there)."""
+        """The logged form of `change`, from what is on disk; None when there is nothing to do
+        on disk (a deletion of a file that is not there)."""
         require_path_name(change.name)
         exists = self._exists(change.name)
         trash_id = None
@@ -212,15 +272,16 @@ class FileJournal:
             trash_id = self.trash.entry_id(now, change.usn, change.old.sha1)
         staged = change.staged
         if staged is None:
-            return FileChange(change.name, None, None, change.usn, trash_id) if exists else None
-        if staged.path is None:
-            source = new_media_temp_name()  # written in `_write_durably`
-        elif staged.path.parent != self.folder.media:
+            return FileChange(change.name, None, change.usn, trash_id) if exists else None
+        if staged.data is not None:
+            offset = sum(map(len, self._data))
+            self._data.append(staged.data)
+            return FileChange(change.name, staged.sha1, change.usn, trash_id,
+                              inline=(offset, len(staged.data)))
+        if staged.path is None or staged.path.parent != self.folder.media:
             raise ValueError(f"{staged.path} is not in {self.folder.media}")
-        else:
-            source = staged.path.name
-            self._sources.add(staged.path)
-        return FileChange(change.name, source, staged.sha1, change.usn, trash_id)
+        self._sources.add(staged.path)
+        return FileChange(change.name, staged.sha1, change.usn, trash_id, source=staged.path.name)
 
     def _exists(self, name: str) -> bool:
         try:
@@ -231,59 +292,20 @@ class FileJournal:
             raise IsADirectoryError(f"{self.folder.media / name} is a directory, not a media file")
         return True
 
-    def _write_durably(self, changes: Sequence[Change], journal: Journal) -> None:
-        """Write each in-memory file to its temp name (its write-back started at once) and the
-        journal, then wait for one round of flushes: every new file, the journal, the media
-        folder (the new names in it) and what the previous batch left unflushed."""
-        files: list[int] = []
-        folders: list[int] = []
-        staged = {change.name: change.staged for change in changes}
+    def _write_durably(self, batch: Batch) -> None:
+        """Append the batch's record and wait for one flush of the log, of every staged file
+        it names as a source and, if there are any, of the media folder (their names)."""
+        log_fd = self.log.fd()
+        if self.log.size >= LOG_CHECKPOINT_BYTES:
+            self.log.checkpoint()
+        self._record_at = self.log.size
+        self.log.size = log.write_at(log_fd, self.log.size, log.encode(batch.header(), self._data))
+        sources = [os.open(path, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW) for path in self._sources]
         try:
-            for file in journal.files:
-                if file.source is not None:
-                    files.append(self._open_source(file.source, staged[file.name]))
-            files.append(self._open_journal())
-            staging.write_all(files[-1], journal.to_bytes())
-            self._open_previous(files, folders)
-            staging.flush_all(files, [self._fd(), *folders])
+            staging.flush_all([log_fd, *sources], [self._fd()] if sources else [])
         finally:
-            for fd in files + folders:
+            for fd in sources:
                 os.close(fd)
-        self.flushed = True
-
-    def _open_previous(self, files: list[int], folders: list[int]) -> None:
-        """Open what the previous batch left unflushed: its WAL commit and its trash folders
-        (one purged meanwhile needs nothing)."""
-        if self.previous is None:
-            return
-        wal = _open_if_there(Path(f"{self.folder.media_db}-wal"))
-        if wal is not None:
-            files.append(wal)
-        for path in self.previous.folders:
-            if (fd := _open_if_there(path)) is not None:
-                folders.append(fd)
-
-    def _open_source(self, source: str, staged: StagedFile | None) -> int:
-        """An open descriptor of a new file at its temp name, written first if it is held in
-        memory."""
-        if staged is not None and staged.data is not None:
-            fd = os.open(source, _O_NEW, 0o666, dir_fd=self._fd())
-            self._temps.append(source)
-            staging.write_all(fd, staged.data)
-            staging.start_writeback(fd)
-            return fd
-        return os.open(source, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW, dir_fd=self._fd())
-
-    def _open_journal(self) -> int:
-        """The journal file, emptied (or created: then its folder is fsynced first)."""
-        path = self.path
-        flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
-        try:
-            return os.open(path, flags)
-        except FileNotFoundError:
-            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-        fsync_dir(path.parent)
-        return fd
 
     def _fd(self) -> int:
         assert self._dir_fd is not None
@@ -297,7 +319,8 @@ class FileJournal:
     ) -> None:
         try:
             if kind is None:
-                self._after_commit()
+                self.committed = True
+                self.owned = set(self._sources)
             else:
                 self._roll_back()
         finally:
@@ -305,52 +328,70 @@ class FileJournal:
                 os.close(self._dir_fd)
                 self._dir_fd = None
 
-    def _after_commit(self) -> None:
-        journal = self._journal
-        self.committed = True
-        self.owned = set(self._sources)
-        if journal is None:
+    @property
+    def unplaced(self) -> bool:
+        """Committed, with changes still to make in the media folder (`place`)."""
+        return self.committed and self._batch is not None
+
+    def place(self) -> None:
+        """After the commit (at once, or once the reply is sent: the log can redo it all):
+        make the batch's changes in the media folder. Runs once."""
+        batch, self._batch = self._batch, None
+        if not self.committed or batch is None:
             return
-        changed: list[Path] = []
-        for file in journal.files:
-            changed += place(self._fd(), file, self.trash)
-        for entry_id in journal.untrash:
+        data = b"".join(self._data)
+        self._data = []
+        self._dir_fd = os.open(self.folder.media, _O_DIR)
+        try:
+            for file in batch.files:
+                self._place(file, data)
+        finally:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+        for entry_id in batch.untrash:
             self.trash.remove(entry_id)
-        self.unsettled = Unsettled(self.path, list(dict.fromkeys(changed)))
+
+    def _place(self, file: FileChange, data: bytes) -> None:
+        """Make one committed change: the file there before to the trash (or away), then the
+        new content written to the name (from the log's data) or its source renamed there."""
+        pending, path = self.log.pending, self.folder.media / file.name
+        if file.trash_id is not None:
+            self.log.folders.update(self.trash.move_in(self._fd(), file.name, file.trash_id))
+            if path in pending:  # not flushed yet: flush it where it is now
+                pending.discard(path)
+                pending.add(self.trash.root / file.trash_id / file.name)
+        elif file.sha1 is None:
+            _unlink_at(self._fd(), file.name)
+        if file.inline is not None:
+            offset, size = file.inline
+            _write_at(self._fd(), file.name, data[offset : offset + size])
+            pending.add(path)
+        elif file.source is not None:
+            os.rename(file.source, file.name, src_dir_fd=self._fd(), dst_dir_fd=self._fd())
 
     def _roll_back(self) -> None:
-        """Undo `prepare`: the journal emptied first (nothing under a media name changed), then
-        the temp files written here removed (a crash in between leaves them to the sweep)."""
-        if self._journal is not None:
-            clear_journal(self.path)
+        """Undo `prepare`: the record cut from the log (nothing under a media name changed),
+        then the temp files made here removed (a crash in between leaves them to the sweep)."""
+        if self._record_at is not None:
+            os.ftruncate(self.log.fd(), self._record_at)
+            self.log.size = self._record_at
         for temp in self._temps:
             (self.folder.media / temp).unlink(missing_ok=True)
 
 
-def place(dir_fd: int, file: FileChange, trash: Trash) -> list[Path]:
-    """Make one committed change in the media folder of `dir_fd`; the folders other than the
-    media folder whose entries changed. Idempotent: a source that is gone was placed."""
-    if file.source is not None and not _exists_at(dir_fd, file.source):
-        return []
-    changed: list[Path] = []
-    if file.trash_id is not None:
-        changed = trash.move_in(dir_fd, file.name, file.trash_id)
-    elif file.source is None:
-        try:
-            os.unlink(file.name, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
-    if file.source is not None:
-        os.rename(file.source, file.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    return changed
-
-
-def _exists_at(dir_fd: int, name: str) -> bool:
+def _write_at(dir_fd: int, name: str, data: bytes) -> None:
+    fd = os.open(name, _O_WRITE, 0o666, dir_fd=dir_fd)
     try:
-        os.lstat(name, dir_fd=dir_fd)
+        staging.write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _unlink_at(dir_fd: int, name: str) -> None:
+    try:
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
-        return False
-    return True
+        pass
 
 
 def _open_if_there(path: Path) -> int | None:
@@ -360,142 +401,116 @@ def _open_if_there(path: Path) -> int | None:
         return None
 
 
-def settle(folder: UserFolder, unsettled: Unsettled) -> None:
-    """Make an unsettled batch durable now, then empty both journals (the other one holds an
-    older batch, durable since this one's flush)."""
-    flush_now(folder, unsettled.folders)
-    for journal in folder.media_journals:
-        clear_journal(journal)
-
-
-def flush_now(folder: UserFolder, changed: Iterable[Path]) -> None:
-    """Make a placed batch durable: `changed` (trash folders, parents first), the WAL, the
-    media folder. A trash folder removed meanwhile (purged) needs nothing."""
-    for path in changed:
-        try:
-            fsync_dir(path)
-        except FileNotFoundError:
-            pass
-    try:
-        fd = os.open(f"{folder.media_db}-wal", os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:  # checkpointed and removed: the commit is in media.db
-        pass
-    else:
-        try:
-            os.fdatasync(fd)
-        finally:
-            os.close(fd)
-    fsync_dir(folder.media)
-
-
-def clear_journal(path: Path) -> None:
-    """Empty the journal file (kept, so the next batch need not create it). Not synced: if a
-    crash brings its content back, `recover` finds the batch complete and does nothing."""
-    try:
-        os.truncate(path, 0)
-    except FileNotFoundError:
-        pass
-    except OSError:
-        log.exception("media: could not clear %s", path)
-
-
 # -- after a crash ----------------------------------------------------------------------------
-def recover(folder: UserFolder, trash: Trash, index: MediaIndex) -> bool:
-    """Finish or drop the batches a crash interrupted, from both journals, oldest first (call
+def recover(folder: UserFolder, trash: Trash, index: MediaIndex, media_log: MediaLog) -> bool:
+    """Finish or drop the batches a crash left in the log, oldest first, then checkpoint (call
     when opening the index, before `remove_stray_temps`). Idempotent, so a crash during
-    recovery is recovered from too. Returns whether there was a journal; both are left
-    empty, durably."""
-    journals: list[Journal] = []
-    found = False
-    for path in folder.media_journals:
-        raw = _read(path)
-        if not raw:
-            continue
-        found = True
-        try:
-            value = orjson.loads(raw)
-            if not isinstance(value, dict):
-                raise ValueError("the journal is not an object")
-            if value.get("v") != JOURNAL_VERSION:
-                journal_v1.recover(folder.media, value, index.last_usn(), _live_sha1(index))
-            else:
-                journals.append(Journal.from_value(value))
-        except (ValueError, BadRequest) as exc:  # torn while written: never committed
-            log.warning("media: ignoring unreadable journal %s: %s", path, exc)
-    for journal in sorted(journals, key=lambda j: (j.index.usn, j.index.usn_before)):
-        _recover(folder, trash, index, journal)
-    if found:
-        for path in folder.media_journals:
-            _clear_durably(path)
-    return found
-
-
-def _read(path: Path) -> bytes:
+    recovery is recovered from too. Returns whether the log had anything."""
+    path = folder.media_journal
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            first = f.read(1)
     except FileNotFoundError:
-        return b""
+        return False
+    if not first:
+        return False
+    if first == b"{":  # a journal of the previous version
+        _recover_v1(folder, index)
+    else:
+        for record in log.read_records(path):
+            try:
+                batch = Batch.from_header(record.header)
+            except (ValueError, BadRequest) as exc:
+                logger.warning("media: stopping at an unreadable log record: %s", exc)
+                break
+            _recover_batch(folder, trash, index, media_log, batch, record.data)
+    media_log.checkpoint()
+    return True
 
 
-def _clear_durably(path: Path) -> None:
+def _recover_v1(folder: UserFolder, index: MediaIndex) -> None:
     try:
-        with path.open("r+b") as f:
-            f.truncate(0)
-            os.fdatasync(f.fileno())
-    except FileNotFoundError:
-        pass
+        value = orjson.loads(folder.media_journal.read_bytes())
+        if not isinstance(value, dict):
+            raise ValueError("the journal is not an object")
+        journal_v1.recover(folder.media, value, index.last_usn(), _live_sha1(index))
+    except ValueError as exc:  # torn while written: never committed
+        logger.warning("media: ignoring an unreadable journal: %s", exc)
 
 
-def _recover(folder: UserFolder, trash: Trash, index: MediaIndex, journal: Journal) -> None:
-    last_usn = index.last_usn()
-    if last_usn < journal.index.usn and last_usn == journal.index.usn_before and _whole(
-        folder.media, journal.files
-    ):
-        log.warning("media: replaying a batch whose commit was lost (usn %d)", journal.index.usn)
-        index.replay(journal.index)
-        last_usn = journal.index.usn
-    if last_usn < journal.index.usn:
-        log.warning("media: dropping a batch that never committed (usn %d)", journal.index.usn)
-        for file in journal.files:
+def _recover_batch(
+    folder: UserFolder, trash: Trash, index: MediaIndex, media_log: MediaLog, batch: Batch,
+    data: bytes,
+) -> None:
+    last_usn, usn = index.last_usn(), batch.index.usn
+    if last_usn < usn and last_usn == batch.index.usn_before and _whole(folder.media, batch):
+        logger.warning("media: replaying a batch whose commit was lost (usn %d)", usn)
+        index.replay(batch.index)
+        last_usn = usn
+    if last_usn < usn:
+        logger.warning("media: dropping a batch that never committed (usn %d)", usn)
+        for file in batch.files:
             if file.source is not None:
                 (folder.media / file.source).unlink(missing_ok=True)
         return
-    changed = _roll_forward(folder, trash, index, journal)
-    flush_now(folder, changed)
-
-
-def _roll_forward(
-    folder: UserFolder, trash: Trash, index: MediaIndex, journal: Journal
-) -> list[Path]:
-    log.warning("media: completing an interrupted batch (usn %d)", journal.index.usn)
-    changed: list[Path] = []
-    dir_fd = os.open(folder.media, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    dir_fd = os.open(folder.media, _O_DIR)
     try:
-        for file in journal.files:
+        for file in batch.files:
             row = index.get(file.name)
             if row is not None and row.usn == file.usn:  # else a later change owns the name
-                changed += place(dir_fd, file, trash)
+                _redo(dir_fd, folder, trash, media_log, file, data)
     finally:
         os.close(dir_fd)
-    for entry_id in journal.untrash:
+    for entry_id in batch.untrash:
         trash.remove(entry_id)
-    return changed
 
 
-def _whole(media: Path, files: Sequence[FileChange]) -> bool:
-    """Whether every new file of the batch is on disk complete, at its temp name or placed
-    (a batch is placed only after all of them were durable)."""
+def _redo(
+    dir_fd: int, folder: UserFolder, trash: Trash, media_log: MediaLog, file: FileChange,
+    data: bytes,
+) -> None:
+    """Complete one committed change, checking each step on disk."""
+    target = folder.media / file.name
+    if file.sha1 is not None and _holds(target, file.sha1):
+        media_log.pending.add(target)
+        return
+    if _is_file(target):
+        entry = trash.root / file.trash_id / file.name if file.trash_id is not None else None
+        if entry is not None and not _is_file(entry):  # still the old version: keep it
+            media_log.folders.update(trash.move_in(dir_fd, file.name, file.trash_id or ""))
+            media_log.pending.add(entry)
+        elif file.sha1 is None:
+            target.unlink()
+    if file.inline is not None:
+        offset, size = file.inline
+        _write_at(dir_fd, file.name, data[offset : offset + size])
+        media_log.pending.add(target)
+    elif file.source is not None and _is_file(folder.media / file.source):
+        os.rename(file.source, file.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    elif file.sha1 is not None:
+        logger.error("media: cannot complete %r: its staged file is gone", file.name)
+
+
+def _whole(media: Path, batch: Batch) -> bool:
+    """Whether everything the batch needs beyond the log is on disk: each staged source, at its
+    temp name or already placed."""
     return all(
-        file.sha1 is None or _holds(media / file.source, file.sha1)
-        or _holds(media / file.name, file.sha1)
-        for file in files if file.source is not None
+        _holds(media / file.source, file.sha1) or _holds(media / file.name, file.sha1)
+        for file in batch.files if file.source is not None and file.sha1 is not None
     )
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def _holds(path: Path, sha1: bytes) -> bool:
     """Whether `path` is a regular file with this content."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode) and sha1_of_file(path) == sha1
+        return _is_file(path) and sha1_of_file(path) == sha1
     except FileNotFoundError:
         return False
 
@@ -517,5 +532,5 @@ def remove_stray_temps(folder: Path, in_use: Callable[[str], bool]) -> int:
                 os.unlink(entry.path)
                 removed += 1
     if removed:
-        log.warning("media: removed %d stray temp files from %s", removed, folder)
+        logger.warning("media: removed %d stray temp files from %s", removed, folder)
     return removed

@@ -2,10 +2,10 @@
 
 `UserMedia.index()` opens `media.db` on first use (creating or migrating it), finishes or drops
 a batch a crash interrupted, sweeps the media folder's stray temp files and purges the expired
-trash; `close()` settles and closes it. Every change of media goes through `MediaBatch`, which
-pairs the index transaction with its journal (`journal.py`) and keeps the last batch
-`unsettled` until the next batch's flush or `settle()` (the server calls it once the user is
-idle) makes it durable. The caller holds the user's lock.
+trash; `close()` checkpoints and closes it. Every change of media goes through `MediaBatch`,
+which pairs the index transaction with its journal (`journal.py`) in the user's media log;
+`settle()` (the server calls it once the user is idle) checkpoints the log. The caller holds
+the user's lock.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import logging
 import sqlite3
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from types import TracebackType
 
 from ankihost.errors import ServerError
 from ankihost.media import journal
 from ankihost.media.index import MediaIndex, Writer
-from ankihost.media.journal import FileJournal, Unsettled
-from ankihost.media.trash import DEFAULT_DAYS, Trash
+from ankihost.media.journal import FileJournal, MediaLog
+from ankihost.media.trash import DEFAULT_DAYS, Trash, TrashEntry
 from ankihost.storage.paths import UserFolder
 
 log = logging.getLogger(__name__)
@@ -31,19 +30,41 @@ class UserMedia:
     def __init__(self, folder: UserFolder, trash_days: int = DEFAULT_DAYS) -> None:
         self.folder = folder
         self.trash = Trash(folder.media_trash, trash_days)
+        self.log = MediaLog(folder)
         self._index: MediaIndex | None = None
-        self._unsettled: Unsettled | None = None
-        self._unsettled_since = 0.0
+        self._last_used = 0.0  # time.monotonic() of the last use of the index
+        self._unplaced: FileJournal | None = None  # a committed batch, its files not placed
 
     @property
     def is_open(self) -> bool:
         return self._index is not None
 
     def index(self) -> MediaIndex:
-        """The open media index, opened (and repaired after a crash) on first use."""
+        """The open media index, opened (and repaired after a crash) on first use, with the
+        last batch's files placed."""
         if self._index is None:
-            self._index = _open(self.folder, self.trash)
+            self._index = _open(self.folder, self.trash, self.log)
+        self.place()
+        self._last_used = time.monotonic()
         return self._index
+
+    def place(self) -> None:
+        """Make the last batch's changes in the media folder, if that waits (an upload's
+        reply goes out first). If that fails, the index is closed: its next use recovers from
+        the media log."""
+        batch, self._unplaced = self._unplaced, None
+        if batch is None:
+            return
+        try:
+            batch.place()
+        except OSError:
+            self._close_index()
+            raise
+
+    def trash_entries(self) -> list[TrashEntry]:
+        """The trash, newest first, with every batch's changes placed."""
+        self.index()
+        return self.trash.entries()
 
     def last_usn(self) -> int:
         """The media USN, as `begin` and the collection sync's `meta` report it."""
@@ -53,65 +74,61 @@ class UserMedia:
             raise ServerError(f"media index: {exc}") from exc
 
     def unsettled_for(self) -> float | None:
-        """Seconds since the last batch ended, if it is not known durable yet."""
-        if self._unsettled is None:
+        """Seconds since the index was last used, if batches still rely on the media log
+        (a checkpoint waits until the user's media sync is over: downloads included)."""
+        if not self.log.unsettled:
             return None
-        return time.monotonic() - self._unsettled_since
+        return time.monotonic() - self._last_used
 
     def settle(self) -> None:
-        """Make the last batch durable now and empty its journal. If that fails, the index is
-        closed, so that its next use recovers from the journal."""
-        unsettled, self._unsettled = self._unsettled, None
-        if unsettled is None:
+        """Checkpoint: make every batch durable now and empty the media log. If that fails,
+        the index is closed, so that its next use recovers from the log. (Without an open
+        index there is nothing of this process's to flush: what a crash left in the log waits
+        for the recovery that opening the index runs.)"""
+        if self._index is None:
             return
+        self.place()
         try:
-            journal.settle(self.folder, unsettled)
+            self.log.checkpoint()
         except OSError:
             self._close_index()
             raise
 
     def purge_trash(self, now: float | None = None) -> int:
         """Remove the trash's expired entries; the number of files purged."""
+        self.place()
         return self.trash.purge(time.time() if now is None else now)
 
     def close(self) -> None:
         try:
             self.settle()
         except OSError:
-            log.exception("media: the last batch of %s could not be flushed", self.folder.root)
+            log.exception("media: the last changes of %s could not be flushed", self.folder.root)
         self._close_index()
 
     def _close_index(self) -> None:
+        self._unplaced = None  # recovery places it
+        self.log.close()
+        self.log = MediaLog(self.folder)  # what recovery will read back, from the start
         if self._index is not None:
             index, self._index = self._index, None
             index.close()
 
-    def _next_journal(self) -> Path:
-        """The journal file a new batch writes: not the one of the unsettled batch."""
-        first, second = self.folder.media_journals
-        if self._unsettled is not None and self._unsettled.journal == first:
-            return second
-        return first
-
-    def _batch_ended(self, batch: FileJournal, *, broken: bool) -> None:
-        if broken:  # committed but not all placed: the next open rolls it forward
-            self._unsettled = None
-            self._close_index()
-        elif batch.unsettled is not None or batch.flushed:  # the previous one is durable now
-            self._unsettled = batch.unsettled
-            self._unsettled_since = time.monotonic()
+    def _batch_ended(self, batch: FileJournal) -> None:
+        if batch.unplaced:
+            self._unplaced = batch
 
 
 class MediaBatch:
     """One change of a user's media: `with MediaBatch(media) as batch:` gives the index
     transaction (`batch.writer`) and its journal (`batch.journal`, whose `prepare` must be
-    called with the changes before the block ends). The commit happens as the block ends."""
+    called with the changes before the block ends). The commit happens as the block ends; the
+    files are placed by the next use of the media (`UserMedia.place`), or sooner by the
+    caller (an upload does it once its reply is sent)."""
 
     def __init__(self, media: UserMedia) -> None:
         self.media = media
-        self.journal = FileJournal(
-            media.folder, media.trash, media._next_journal(), media._unsettled
-        )
+        self.journal = FileJournal(media.folder, media.trash, media.log)
         self._stack = ExitStack()
         self._writer: Writer | None = None
 
@@ -131,19 +148,15 @@ class MediaBatch:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            self._stack.__exit__(kind, exc, tb)
-        except BaseException:
-            self.media._batch_ended(self.journal, broken=self.journal.committed)
-            raise
-        self.media._batch_ended(self.journal, broken=False)
+        self._stack.__exit__(kind, exc, tb)
+        self.media._batch_ended(self.journal)
 
 
-def _open(folder: UserFolder, trash: Trash) -> MediaIndex:
+def _open(folder: UserFolder, trash: Trash, media_log: MediaLog) -> MediaIndex:
     folder.ensure()
     index = MediaIndex.open(folder.media_db)
     try:
-        journal.recover(folder, trash, index)
+        journal.recover(folder, trash, index, media_log)
         journal.remove_stray_temps(folder.media, index.has_name)
         trash.purge(time.time())
     except BaseException:

@@ -12,8 +12,8 @@ Inside SYNC_BASE/<user>, the official server's layout plus a few files of ankiho
     collection.anki2.previous     *     the collection replaced by the last full upload
     media/                              media files, flat
     media.db                            the server's media index (WAL while open: -wal, -shm)
-    media.ankihost-journal        *     the media batch journals, used in turn (empty once
-    media.ankihost-journal-2      *       their batch is durable)
+    media.ankihost-journal        *     the media log: a record per media batch since the last
+                                          checkpoint (media/log.py; empty when idle)
     media.ankihost-trash/         *     media files a sync deleted or replaced (media/trash.py):
       <secs>-<usn>-<sha1>/<name>          one kept version: when, the change that removed it,
                                           its SHA-1; the file inside keeps its media name
@@ -26,7 +26,7 @@ crash left it behind:
     .new-<random>.anki2                 a new empty collection being created
     collection.anki2.previous.tmp       the previous collection being linked into place
     .ankihost-download-<hex>.zip        a media download zip too large for memory
-    media/.ankihost-tmp-<32 hex>        a media file being placed (a source of the journal)
+    media/.ankihost-tmp-<32 hex>        a large media file being placed (a source in the log)
     media.ankihost-trash/.purge-<…>     a trash entry being removed (gone from the listing)
     media.ankihost-trash/<entry>/       an entry whose file is not in it yet (an empty folder)
 
@@ -49,7 +49,6 @@ PREVIOUS_NAME = "collection.anki2.previous"
 MEDIA_FOLDER_NAME = "media"
 MEDIA_DB_NAME = "media.db"
 MEDIA_JOURNAL_NAME = "media.ankihost-journal"
-MEDIA_JOURNAL_2_NAME = "media.ankihost-journal-2"
 MEDIA_TRASH_NAME = "media.ankihost-trash"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 UPLOAD_PREFIX = ".upload-"
@@ -183,12 +182,8 @@ class UserFolder:
 
     @property
     def media_journal(self) -> Path:
+        """The media log (`media/log.py`), under the journal's old name."""
         return self.root / MEDIA_JOURNAL_NAME
-
-    @property
-    def media_journals(self) -> tuple[Path, Path]:
-        """The two media journal files, which batches use in turn."""
-        return self.root / MEDIA_JOURNAL_NAME, self.root / MEDIA_JOURNAL_2_NAME
 
     @property
     def media_trash(self) -> Path:

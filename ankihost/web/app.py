@@ -42,7 +42,7 @@ SHUTDOWN_WAIT_SECS = 30
 ACTIVITY_FLUSH_SECS = 2
 # How often every user's media trash is checked for files past ANKIHOST_MEDIA_TRASH_DAYS.
 MEDIA_TRASH_PURGE_SECS = 3600
-# A user's last media batch is flushed by their next one, or after this long without one.
+# A user's media log is checkpointed once their media has not been used for this long.
 MEDIA_SETTLE_SECS = 1.0
 
 
@@ -76,8 +76,8 @@ async def close_all(registry: Registry) -> None:
 
 
 async def settle_idle_media(registry: Registry) -> None:
-    """Make durable the last media batch of every user idle for MEDIA_SETTLE_SECS (until then
-    its journal covers it), under their lock."""
+    """Checkpoint the media log of every user whose media was not used for MEDIA_SETTLE_SECS
+    (until then the log covers their batches), under their lock."""
     for state in registry.all():
         waited = state.media.unsettled_for()
         if waited is None or waited < MEDIA_SETTLE_SECS or state.removed:
@@ -85,7 +85,7 @@ async def settle_idle_media(registry: Registry) -> None:
         try:
             await state.locked(state.media.settle)
         except Exception:
-            log.exception("could not flush the last media changes of %s", state.name)
+            log.exception("could not checkpoint the media log of %s", state.name)
 
 
 async def purge_media_trash(registry: Registry) -> None:
@@ -161,7 +161,7 @@ class SyncApp:
                 log.exception("could not write device activity to the account store")
 
     async def _media_upkeep(self) -> None:
-        """Settle the media batches of users gone idle; purge expired trash once an hour."""
+        """Checkpoint the media logs of users gone idle; purge expired trash once an hour."""
         purged = time.monotonic()
         while True:
             await asyncio.sleep(MEDIA_SETTLE_SECS)

@@ -47,8 +47,12 @@ def request(method: str, body: bytes) -> SyncRequest:
 
 
 def call(state: UserState, method: str, body: bytes | dict[str, Any]) -> Reply:
+    """Run one method as the web layer does: the step, then its reply's follow-up."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return METHODS[method].run(state, request(method, raw))
+    reply = METHODS[method].run(state, request(method, raw))
+    if reply.follow_up is not None:
+        reply.follow_up()
+    return reply
 
 
 def data(reply: Reply) -> Any:
@@ -160,6 +164,19 @@ def test_upload_adds_replaces_deletes_with_one_usn_per_change(state: UserState) 
     ]
     names = sorted(p.name for p in media.iterdir())
     assert names == ["f00.txt", "f02.txt", "new.txt"]  # no temp files left behind
+
+
+def test_an_uploads_files_are_placed_after_its_reply_or_before_any_other_use(
+    state: UserState,
+) -> None:
+    reply = METHODS["uploadChanges"].run(
+        state, request("uploadChanges", upload_zip([("a.txt", b"A"), ("b.txt", b"B")])))
+    assert data(reply) == [2, 2] and reply.follow_up is not None
+    media = state.folder.media
+    assert not (media / "a.txt").exists()  # durable in the media log, placed after the reply
+    # The follow-up never ran (say the client went away): the next use places them first.
+    assert download(state, ["a.txt", "b.txt"]) == {"a.txt": b"A", "b.txt": b"B"}
+    assert sorted(p.name for p in media.iterdir()) == ["a.txt", "b.txt"]
 
 
 def test_upload_accepts_legacy_empty_string_deletions_and_25_entries(state: UserState) -> None:

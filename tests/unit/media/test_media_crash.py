@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ankihost.media import names, staging, sync
+from ankihost.media import journal, names, staging, sync
+from ankihost.media.log import read_records
 from ankihost.registry import UserState
 from ankihost.storage.paths import MEDIA_JOURNAL_NAME, is_media_temp_name
 from tests.support.states import make_state
@@ -46,13 +47,12 @@ NEXT_STATE = {"x.txt": b"x version 2, longer", "z.txt": b"z version 2"}
 NEXT_TRASH = NEW_TRASH | {("z.txt", b"z untouched"), ("w.txt", b"w is new")}
 
 # The child applies the uploads it is given, the last one with one function patched to
-# `os._exit` at its crash point. NEW_UPLOAD's files are written in its order: x.txt's temp
-# (call 1), w.txt's temp (2), then the journal (3).
+# `os._exit` at its crash point.
 CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from ankihost.media import journal, staging, sync, trash
+    from ankihost.media import journal, log, staging, sync, trash
     from tests.support.states import make_state
 
     root, point, bodies = Path(sys.argv[1]), sys.argv[2], [Path(a) for a in sys.argv[3:]]
@@ -62,6 +62,7 @@ CHILD = textwrap.dedent(
         for body in bodies[:-1]:
             with body.open("rb") as f:
                 sync.apply_upload(state.media, f)
+            state.media.place()  # what the reply's follow-up does
 
     def crash(*args, **kwargs):
         os._exit({code})
@@ -73,65 +74,64 @@ CHILD = textwrap.dedent(
             crash()
         setattr(owner, name, patched)
 
-    def on_call(owner, name, number, *, after_it=False):
+    def on_call(owner, name, number):
         original, calls = getattr(owner, name), []
         def patched(*args, **kwargs):
             calls.append(1)
-            if len(calls) == number and not after_it:
-                crash()
-            result = original(*args, **kwargs)
             if len(calls) == number:
                 crash()
-            return result
+            return original(*args, **kwargs)
         setattr(owner, name, patched)
 
-    def half_write(number):
-        write_all, calls = staging.write_all, []
-        def half(fd, data):
-            calls.append(1)
-            if len(calls) == number:
-                write_all(fd, bytes(data[: len(data) // 2]))
-                crash()
-            write_all(fd, data)
-        staging.write_all = half
+    def half_record(fd, offset, pieces):  # the record half written, then the process dies
+        data = b"".join(bytes(piece) for piece in pieces)
+        os.pwrite(fd, data[: len(data) // 2], offset)
+        crash()
 
-    if point == "temp half written":
-        half_write(2)
-    elif point == "files written, journal not":
-        on_call(journal.FileJournal, "_open_journal", 1)
-    elif point == "journal half written":
-        half_write(3)
-    elif point == "journal written, not flushed":
+    def half_file(fd, data):  # a placed file half written, then the process dies
+        os.write(fd, bytes(data[: len(data) // 2]))
+        crash()
+
+    if point == "before the record":
+        on_call(log, "write_at", 1)
+    elif point == "record half written":
+        log.write_at = half_record
+    elif point == "record written, not flushed":
         on_call(staging, "flush_all", 1)
     elif point == "flushed, not committed":
         after(journal.FileJournal, "_write_durably")
     elif point == "committed, not placed":
-        on_call(journal.FileJournal, "_after_commit", 1)
+        on_call(journal.FileJournal, "place", 1)
     elif point == "between placements":
-        on_call(journal, "place", 2)
+        on_call(journal.FileJournal, "_place", 2)
     elif point == "trash folder made, file not moved":
         on_call(trash.os, "rename", 1)
-    elif point == "settled, journal not cleared":
-        on_call(journal, "clear_journal", 1)
+    elif point == "new file half written":
+        staging.write_all = half_file
+    elif point == "checkpoint flushed, log not emptied":
+        on_call(journal.os, "ftruncate", 1)
     elif point == "recovery interrupted":
-        on_call(journal, "place", 2)
+        on_call(journal, "_redo", 2)
     state.media.index()  # recovery runs here ("recovery interrupted")
     if point != "recovery interrupted":
         with bodies[-1].open("rb") as f:
             sync.apply_upload(state.media, f)
-        if point == "placed, not settled":
+        if point == "replied, not placed":
             crash()
-        state.media.close()  # settles
+        state.media.place()  # what the reply's follow-up does
+        if point == "placed, not checkpointed":
+            crash()
+        state.media.close()  # checkpoints
     sys.exit(0)
     """
 ).format(code=CRASH_CODE, host_key=HOST_KEY)
 
-BEFORE_JOURNAL = ["temp half written", "files written, journal not", "journal half written"]
-# From here on the batch is whole on disk (a kill keeps what was written): recovery finishes it.
-AFTER_JOURNAL = [
-    "journal written, not flushed", "flushed, not committed", "committed, not placed",
-    "between placements", "trash folder made, file not moved", "placed, not settled",
-    "settled, journal not cleared",
+BEFORE_RECORD = ["before the record", "record half written"]
+# From here on the batch is whole in the log (a kill keeps what was written): recovery ends it.
+AFTER_RECORD = [
+    "record written, not flushed", "flushed, not committed", "committed, not placed",
+    "replied, not placed", "between placements", "trash folder made, file not moved",
+    "new file half written", "placed, not checkpointed", "checkpoint flushed, log not emptied",
 ]
 
 
@@ -193,7 +193,8 @@ def reopened(state: UserState) -> tuple[dict[str, bytes], dict[str, tuple[bytes,
 
 
 def journal_cleared(state: UserState) -> bool:
-    return all(not p.exists() or p.read_bytes() == b"" for p in state.folder.media_journals)
+    path = state.folder.media_journal
+    return not path.exists() or path.read_bytes() == b""
 
 
 def assert_consistent(
@@ -215,12 +216,12 @@ def old_then_crash(state: UserState, point: str, tmp_path: Path) -> None:
     assert run_child(state, point, tmp_path) == CRASH_CODE
 
 
-@pytest.mark.parametrize("point", BEFORE_JOURNAL + AFTER_JOURNAL)
+@pytest.mark.parametrize("point", BEFORE_RECORD + AFTER_RECORD)
 def test_a_crash_leaves_the_old_or_the_new_state(
     state: UserState, point: str, tmp_path: Path
 ) -> None:
     old_then_crash(state, point, tmp_path)
-    if point in BEFORE_JOURNAL:
+    if point in BEFORE_RECORD:
         assert assert_consistent(state, OLD_STATE, set()) == 3
     else:
         assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
@@ -234,12 +235,10 @@ def test_nothing_under_a_media_name_changes_before_the_commit(
     state: UserState, tmp_path: Path
 ) -> None:
     old_then_crash(state, "flushed, not committed", tmp_path)
-    folder = state.folder.media
-    assert {p.name: p.read_bytes() for p in folder.iterdir() if not is_media_temp_name(p.name)} \
-        == OLD_STATE
-    assert sorted(p.read_bytes() for p in folder.iterdir() if is_media_temp_name(p.name)) == [
-        b"w is new", b"x version 2, longer"]
-    assert not journal_cleared(state)
+    assert {p.name: p.read_bytes() for p in state.folder.media.iterdir()} == OLD_STATE
+    assert not journal_cleared(state)  # the batch is in the log, with its files' bytes
+    log = state.folder.media_journal.read_bytes()
+    assert b"x version 2, longer" in log and b"w is new" in log
 
 
 def test_a_crash_while_recovering_is_recovered_from_on_the_next_open(
@@ -259,65 +258,94 @@ def test_without_a_crash_the_child_applies_the_upload(state: UserState, tmp_path
 
 
 # -- a power cut: what was not flushed may be lost too ----------------------------------------
-def test_a_commit_lost_after_placing_is_replayed_from_the_journal(
-    state: UserState, tmp_path: Path
-) -> None:
-    apply(state, OLD_UPLOAD)
-    state.media.close()
-    before = tmp_path / "media.db.before"
-    shutil.copy(state.folder.media_db, before)
-    assert run_child(state, "placed, not settled", tmp_path) == CRASH_CODE
-    # The index's commit had not reached the disk: media.db as it was, its WAL gone.
+def lose_commit(state: UserState, before: Path) -> None:
+    """The index's commits since `before` (a copy of media.db) never reached the disk."""
     for sidecar in ("-wal", "-shm"):
         Path(f"{state.folder.media_db}{sidecar}").unlink(missing_ok=True)
     shutil.copy(before, state.folder.media_db)
+
+
+def snapshot_index(state: UserState, tmp_path: Path) -> Path:
+    state.media.close()  # checkpointed: media.db holds everything
+    before = tmp_path / "media.db.before"
+    shutil.copy(state.folder.media_db, before)
+    return before
+
+
+def test_a_commit_lost_after_placing_is_replayed_from_the_log(
+    state: UserState, tmp_path: Path
+) -> None:
+    apply(state, OLD_UPLOAD)
+    before = snapshot_index(state, tmp_path)
+    assert run_child(state, "placed, not checkpointed", tmp_path) == CRASH_CODE
+    lose_commit(state, before)
     assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
 
 
-def test_a_new_file_lost_before_the_commit_drops_the_batch(
+def test_placed_files_lost_before_the_checkpoint_are_rewritten_from_the_log(
     state: UserState, tmp_path: Path
 ) -> None:
-    old_then_crash(state, "journal written, not flushed", tmp_path)
-    journal = json.loads(state.folder.media_journals[0].read_bytes())
-    w_source = next(f[1] for f in journal["files"] if f[0] == "w.txt")
-    (state.folder.media / w_source).write_bytes(b"w is")  # its data never reached the disk
-    assert assert_consistent(state, OLD_STATE, set()) == 3
+    old_then_crash(state, "placed, not checkpointed", tmp_path)
+    (state.folder.media / "w.txt").unlink()  # its name never reached the disk
+    (state.folder.media / "x.txt").write_bytes(b"x vers")  # nor all of its data
+    assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
 
 
-def test_a_torn_journal_is_a_batch_that_never_committed(
-    state: UserState, tmp_path: Path
-) -> None:
+def test_a_torn_record_is_a_batch_that_never_committed(state: UserState, tmp_path: Path) -> None:
     old_then_crash(state, "flushed, not committed", tmp_path)
-    raw = state.folder.media_journals[0].read_bytes()
-    state.folder.media_journals[0].write_bytes(raw[: len(raw) // 2])
+    raw = state.folder.media_journal.read_bytes()
+    state.folder.media_journal.write_bytes(raw[: len(raw) - 3])
     assert assert_consistent(state, OLD_STATE, set()) == 3
 
 
-def test_a_failed_commit_leaves_nothing_behind(state: UserState, tmp_path: Path) -> None:
+BIG = bytes(range(256)) * 5000  # over archive.IN_MEMORY_FILE_BYTES: staged to a temp file
+
+
+def test_a_staged_file_lost_before_the_commit_drops_the_batch(
+    state: UserState, tmp_path: Path
+) -> None:
     apply(state, OLD_UPLOAD)
+    assert run_child(state, "record written, not flushed", tmp_path,
+                     ([("big.bin", BIG), ("w.txt", b"w is new")],)) == CRASH_CODE
+    staged = [p for p in state.folder.media.iterdir() if is_media_temp_name(p.name)]
+    assert len(staged) == 1 and staged[0].read_bytes() == BIG
+    staged[0].write_bytes(BIG[:1000])  # its data never reached the disk
+    assert assert_consistent(state, OLD_STATE, set()) == 3
+
+
+def test_a_staged_file_is_placed_by_its_rename(state: UserState, tmp_path: Path) -> None:
+    apply(state, OLD_UPLOAD)
+    assert run_child(state, "committed, not placed", tmp_path,
+                     ([("big.bin", BIG), ("x.txt", b"x3")],)) == CRASH_CODE
+    expected = {**OLD_STATE, "big.bin": BIG, "x.txt": b"x3"}
+    assert assert_consistent(state, expected, {("x.txt", b"x version 1")}) == 5
+
+
+def test_a_failed_commit_leaves_nothing_behind(state: UserState) -> None:
+    apply(state, OLD_UPLOAD)
+    state.media.settle()
     index = state.media.index()
-    # The commit's last write fails, after the files and the journal were made durable.
+    # The commit's last write fails, after the batch was logged and flushed.
     index.db.execute("create trigger refuse before update on meta begin "
                      "select raise(abort, 'refused'); end")
     with pytest.raises(Exception, match="refused"):
         apply(state, NEW_UPLOAD)
     index.db.execute("drop trigger refuse")
-    assert state.folder.media_journals[1].read_bytes() == b""  # the failed batch's journal
+    assert journal_cleared(state)  # the record was cut from the log
     assert assert_consistent(state, OLD_STATE, set()) == 3
 
 
-# -- two batches in a row: the first is unsettled while the second runs ------------------------
+# -- several batches in the log -------------------------------------------------------------
 SECOND_BATCH_POINTS = [
-    ("temp half written", NEW_STATE, NEW_TRASH),
-    ("journal written, not flushed", NEXT_STATE, NEXT_TRASH),
-    ("flushed, not committed", NEXT_STATE, NEXT_TRASH),
+    ("record half written", NEW_STATE, NEW_TRASH),
+    ("record written, not flushed", NEXT_STATE, NEXT_TRASH),
     ("between placements", NEXT_STATE, NEXT_TRASH),
-    ("placed, not settled", NEXT_STATE, NEXT_TRASH),
+    ("placed, not checkpointed", NEXT_STATE, NEXT_TRASH),
 ]
 
 
 @pytest.mark.parametrize(("point", "expected", "in_trash"), SECOND_BATCH_POINTS)
-def test_a_crash_in_the_next_batch_keeps_the_unsettled_one(
+def test_a_crash_in_the_next_batch_keeps_the_one_before(
     state: UserState, point: str, expected: dict[str, bytes], in_trash: set[tuple[str, bytes]],
     tmp_path: Path,
 ) -> None:
@@ -327,52 +355,52 @@ def test_a_crash_in_the_next_batch_keeps_the_unsettled_one(
     assert assert_consistent(state, expected, in_trash) == (6 if expected is NEW_STATE else 8)
 
 
-def test_batches_take_turns_with_the_two_journals(state: UserState) -> None:
-    first, second = state.folder.media_journals
+def test_batches_accumulate_in_the_log_until_the_checkpoint(state: UserState) -> None:
     apply(state, OLD_UPLOAD)
-    assert first.read_bytes() != b"" and not second.exists()  # unsettled: its journal is kept
+    size = state.folder.media_journal.stat().st_size
     apply(state, NEW_UPLOAD)
-    assert json.loads(second.read_bytes())["before"] == 3  # the first one is left alone
-    assert json.loads(first.read_bytes())["before"] == 0
-    apply(state, NEXT_UPLOAD)  # back to the first: the batch it described is durable now
-    assert json.loads(first.read_bytes())["before"] == 6
+    assert state.folder.media_journal.stat().st_size > size  # appended
+    assert state.media.unsettled_for() is not None
     state.media.settle()
     assert journal_cleared(state) and state.media.unsettled_for() is None
 
 
-def test_a_commit_lost_in_the_batch_before_a_torn_journal_is_replayed(
-    state: UserState, tmp_path: Path
+def test_a_full_log_is_checkpointed_before_the_next_batch(
+    state: UserState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Power cut while the second batch flushed: its journal torn, and the first batch's
-    commit (not flushed yet: the second batch's round would have done it) lost."""
+    monkeypatch.setattr(journal, "LOG_CHECKPOINT_BYTES", 1)
     apply(state, OLD_UPLOAD)
-    state.media.close()
-    before = tmp_path / "media.db.before"
-    shutil.copy(state.folder.media_db, before)
-    uploads = (NEW_UPLOAD, NEXT_UPLOAD)
-    assert run_child(state, "flushed, not committed", tmp_path, uploads) == CRASH_CODE
-    torn = state.folder.media_journals[1]
-    torn.write_bytes(torn.read_bytes()[:40])
-    for sidecar in ("-wal", "-shm"):
-        Path(f"{state.folder.media_db}{sidecar}").unlink(missing_ok=True)
-    shutil.copy(before, state.folder.media_db)
+    apply(state, NEW_UPLOAD)  # checkpoints OLD_UPLOAD's record first
+    records = list(read_records(state.folder.media_journal))
+    assert len(records) == 1 and b"w is new" in records[0].data
+
+
+def test_commits_lost_before_a_torn_record_are_replayed(state: UserState, tmp_path: Path) -> None:
+    """Power cut while the second batch was logged: its record torn, and the first batch's
+    commit (not flushed before a checkpoint) lost too."""
+    apply(state, OLD_UPLOAD)
+    before = snapshot_index(state, tmp_path)
+    assert run_child(state, "flushed, not committed", tmp_path, (NEW_UPLOAD, NEXT_UPLOAD)) \
+        == CRASH_CODE
+    raw = state.folder.media_journal.read_bytes()
+    state.folder.media_journal.write_bytes(raw[: len(raw) - 5])
+    lose_commit(state, before)
     assert assert_consistent(state, NEW_STATE, NEW_TRASH) == 6
 
 
-def test_the_journals_are_cleared_once_settled_and_live_outside_media(
+def test_the_log_is_emptied_at_the_checkpoint_and_lives_outside_media(
     state: UserState,
 ) -> None:
     apply(state, OLD_UPLOAD)
     state.media.settle()
-    for journal in state.folder.media_journals:  # kept for the next batches, empty
-        assert not journal.exists() or journal.read_bytes() == b""
-        assert journal.parent == state.folder.root
-        assert names.addition_problem(journal.name) is None  # a legal media name, so they must
-        assert journal.parent != state.folder.media  # live outside media/
-    assert state.folder.media_journals[0].name == MEDIA_JOURNAL_NAME
+    path = state.folder.media_journal
+    assert path.read_bytes() == b""  # kept for the next batches, empty
+    assert path.parent == state.folder.root and path.name == MEDIA_JOURNAL_NAME
+    assert names.addition_problem(path.name) is None  # a legal media name, so it must
+    assert path.parent != state.folder.media  # live outside media/
 
 
-def test_the_next_batch_flushes_what_the_previous_one_left(
+def test_a_checkpoint_flushes_what_the_batches_left(
     state: UserState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     apply(state, OLD_UPLOAD)
@@ -385,10 +413,12 @@ def test_the_next_batch_flushes_what_the_previous_one_left(
         real_flush_all(files, folders)
 
     monkeypatch.setattr(staging, "flush_all", flush_all)
-    apply(state, NEXT_UPLOAD)
+    state.media.settle()
     folder = state.folder
-    entries = {str(folder.media_trash / e.id) for e in state.media.trash.entries()
-               if (e.name, folder.media_trash.joinpath(e.id, e.name).read_bytes()) in NEW_TRASH}
-    assert len(flushed) == 1 and len(entries) == 2
-    assert {f"{folder.media_db}-wal", str(folder.media), str(folder.media_journals[0]),
-            str(folder.media_trash), str(folder.root), *entries} <= flushed[0]
+    trashed_files = {str(state.media.trash.path_of(e)) for e in state.media.trash.entries()}
+    assert len(flushed) == 1 and len(trashed_files) == 2
+    assert {f"{folder.media_db}-wal", str(folder.media), str(folder.media / "w.txt"),
+            str(folder.media / "x.txt"), str(folder.media / "z.txt"), str(folder.media_trash),
+            str(folder.root), *(str(Path(f).parent) for f in trashed_files)} <= flushed[0]
+    # The files OLD_UPLOAD wrote and NEW_UPLOAD then trashed are flushed where they are now.
+    assert trashed_files <= flushed[0]

@@ -1,4 +1,4 @@
-"""Media file names, streamed staging under a limit, and the batch journal and its recovery."""
+"""Media file names, streamed staging under a limit, the media log, batches and recovery."""
 
 from __future__ import annotations
 
@@ -15,8 +15,10 @@ import pytest
 
 from ankihost.errors import BadRequest
 from ankihost.media import journal as mj
+from ankihost.media import log as log_format
 from ankihost.media import names, staging
 from ankihost.media.index import Entry, IndexChanges, MediaIndex, Totals
+from ankihost.media.log import read_records
 from ankihost.media.trash import Trash
 from ankihost.storage.paths import UserFolder, is_media_temp_name, new_media_temp_name
 
@@ -127,59 +129,78 @@ def _trash(trash: Trash) -> dict[str, bytes]:
     return {e.name: trash.path_of(e).read_bytes() for e in trash.entries()}
 
 
-def test_a_batch_writes_only_temps_and_the_journal_before_the_commit(tmp_path: Path) -> None:
+def _batches(folder: UserFolder) -> list[tuple[mj.Batch, bytes]]:
+    return [(mj.Batch.from_header(r.header), r.data) for r in read_records(folder.media_journal)]
+
+
+def test_a_batch_changes_no_media_name_before_the_commit(tmp_path: Path) -> None:
     folder, trash = _user(tmp_path)
     media = folder.media
     for name, data in [("old.txt", b"old"), ("old2.txt", b"old2"), ("gone.txt", b"bye"),
                        ("orphan.txt", b"not in the index")]:
         (media / name).write_bytes(data)
+    big = _staged(media, b"streamed")
     changes = [
-        mj.Change("old.txt", _staged(media, b"new"), 7, _entry("old.txt", b"old")),
+        mj.Change("old.txt", big, 7, _entry("old.txt", b"old")),
         mj.Change("old2.txt", staging.StagedFile.in_memory(b"new2"), 8, _entry("old2.txt", b"old2")),
         mj.Change("fresh.txt", staging.StagedFile.in_memory(b"fresh"), 9),
         mj.Change("gone.txt", None, 10, _entry("gone.txt", b"bye")),
         mj.Change("never-existed.txt", None, 11, _entry("never-existed.txt", b"?")),
         mj.Change("orphan.txt", staging.StagedFile.in_memory(b"adopted"), 12),
     ]
-    index = _index(6, ("old.txt", b"new", 7))
-    with mj.FileJournal(folder, trash, folder.media_journal) as journal:
+    index = _index(6, ("old.txt", b"streamed", 7))
+    log = mj.MediaLog(folder)
+    with mj.FileJournal(folder, trash, log) as journal:
         journal.prepare(changes, index)
-        written = mj.Journal.from_value(orjson.loads(folder.media_journal.read_bytes()))
-        assert written.index == index
-        assert [(f.name, f.sha1, f.usn, f.trash_id is not None) for f in written.files] == [
-            ("old.txt", _sha1(b"new"), 7, True), ("old2.txt", _sha1(b"new2"), 8, True),
-            ("fresh.txt", _sha1(b"fresh"), 9, False), ("gone.txt", None, 10, True),
-            ("orphan.txt", _sha1(b"adopted"), 12, False),  # nothing the index had: not kept
-        ]  # never-existed.txt: nothing to do on disk, not journaled
-        sources = {f.source: (media / f.source).read_bytes() for f in written.files if f.source}
-        assert sorted(sources.values()) == [b"adopted", b"fresh", b"new", b"new2"]
+        [(batch, data)] = _batches(folder)  # logged and flushed before the commit
+        assert batch.index == index
+        assert [(f.name, f.sha1, f.usn, f.trash_id is not None, f.source is not None)
+                for f in batch.files] == [
+            ("old.txt", _sha1(b"streamed"), 7, True, True),  # a staged file: renamed in
+            ("old2.txt", _sha1(b"new2"), 8, True, False),  # small files: their bytes logged
+            ("fresh.txt", _sha1(b"fresh"), 9, False, False), ("gone.txt", None, 10, True, False),
+            ("orphan.txt", _sha1(b"adopted"), 12, False, False),  # nothing the index had: not kept
+        ]  # never-existed.txt: nothing to do on disk, not logged
+        assert data == b"new2freshadopted"
         assert {n: d for n, d in _contents(media).items() if not is_media_temp_name(n)} == {
             "old.txt": b"old", "old2.txt": b"old2", "gone.txt": b"bye",
             "orphan.txt": b"not in the index"}
-    assert journal.unsettled is not None
-    mj.settle(folder, journal.unsettled)
-    assert _contents(media) == {"old.txt": b"new", "old2.txt": b"new2", "fresh.txt": b"fresh",
+    assert journal.committed and journal.owned == {big.path} and journal.unplaced
+    journal.place()
+    assert _contents(media) == {"old.txt": b"streamed", "old2.txt": b"new2", "fresh.txt": b"fresh",
                                 "orphan.txt": b"adopted"}
     assert _trash(trash) == {"old.txt": b"old", "old2.txt": b"old2", "gone.txt": b"bye"}
-    assert _cleared(folder.media_journal)
+    assert {media / "old2.txt", media / "fresh.txt", media / "orphan.txt"} == log.pending
+    log.checkpoint()
+    assert folder.media_journal.read_bytes() == b"" and not log.pending
+    log.close()
 
 
-def test_a_failed_batch_removes_what_it_wrote_and_changes_no_name(tmp_path: Path) -> None:
+def test_a_failed_batch_cuts_its_record_and_changes_no_name(tmp_path: Path) -> None:
     folder, trash = _user(tmp_path)
     (folder.media / "a.txt").write_bytes(b"A")
     streamed = _staged(folder.media, b"streamed")
+    log = mj.MediaLog(folder)
+    with mj.FileJournal(folder, trash, log) as journal:
+        journal.prepare([mj.Change("z.txt", staging.StagedFile.in_memory(b"Z"), 1)],
+                        _index(0, ("z.txt", b"Z", 1)))
+    journal.place()
+    kept = folder.media_journal.stat().st_size
     changes = [
         mj.Change("new.txt", staging.StagedFile.in_memory(b"N"), 2),
         mj.Change("a.txt", staging.StagedFile.in_memory(b"A2"), 3, _entry("a.txt", b"A")),
         mj.Change("s.txt", streamed, 4),
     ]
-    with pytest.raises(RuntimeError), mj.FileJournal(folder, trash, folder.media_journal) as journal:
+    with pytest.raises(RuntimeError), mj.FileJournal(folder, trash, log) as journal:
         journal.prepare(changes, _index(1, ("a.txt", b"A2", 3)))
         raise RuntimeError("the commit failed")
-    # The temps written here are gone; a staged upload file stays the caller's to discard.
-    assert _contents(folder.media) == {"a.txt": b"A", streamed.path.name: b"streamed"}
+    # A staged upload file stays the caller's to discard; the earlier batch stays logged.
+    assert _contents(folder.media) == {"a.txt": b"A", "z.txt": b"Z",
+                                       streamed.path.name: b"streamed"}
     assert journal.owned == set() and not journal.committed
-    assert _cleared(folder.media_journal) and trash.entries() == []
+    assert folder.media_journal.stat().st_size == kept == log.size
+    assert [b.index.usn for b, _ in _batches(folder)] == [1] and trash.entries() == []
+    log.close()
 
 
 def test_a_batch_refuses_a_directory_before_touching_anything(tmp_path: Path) -> None:
@@ -187,17 +208,19 @@ def test_a_batch_refuses_a_directory_before_touching_anything(tmp_path: Path) ->
     (folder.media / "dir").mkdir()
     changes = [mj.Change("x.txt", staging.StagedFile.in_memory(b"X"), 1),
                mj.Change("dir", staging.StagedFile.in_memory(b"D"), 2)]
-    with pytest.raises(IsADirectoryError), mj.FileJournal(folder, trash, folder.media_journal) as journal:
+    log = mj.MediaLog(folder)
+    with pytest.raises(IsADirectoryError), mj.FileJournal(folder, trash, log) as journal:
         journal.prepare(changes, _index(0, ("x.txt", b"X", 1), ("dir", b"D", 2)))
     assert [p.name for p in folder.media.iterdir()] == ["dir"]
-    assert _cleared(folder.media_journal)
+    assert not folder.media_journal.exists() or folder.media_journal.read_bytes() == b""
 
 
-def test_an_empty_batch_writes_no_journal(tmp_path: Path) -> None:
+def test_an_empty_batch_logs_nothing(tmp_path: Path) -> None:
     folder, trash = _user(tmp_path)
-    with mj.FileJournal(folder, trash, folder.media_journal) as journal:
+    log = mj.MediaLog(folder)
+    with mj.FileJournal(folder, trash, log) as journal:
         journal.prepare([], IndexChanges(1, [], Totals(1, 0, 0)))
-    assert not folder.media_journal.exists() and journal.unsettled is None
+    assert not folder.media_journal.exists() and not log.unsettled
 
 
 def test_without_a_trash_deleted_and_replaced_files_are_removed(tmp_path: Path) -> None:
@@ -207,10 +230,12 @@ def test_without_a_trash_deleted_and_replaced_files_are_removed(tmp_path: Path) 
     (folder.media / "b.txt").write_bytes(b"B")
     changes = [mj.Change("a.txt", staging.StagedFile.in_memory(b"A2"), 3, _entry("a.txt", b"A")),
                mj.Change("b.txt", None, 4, _entry("b.txt", b"B"))]
-    with mj.FileJournal(folder, trash, folder.media_journal) as journal:
+    log = mj.MediaLog(folder)
+    with mj.FileJournal(folder, trash, log) as journal:
         journal.prepare(changes, _index(2, ("a.txt", b"A2", 3)))
-    assert journal.unsettled is not None
-    mj.settle(folder, journal.unsettled)
+    journal.place()
+    log.checkpoint()
+    log.close()
     assert _contents(folder.media) == {"a.txt": b"A2"}
     assert not folder.media_trash.exists()
 
@@ -230,14 +255,37 @@ def test_flush_all_syncs_files_and_folders_and_reports_an_error(tmp_path: Path) 
 
 
 
+
+def test_records_are_read_back_up_to_the_first_damaged_one(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        end = log_format.write_at(fd, 0, log_format.encode(b"one", [b"1", b"11"]))
+        end = log_format.write_at(fd, end, log_format.encode(b"two", []))
+        log_format.write_at(fd, end, log_format.encode(b"three", [b"333"]))
+    finally:
+        os.close(fd)
+    assert [(r.header, r.data) for r in read_records(path)] == [
+        (b"one", b"111"), (b"two", b""), (b"three", b"333")]
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-1])  # cut short
+    assert [r.header for r in read_records(path)] == [b"one", b"two"]
+    damaged = bytearray(raw)
+    damaged[21] ^= 1  # a flipped bit in the first record's header (after its 20-byte head)
+    path.write_bytes(bytes(damaged))
+    assert list(read_records(path)) == []
+    assert list(read_records(tmp_path / "absent")) == []
+
+
 # -- recovery -----------------------------------------------------------------------------
 class _Uncommitted(Exception):
     pass
 
 
-def _recoverable(tmp_path: Path) -> tuple[UserFolder, Trash, MediaIndex, mj.Journal]:
-    """A user whose index is at USN 2 (a.txt = A, b.txt = B) and a journaled batch 2 → 4:
-    a.txt → A2 (A to the trash), b.txt deleted (to the trash), c.txt new. Nothing placed."""
+def _recoverable(tmp_path: Path) -> tuple[UserFolder, Trash, MediaIndex, mj.Batch]:
+    """A user whose index is at USN 2 (a.txt = A, b.txt = B) and a logged batch 2 → 5:
+    a.txt → A2 (A to the trash), b.txt deleted (to the trash), c.txt new (a staged file).
+    Nothing placed, the commit not made."""
     folder, trash = _user(tmp_path)
     index = MediaIndex.open(folder.media_db)
     with index.atomic() as writer:
@@ -251,18 +299,25 @@ def _recoverable(tmp_path: Path) -> tuple[UserFolder, Trash, MediaIndex, mj.Jour
         writer.record_addition("c.txt", _sha1(b"C"), 1)
         changes = writer.changes()
         raise _Uncommitted
-    files = []
-    for name, data, usn in [("a.txt", b"A2", 3), ("b.txt", None, 4), ("c.txt", b"C", 5)]:
-        source = None
-        if data is not None:
-            source = new_media_temp_name()
-            (folder.media / source).write_bytes(data)
-        trash_id = trash.entry_id(1000, usn, _sha1(b"A" if name == "a.txt" else b"B")) \
-            if name != "c.txt" else None
-        files.append(mj.FileChange(name, source, _sha1(data) if data else None, usn, trash_id))
-    journal = mj.Journal(changes, files)
-    folder.media_journal.write_bytes(journal.to_bytes())
-    return folder, trash, index, journal
+    source = new_media_temp_name()
+    (folder.media / source).write_bytes(b"C")
+    files = [
+        mj.FileChange("a.txt", _sha1(b"A2"), 3, trash.entry_id(1000, 3, _sha1(b"A")),
+                      inline=(0, 2)),
+        mj.FileChange("b.txt", None, 4, trash.entry_id(1000, 4, _sha1(b"B"))),
+        mj.FileChange("c.txt", _sha1(b"C"), 5, source=source),
+    ]
+    batch = mj.Batch(changes, files)
+    folder.media_journal.write_bytes(b"".join(log_format.encode(batch.header(), [b"A2"])))
+    return folder, trash, index, batch
+
+
+def _recover(folder: UserFolder, trash: Trash, index: MediaIndex) -> bool:
+    media_log = mj.MediaLog(folder)
+    try:
+        return mj.recover(folder, trash, index, media_log)
+    finally:
+        media_log.close()
 
 
 def _live(index: MediaIndex) -> dict[str, bytes]:
@@ -272,63 +327,64 @@ def _live(index: MediaIndex) -> dict[str, bytes]:
 def test_recover_replays_a_whole_batch_whose_commit_was_lost(tmp_path: Path) -> None:
     folder, trash, index, _ = _recoverable(tmp_path)
     assert index.last_usn() == 2
-    assert mj.recover(folder, trash, index)
+    assert _recover(folder, trash, index)
     assert index.last_usn() == 5 and index.live_file_count() == 2
     assert _live(index) == {"a.txt": _sha1(b"A2"), "c.txt": _sha1(b"C")}
     assert _contents(folder.media) == {"a.txt": b"A2", "c.txt": b"C"}
     assert _trash(trash) == {"a.txt": b"A", "b.txt": b"B"}
-    assert _cleared(folder.media_journal)
-    assert not mj.recover(folder, trash, index)  # nothing left to do
+    assert folder.media_journal.read_bytes() == b""
+    assert not _recover(folder, trash, index)  # nothing left to do
     index.close()
 
 
-def test_recover_drops_a_batch_with_a_new_file_missing(tmp_path: Path) -> None:
-    folder, trash, index, journal = _recoverable(tmp_path)
-    c_source = journal.files[2].source
-    assert c_source is not None
-    (folder.media / c_source).unlink()  # lost before it reached the disk
-    assert mj.recover(folder, trash, index)
+def test_recover_drops_a_batch_with_a_staged_file_missing(tmp_path: Path) -> None:
+    folder, trash, index, batch = _recoverable(tmp_path)
+    source = batch.files[2].source
+    assert source is not None
+    (folder.media / source).unlink()  # lost before it reached the disk
+    assert _recover(folder, trash, index)
     assert index.last_usn() == 2 and _live(index) == {"a.txt": _sha1(b"A"), "b.txt": _sha1(b"B")}
-    assert _contents(folder.media) == {"a.txt": b"A", "b.txt": b"B"}  # the other temp removed
-    assert trash.entries() == [] and _cleared(folder.media_journal)
+    assert _contents(folder.media) == {"a.txt": b"A", "b.txt": b"B"}
+    assert trash.entries() == [] and folder.media_journal.read_bytes() == b""
     index.close()
 
 
-def test_recover_finishes_a_committed_batch_half_placed(tmp_path: Path) -> None:
-    folder, trash, index, journal = _recoverable(tmp_path)
-    index.replay(journal.index)  # committed
+def test_recover_finishes_a_committed_batch_whatever_was_placed(tmp_path: Path) -> None:
+    folder, trash, index, batch = _recoverable(tmp_path)
+    index.replay(batch.index)  # committed
     dir_fd = os.open(folder.media, os.O_RDONLY)
-    try:
-        mj.place(dir_fd, journal.files[0], trash)  # a.txt placed, the rest not
+    try:  # a.txt half placed: the old one trashed, the new one written in part
+        trash.move_in(dir_fd, "a.txt", batch.files[0].trash_id or "")
     finally:
         os.close(dir_fd)
-    assert mj.recover(folder, trash, index)
+    (folder.media / "a.txt").write_bytes(b"A")  # the first byte of A2, as it happens
+    assert _recover(folder, trash, index)
     assert _contents(folder.media) == {"a.txt": b"A2", "c.txt": b"C"}
     assert _trash(trash) == {"a.txt": b"A", "b.txt": b"B"}
     index.close()
 
 
 def test_recover_leaves_names_a_later_change_owns(tmp_path: Path) -> None:
-    """A journal that comes back after a crash although its batch was long complete, with b.txt
+    """A log that comes back after a crash although its batch was long complete, with b.txt
     added again since (say by the official server): nothing is moved."""
-    folder, trash, index, journal = _recoverable(tmp_path)
-    index.replay(journal.index)
+    folder, trash, index, batch = _recoverable(tmp_path)
+    index.replay(batch.index)
     with index.atomic() as writer:
         writer.record_addition("b.txt", _sha1(b"B again"), 7)
     (folder.media / "b.txt").write_bytes(b"B again")
-    assert mj.recover(folder, trash, index)
+    assert _recover(folder, trash, index)
     assert _contents(folder.media) == {"a.txt": b"A2", "b.txt": b"B again", "c.txt": b"C"}
     assert _trash(trash) == {"a.txt": b"A"}
     index.close()
 
 
-def test_recover_ignores_a_torn_journal(tmp_path: Path) -> None:
-    folder, trash = _user(tmp_path)
-    index = MediaIndex.open(folder.media_db)
-    (folder.media / "a.txt").write_bytes(b"A")
-    folder.media_journal.write_bytes(b'{"v": 2, "before": 4, "totals": [5, 0, 0], "rows": [["a.t')
-    assert mj.recover(folder, trash, index)
-    assert _contents(folder.media) == {"a.txt": b"A"} and _cleared(folder.media_journal)
+def test_recover_stops_at_a_torn_record(tmp_path: Path) -> None:
+    folder, trash, index, _ = _recoverable(tmp_path)
+    raw = folder.media_journal.read_bytes()
+    folder.media_journal.write_bytes(raw[:-1])
+    assert _recover(folder, trash, index)
+    assert index.last_usn() == 2 and folder.media_journal.read_bytes() == b""
+    assert {n for n in _contents(folder.media) if not is_media_temp_name(n)} == {"a.txt", "b.txt"}
     index.close()
 
 
@@ -348,15 +404,16 @@ def test_a_journal_of_the_previous_version_is_still_recovered(tmp_path: Path) ->
             ["c.txt", None, _sha1(b"C").hex()]]}))
 
     crashed()  # not committed (the index is at 0): undone
-    assert mj.recover(folder, trash, index)
+    assert _recover(folder, trash, index)
     assert _contents(media) == {"a.txt": b"A", "b.txt": b"B"}
     for name in ("a.txt", "b.txt"):
         (media / name).unlink()
     with index.atomic() as writer:
         writer.totals.last_usn = 5
     crashed()  # committed: only the backups go
-    assert mj.recover(folder, trash, index)
-    assert _contents(media) == {"a.txt": b"A2", "c.txt": b"C"} and _cleared(folder.media_journal)
+    assert _recover(folder, trash, index)
+    assert _contents(media) == {"a.txt": b"A2", "c.txt": b"C"}
+    assert folder.media_journal.read_bytes() == b""
     index.close()
 
 
@@ -380,30 +437,18 @@ def test_sha1_of_file_and_symlinks_are_not_followed(tmp_path: Path) -> None:
         staging.open_for_reading(tmp_path / "link")
 
 
-def test_the_journal_file_is_reused_in_place(tmp_path: Path) -> None:
-    folder, trash = _user(tmp_path)
-    for usn, data in [(1, b"A"), (2, b"A2")]:
-        with mj.FileJournal(folder, trash, folder.media_journal) as journal:
-            journal.prepare([mj.Change("a.txt", staging.StagedFile.in_memory(data), usn)],
-                            _index(usn - 1, ("a.txt", data, usn)))
-            if usn == 1:
-                inode = folder.media_journal.stat().st_ino
-        assert journal.unsettled is not None
-        mj.settle(folder, journal.unsettled)
-    assert folder.media_journal.stat().st_ino == inode
-    assert folder.media_journal.read_bytes() == b""
-
-
 def test_batches_of_several_users_share_the_sync_threads(tmp_path: Path) -> None:
     def user(n: int) -> dict[str, bytes]:
         folder, trash = _user(tmp_path, f"u{n}")
+        log = mj.MediaLog(folder)
         for batch in range(5):
             changes = [mj.Change(f"{batch}-{i}", staging.StagedFile.in_memory(b"%d" % (n * i)), i)
                        for i in range(10)]
-            with mj.FileJournal(folder, trash, folder.media_journal) as journal:
+            with mj.FileJournal(folder, trash, log) as journal:
                 journal.prepare(changes, _index(batch, (f"{batch}-0", b"0", batch + 1)))
-            assert journal.unsettled is not None
-            mj.settle(folder, journal.unsettled)
+            journal.place()
+        log.checkpoint()
+        log.close()
         return _contents(folder.media)
 
     with ThreadPoolExecutor(4) as pool:

@@ -50,7 +50,9 @@ def upload(state: UserState, **files: bytes | None) -> int:
             listed.append([name.replace("_", "."), member])
         zf.writestr("_meta", json.dumps(listed))
     buf.seek(0)
-    return sync.apply_upload(state.media, buf)[1]
+    usn = sync.apply_upload(state.media, buf)[1]
+    state.media.place()  # what the upload reply's follow-up does
+    return usn
 
 
 def media(state: UserState) -> dict[str, bytes]:
@@ -267,7 +269,7 @@ RESTORE_CHILD = textwrap.dedent(
     if point == "linked, not journaled":
         journal.FileJournal._write_durably = crash
     elif point == "committed, not placed":
-        journal.FileJournal._after_commit = crash
+        journal.FileJournal.place = crash
     elif point == "placed, trash entry not removed":
         trash.Trash.remove = crash
     state = make_state(root)
