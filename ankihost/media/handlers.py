@@ -68,10 +68,7 @@ def upload_changes(state: UserState, request: SyncRequest) -> Reply:
     except sync.QuotaExceeded as refused:
         log.info("media upload refused for %s: over quota", state.name)
         return json_reply({"err": str(refused)})  # shown to the user as it is
-    # The upload is durable in the media log and committed: its files are placed once the
-    # reply is sent, while the client prepares its next request (any other use of the media
-    # places them first).
-    return json_reply({"data": [processed, usn], "err": ""}, follow_up=state.media.place)
+    return _ok([processed, usn])
 
 
 @_server_errors
@@ -79,7 +76,7 @@ def download_files(state: UserState, request: SyncRequest) -> Reply:
     names = request.json_object().get("files")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadRequest("downloadFiles: 'files' must be a list of names")
-    built = sync.build_download(state.media.index(), state.folder, names)
+    built = sync.build_download(state.media.index(placed=True), state.folder, names)
     if isinstance(built, bytes):
         return Reply(data=built)
     return file_reply(built, delete_after=True)

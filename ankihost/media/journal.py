@@ -21,6 +21,7 @@ other never committed and only its temp files go. Then it checkpoints. No SQL he
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # A batch that finds more than this in the log checkpoints first (what a checkpoint flushes,
-# and what recovery reads back, stays bounded).
+# and what recovery reads back, stays bounded); see `user_media.MediaBatch`.
 LOG_CHECKPOINT_BYTES = 32 * 1024 * 1024
 _O_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -125,6 +126,15 @@ class Batch:
             "untrash": self.untrash,
         })
 
+    def check_data(self, data: bytes) -> None:
+        """ValueError unless `data` holds every inline file whole (a record torn while
+        written)."""
+        for file in self.files:
+            if file.inline is not None:
+                offset, size = file.inline
+                if offset + size > len(data) or sha1_of(data[offset : offset + size]) != file.sha1:
+                    raise ValueError(f"the logged bytes of {file.name!r} are damaged")
+
     @classmethod
     def from_header(cls, raw: bytes) -> Batch:
         value = orjson.loads(raw)
@@ -140,6 +150,10 @@ class Batch:
                              "'untrash'")
         index = IndexChanges(before, [_row(item) for item in rows], Totals(*totals))
         return cls(index, [FileChange.from_json(item) for item in files], list(untrash))
+
+
+def sha1_of(data: bytes) -> bytes:
+    return hashlib.sha1(data).digest()
 
 
 def _is_int(value: object) -> bool:
@@ -230,6 +244,7 @@ class FileJournal:
         self.log = media_log
         self.committed = False
         self.owned: set[Path] = set()
+        self.names: frozenset[str] = frozenset()  # the media names the batch changes
         self._batch: Batch | None = None
         self._data: list[bytes] = []
         self._record_at: int | None = None  # where this batch's record starts in the log
@@ -260,6 +275,7 @@ class FileJournal:
         now = int(time.time())
         planned = [self._plan(change, now) for change in changes]
         self._batch = Batch(index, [file for file in planned if file is not None], list(untrash))
+        self.names = frozenset(file.name for file in self._batch.files)
         self._write_durably(self._batch)
 
     def _plan(self, change: Change, now: int) -> FileChange | None:
@@ -296,13 +312,14 @@ class FileJournal:
         """Append the batch's record and wait for one flush of the log, of every staged file
         it names as a source and, if there are any, of the media folder (their names)."""
         log_fd = self.log.fd()
-        if self.log.size >= LOG_CHECKPOINT_BYTES:
-            self.log.checkpoint()
         self._record_at = self.log.size
         self.log.size = log.write_at(log_fd, self.log.size, log.encode(batch.header(), self._data))
+        if not self._sources:  # the usual case: one flush, no thread needed
+            os.fdatasync(log_fd)
+            return
         sources = [os.open(path, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW) for path in self._sources]
         try:
-            staging.flush_all([log_fd, *sources], [self._fd()] if sources else [])
+            staging.flush_all([log_fd, *sources], [self._fd()])
         finally:
             for fd in sources:
                 os.close(fd)
@@ -334,8 +351,9 @@ class FileJournal:
         return self.committed and self._batch is not None
 
     def place(self) -> None:
-        """After the commit (at once, or once the reply is sent: the log can redo it all):
-        make the batch's changes in the media folder. Runs once."""
+        """After the commit (at once, or in the background while the user's next request goes
+        ahead: the log can redo it all): make the batch's changes in the media folder. Runs
+        once; touches only the batch's names, its trash entries and `log.pending/folders`."""
         batch, self._batch = self._batch, None
         if not self.committed or batch is None:
             return
@@ -420,6 +438,7 @@ def recover(folder: UserFolder, trash: Trash, index: MediaIndex, media_log: Medi
         for record in log.read_records(path):
             try:
                 batch = Batch.from_header(record.header)
+                batch.check_data(record.data)
             except (ValueError, BadRequest) as exc:
                 logger.warning("media: stopping at an unreadable log record: %s", exc)
                 break

@@ -2,8 +2,9 @@
 
 The log (`<user>/media.ankihost-journal`) is appended to, one record per media batch, and
 emptied at each checkpoint. A record is a fixed head (magic, the two lengths, a CRC-32 of the
-rest), a JSON header and a data part (the bytes of the batch's small new files). A record cut
-short by a crash, or damaged, fails its CRC: reading stops there, since nothing after it was
+header), a JSON header and a data part (the bytes of the batch's small new files, which the
+header lists with their SHA-1s, so the reader checks them: see `journal.Batch`). A record cut
+short by a crash, or damaged, fails a check: reading stops there, since nothing after it was
 ever acknowledged. No knowledge of what the header means.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 MAGIC = b"AHML"
-_HEAD = struct.Struct("<4sIQI")  # magic, header bytes, data bytes, CRC-32 of header + data
+_HEAD = struct.Struct("<4sIQI")  # magic, header bytes, data bytes, CRC-32 of the header
 # A record's header is JSON about at most 25 files; far below this.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 # Its data: the small files of one upload (archive.UPLOAD_IN_MEMORY_BYTES), with room to spare.
@@ -34,12 +35,8 @@ class Record:
 
 def encode(header: bytes, data: list[bytes]) -> list[bytes]:
     """A record as the pieces to write, in order (the data pieces are not copied)."""
-    crc = zlib.crc32(header)
-    size = 0
-    for piece in data:
-        crc = zlib.crc32(piece, crc)
-        size += len(piece)
-    return [_HEAD.pack(MAGIC, len(header), size, crc), header, *data]
+    size = sum(map(len, data))
+    return [_HEAD.pack(MAGIC, len(header), size, zlib.crc32(header)), header, *data]
 
 
 def read_records(path: Path) -> Iterator[Record]:
@@ -63,7 +60,7 @@ def _read_one(f: IO[bytes]) -> Record | None:
         return None
     header = _read_exactly(f, header_size)
     data = _read_exactly(f, data_size) if header is not None else None
-    if header is None or data is None or zlib.crc32(data, zlib.crc32(header)) != crc:
+    if header is None or data is None or zlib.crc32(header) != crc:
         return None
     return Record(header, data)
 

@@ -42,7 +42,7 @@ class _Candidate:
 
 def restore(media: UserMedia, files: list[str]) -> Restored:
     """Put the newest trashed version of each of `files` back (RestoreRefused if any cannot)."""
-    index = media.index()
+    index = media.index(placed=True)
     wanted, already, problems = [], [], []
     for name in dict.fromkeys(files):
         candidate, problem = _check(media, name)

@@ -57,6 +57,7 @@ def apply_upload(
     upload = archive.read_upload(body, folder.media)
     batch = MediaBatch(media)
     try:
+        media.place([entry.name for entry in upload.entries])  # earlier uploads of these names
         if quota_bytes is not None:
             _check_quota(index, folder, upload.entries, quota_bytes)
         with batch:

@@ -10,9 +10,11 @@ the user's lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Collection
 from contextlib import ExitStack
 from types import TracebackType
 
@@ -20,6 +22,7 @@ from ankihost.errors import ServerError
 from ankihost.media import journal
 from ankihost.media.index import MediaIndex, Writer
 from ankihost.media.journal import FileJournal, MediaLog
+from ankihost.media.placer import Placer
 from ankihost.media.trash import DEFAULT_DAYS, Trash, TrashEntry
 from ankihost.storage.paths import UserFolder
 
@@ -31,39 +34,38 @@ class UserMedia:
         self.folder = folder
         self.trash = Trash(folder.media_trash, trash_days)
         self.log = MediaLog(folder)
+        self.placer = Placer()
         self._index: MediaIndex | None = None
         self._last_used = 0.0  # time.monotonic() of the last use of the index
-        self._unplaced: FileJournal | None = None  # a committed batch, its files not placed
 
     @property
     def is_open(self) -> bool:
         return self._index is not None
 
-    def index(self) -> MediaIndex:
-        """The open media index, opened (and repaired after a crash) on first use, with the
-        last batch's files placed."""
+    def index(self, *, placed: bool = False) -> MediaIndex:
+        """The open media index, opened (and repaired after a crash) on first use. With
+        `placed`, every committed batch's files are in the media folder too (for whatever
+        reads files; the index alone is always up to date)."""
         if self._index is None:
             self._index = _open(self.folder, self.trash, self.log)
-        self.place()
+        if placed:
+            self.place()
         self._last_used = time.monotonic()
         return self._index
 
-    def place(self) -> None:
-        """Make the last batch's changes in the media folder, if that waits (an upload's
-        reply goes out first). If that fails, the index is closed: its next use recovers from
-        the media log."""
-        batch, self._unplaced = self._unplaced, None
-        if batch is None:
-            return
+    def place(self, names: Collection[str] | None = None) -> None:
+        """Wait for the batches placed in the background (`placer.py`): all of them, or, with
+        `names`, those that change one of them (and enough to keep the queue short). If a
+        placement failed, the index is closed: its next use recovers from the media log."""
         try:
-            batch.place()
+            self.placer.wait(names)
         except OSError:
             self._close_index()
             raise
 
     def trash_entries(self) -> list[TrashEntry]:
         """The trash, newest first, with every batch's changes placed."""
-        self.index()
+        self.index(placed=True)
         return self.trash.entries()
 
     def last_usn(self) -> int:
@@ -107,24 +109,20 @@ class UserMedia:
         self._close_index()
 
     def _close_index(self) -> None:
-        self._unplaced = None  # recovery places it
+        with contextlib.suppress(OSError):  # recovery places what is left
+            self.placer.wait()
         self.log.close()
         self.log = MediaLog(self.folder)  # what recovery will read back, from the start
         if self._index is not None:
             index, self._index = self._index, None
             index.close()
 
-    def _batch_ended(self, batch: FileJournal) -> None:
-        if batch.unplaced:
-            self._unplaced = batch
-
 
 class MediaBatch:
     """One change of a user's media: `with MediaBatch(media) as batch:` gives the index
     transaction (`batch.writer`) and its journal (`batch.journal`, whose `prepare` must be
-    called with the changes before the block ends). The commit happens as the block ends; the
-    files are placed by the next use of the media (`UserMedia.place`), or sooner by the
-    caller (an upload does it once its reply is sent)."""
+    called with the changes before the block ends). The commit happens as the block ends;
+    then the files are placed in the background (`UserMedia.place` waits for that)."""
 
     def __init__(self, media: UserMedia) -> None:
         self.media = media
@@ -139,6 +137,8 @@ class MediaBatch:
 
     def __enter__(self) -> MediaBatch:
         index = self.media.index()
+        if self.media.log.size >= journal.LOG_CHECKPOINT_BYTES:
+            self.media.settle()
         with ExitStack() as stack:
             stack.enter_context(self.journal)
             self._writer = stack.enter_context(index.atomic())
@@ -149,7 +149,8 @@ class MediaBatch:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._stack.__exit__(kind, exc, tb)
-        self.media._batch_ended(self.journal)
+        if self.journal.unplaced:
+            self.media.placer.add(self.journal)
 
 
 def _open(folder: UserFolder, trash: Trash, media_log: MediaLog) -> MediaIndex:

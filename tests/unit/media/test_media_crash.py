@@ -97,7 +97,7 @@ CHILD = textwrap.dedent(
     elif point == "record half written":
         log.write_at = half_record
     elif point == "record written, not flushed":
-        on_call(staging, "flush_all", 1)
+        on_call(journal.os, "fdatasync", 1)  # the log's flush
     elif point == "flushed, not committed":
         after(journal.FileJournal, "_write_durably")
     elif point == "committed, not placed":
@@ -231,10 +231,11 @@ def test_a_crash_leaves_the_old_or_the_new_state(
     assert_consistent(state, NEW_STATE, NEW_TRASH)
 
 
+@pytest.mark.parametrize("point", ["record written, not flushed", "flushed, not committed"])
 def test_nothing_under_a_media_name_changes_before_the_commit(
-    state: UserState, tmp_path: Path
+    state: UserState, point: str, tmp_path: Path
 ) -> None:
-    old_then_crash(state, "flushed, not committed", tmp_path)
+    old_then_crash(state, point, tmp_path)
     assert {p.name: p.read_bytes() for p in state.folder.media.iterdir()} == OLD_STATE
     assert not journal_cleared(state)  # the batch is in the log, with its files' bytes
     log = state.folder.media_journal.read_bytes()

@@ -378,6 +378,16 @@ def test_recover_leaves_names_a_later_change_owns(tmp_path: Path) -> None:
     index.close()
 
 
+def test_recover_stops_at_a_record_whose_logged_bytes_are_damaged(tmp_path: Path) -> None:
+    folder, trash, index, _ = _recoverable(tmp_path)
+    raw = bytearray(folder.media_journal.read_bytes())
+    raw[-1] ^= 1  # the last byte of A2, the logged content of a.txt
+    folder.media_journal.write_bytes(bytes(raw))
+    assert _recover(folder, trash, index)
+    assert index.last_usn() == 2 and _live(index) == {"a.txt": _sha1(b"A"), "b.txt": _sha1(b"B")}
+    index.close()
+
+
 def test_recover_stops_at_a_torn_record(tmp_path: Path) -> None:
     folder, trash, index, _ = _recoverable(tmp_path)
     raw = folder.media_journal.read_bytes()
