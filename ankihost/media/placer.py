@@ -20,9 +20,11 @@ if TYPE_CHECKING:
 
 # Threads that place batches, shared by all users (one user's batches use one at a time).
 PLACE_THREADS = 4
-# An upload waits while more than this many of the user's batches are still to place (each
-# holds up to archive.UPLOAD_IN_MEMORY_BYTES of file data in memory).
-MAX_QUEUED_BATCHES = 4
+# An upload goes ahead while at most this many of the user's batches are still to place: the
+# next upload overlaps the placing of the one before it, no more (each holds up to
+# archive.UPLOAD_IN_MEMORY_BYTES of file data in memory, and whatever reads the folder after
+# the last upload waits for the rest).
+MAX_QUEUED_BATCHES = 1
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
