@@ -137,8 +137,8 @@ class MediaIndex:
             version = _supported_version(db)
             # WAL with synchronous=NORMAL: a commit does not wait for the disk. Every write
             # that must survive a power cut is a media batch (`user_media.MediaBatch`): its
-            # journal, durable before the commit, holds the rows to replay, and the WAL is
-            # flushed after the reply, before that journal is cleared (`journal.py`).
+            # record in the media log, flushed before the commit, holds the rows to replay,
+            # and the WAL is flushed by the checkpoint that empties the log (`journal.py`).
             db.execute("pragma journal_mode = wal")
             db.execute("pragma synchronous = normal")
             _migrate(db, version)

@@ -6,12 +6,12 @@ user's media log (`log.py`): the index rows the transaction writes, each file ch
 bytes of every small new file; then it waits for one flush of the log (plus, for a large file
 staged to a temp file or a file linked from the trash, that file and the folder). That is the
 batch's only wait for the disk, as the official server waits once for its index commit. Up to
-the commit nothing under a media name has changed. After it the changes are placed: a replaced
-or deleted file moves to the trash (or away), each new file is written to its name or its
-temp file renamed there. Those, and the index commit (which does not wait for the disk), are
-made durable by the next checkpoint (`MediaLog.checkpoint`: when the user goes idle, when
-the log has grown past LOG_CHECKPOINT_BYTES, when the index closes); until then the log can
-redo them.
+the commit nothing under a media name has changed. After it the changes are placed (`place`,
+in the background: `placer.py`): a replaced or deleted file moves to the trash (or away), each
+new file is written to its name or its temp file renamed there. Those, and the index commit
+(which does not wait for the disk), are made durable by the next checkpoint
+(`MediaLog.checkpoint`: when the user goes idle, when the log has grown past
+LOG_CHECKPOINT_BYTES, when the index closes); until then the log can redo them.
 
 After a crash, `recover` goes through the log's complete records, oldest first: a batch the
 index has is rolled forward (each file checked by its SHA-1, rewritten from the log if

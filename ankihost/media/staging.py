@@ -1,9 +1,10 @@
 """Media files coming in and going out: staging uploaded files, reading stored ones, fsyncs.
 
-A staged file is complete before it is placed: in memory when small, else a temp file in the
-media folder whose write-back has been started but not waited for. The journal
-(`journal.py`) makes staged files durable in one batch, with the fsyncs of all files running at
-once in the shared fsync threads here. No SQL, no name rules (see `names.py`).
+A staged file is complete before it is placed: in memory when small (the media log then
+holds its bytes), else a temp file in the media folder whose write-back has been started but
+not waited for. The journal (`journal.py`) makes what it needs durable in one round, the
+fsyncs of several files running at once in the shared fsync threads here. No SQL, no name
+rules (see `names.py`).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def stage_stream(folder: Path, source: IO[bytes], max_bytes: int) -> StagedFile:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         sha1, size = _copy_to_fd(source, fd, max_bytes)
-        start_writeback(fd)
+        _start_writeback(fd)
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -98,7 +99,7 @@ def _copy_to_fd(source: IO[bytes], fd: int, max_bytes: int) -> tuple[bytes, int]
     return digest.digest(), size
 
 
-def start_writeback(fd: int) -> None:
+def _start_writeback(fd: int) -> None:
     """Ask the kernel to start writing the file's dirty pages now, without waiting (on Linux,
     POSIX_FADV_DONTNEED does that; pages still dirty are not dropped from the cache)."""
     if _FADVISE is not None:
@@ -107,11 +108,10 @@ def start_writeback(fd: int) -> None:
 
 def flush_all(files: list[int], folders: list[int]) -> None:
     """fdatasync every file and fsync every folder, all at once in the shared fsync threads,
-    and wait for all of them (the first error is raised). On a busy shared disk one fsync can
-    wait tens of milliseconds; together they overlap (measured, 25 files of 20 KB, 30 batches
-    on a contended disk: 99 ms in total in threads against 391 ms one after another). Files
-    are best written whole first, with their write-back started (`start_writeback`):
-    flushing while still creating files slows the creation down."""
+    and wait for all of them (the first error is raised): a media log checkpoint, or a batch
+    with staged files. On a busy shared disk one fsync can wait tens of milliseconds; together
+    they overlap (measured, 25 files of 20 KB, 30 batches on a contended disk: 99 ms in total
+    in threads against 391 ms one after another)."""
     pool = _fsync_pool()
     pending = [pool.submit(os.fdatasync, fd) for fd in files]
     pending += [pool.submit(os.fsync, fd) for fd in folders]

@@ -2,7 +2,8 @@
 
 They take and return Python values; request parsing and the `{"data", "err"}` envelope live in
 `handlers.py`. The caller holds the user's lock. An upload is validated and staged completely,
-then applied as one database transaction plus one journaled, undoable batch of file changes.
+then applied as one media batch (`user_media.MediaBatch`): one index transaction, logged with
+its file changes before the commit, the files placed in the background after it.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""A user's media state: the one owner of their open media index, trash and unsettled batch.
+"""A user's media state: the one owner of their open media index, media log, trash and placer.
 
 `UserMedia.index()` opens `media.db` on first use (creating or migrating it), finishes or drops
-a batch a crash interrupted, sweeps the media folder's stray temp files and purges the expired
-trash; `close()` checkpoints and closes it. Every change of media goes through `MediaBatch`,
-which pairs the index transaction with its journal (`journal.py`) in the user's media log;
-`settle()` (the server calls it once the user is idle) checkpoints the log. The caller holds
-the user's lock.
+the batches a crash left in the media log, sweeps the media folder's stray temp files and
+purges the expired trash; `close()` waits for the placer, checkpoints and closes it. Every
+change of media goes through `MediaBatch`, which pairs the index transaction with its journal
+(`journal.py`) and hands the committed batch to the placer (`placer.py`); `place()` waits for
+it, `settle()` (the server calls it once the user is idle) checkpoints the log. The caller
+holds the user's lock.
 """
 
 from __future__ import annotations
