@@ -85,7 +85,8 @@ def download_files(state: UserState, request: SyncRequest) -> Reply:
 @_server_errors
 def media_sanity(state: UserState, request: SyncRequest) -> Reply:
     local = int_in_range(request.json_object(), "local", 0, COUNT_MAX)
-    return _ok(sync.sanity(state.media.index(), local))
+    # The client's last request of a media sync: the sync ends with its files in place.
+    return _ok(sync.sanity(state.media.index(placed=True), local))
 
 
 # One row per method; all run in a worker thread (they wait on the disk). Only

@@ -194,7 +194,7 @@ class MediaIndex:
         try:
             writer = Writer(self.db, self.totals())
             yield writer
-            writer.save_totals()
+            writer.save()
             self.db.execute("commit")
         except BaseException:
             self.db.execute("rollback")
@@ -220,6 +220,7 @@ class Writer:
         self.usn_before = totals.last_usn
         self._known: dict[str, Entry | None] = {}  # name → live row, for names looked up
         self._written: dict[str, Entry] = {}  # name → the row this transaction stored last
+        self._unsaved: list[Entry] = []  # rows stored here, written by `save` in one statement
 
     def prefetch(self, names: Collection[str]) -> None:
         """Look up the live rows of `names` at once (an upload has at most 25), so recording
@@ -271,18 +272,30 @@ class Writer:
         return Outcome.REMOVED
 
     def forget(self, name: str) -> None:
+        self._save_rows()
         old = self._live(name)
         if old is not None:
             self._count(-old.size, -1)
             self.db.execute("delete from media where fname = ?", (name,))
             self._known[name] = None
 
-    def save_totals(self) -> None:
+    def save(self) -> None:
+        """Write the rows stored so far and the `meta` totals (before the commit)."""
+        self._save_rows()
         t = self.totals
         self.db.execute(
             "update meta set last_usn = ?, total_bytes = ?, total_nonempty_files = ?",
             (t.last_usn, t.total_bytes, t.live_files),
         )
+
+    def _save_rows(self) -> None:
+        rows, self._unsaved = self._unsaved, []
+        if rows:
+            self.db.executemany(
+                "insert or replace into media (fname, csum, size, usn, mtime)"
+                " values (?, ?, ?, ?, ?)",
+                [(e.name, e.sha1, e.size, e.usn, e.mtime) for e in rows],
+            )
 
     def _live(self, name: str) -> Entry | None:
         if name in self._known:
@@ -299,12 +312,8 @@ class Writer:
 
     def _store(self, name: str, sha1: bytes, size: int) -> None:
         self.totals.last_usn += 1
-        row = (name, sha1, size, self.totals.last_usn, int(time.time()))
-        self.db.execute(
-            "insert or replace into media (fname, csum, size, usn, mtime) values (?, ?, ?, ?, ?)",
-            row,
-        )
-        entry = Entry(*row)
+        entry = Entry(name, sha1, size, self.totals.last_usn, int(time.time()))
+        self._unsaved.append(entry)
         self._known[name] = entry if size > 0 else None
         self._written[name] = entry
 
