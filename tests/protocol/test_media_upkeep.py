@@ -1,5 +1,6 @@
-"""The server's media upkeep through the real app in process: a user's last media batch is
-made durable once they are idle, and expired trash is purged, each under the user's lock."""
+"""The server's media upkeep through the real app in process: a user's media log is
+checkpointed once they are idle, expired trash is purged (each under the user's lock), and
+ANKIHOST_MEDIA_TRASH_DAYS=0 keeps nothing."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import io
 import json
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
 from ankihost.media.trash import SECONDS_PER_DAY
+from ankihost.server import build
 from ankihost.web import app as web_app
-from tests.conftest import Wire
+from tests.conftest import Wire, make_settings
 
 SETTLE_WAIT_SECS = 10
 
@@ -36,7 +40,7 @@ def upload(wire: Wire, entries: list[tuple[str, bytes | None]]) -> list[int]:
     return result
 
 
-def test_the_last_batch_is_settled_once_the_user_is_idle(wire: Wire) -> None:
+def test_the_media_log_is_checkpointed_once_the_user_is_idle(wire: Wire) -> None:
     upload(wire, [("a.txt", b"A"), ("b.txt", b"B")])
     state = wire.http.app.registry.by_name("alice")  # type: ignore[attr-defined]
     assert state is not None
@@ -66,3 +70,15 @@ def test_expired_trash_is_purged_under_the_users_lock(
     monkeypatch.setattr(time, "time", lambda: real_time() + 31 * SECONDS_PER_DAY)
     portal.call(web_app.purge_media_trash, registry)
     assert state.media.trash.entries() == []
+
+
+def test_with_the_trash_off_deleted_files_are_removed(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "base", ANKIHOST_MEDIA_TRASH_DAYS="0")
+    with TestClient(build(settings)) as http:
+        wire = Wire(http)
+        upload(wire, [("a.txt", b"A"), ("b.txt", b"B")])
+        upload(wire, [("a.txt", None), ("b.txt", b"B2")])
+        state = http.app.registry.by_name("alice")  # type: ignore[attr-defined]
+        assert state is not None and state.media.trash_entries() == []
+        assert sorted(p.name for p in state.folder.media.iterdir()) == ["b.txt"]
+        assert not state.folder.media_trash.exists()
