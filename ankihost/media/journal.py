@@ -13,10 +13,7 @@ new file is written to its name or its temp file renamed there. Those, and the i
 (`MediaLog.checkpoint`: when the user goes idle, when the log has grown past
 LOG_CHECKPOINT_BYTES, when the index closes); until then the log can redo them.
 
-After a crash, `recover` goes through the log's complete records, oldest first: a batch the
-index has is rolled forward (each file checked by its SHA-1, rewritten from the log if
-needed); one whose commit was lost is replayed first when everything it needs is there; any
-other never committed and only its temp files go. Then it checkpoints. No SQL here.
+After a crash, `recovery.py` redoes or drops what the log holds. No SQL here.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,21 +31,18 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from ankihost.errors import BadRequest
-from ankihost.media import journal_v1, log, staging
+from ankihost.media import log, staging
 from ankihost.media.index import Entry, IndexChanges, Totals
 from ankihost.media.names import require_path_name
-from ankihost.media.staging import O_NOFOLLOW, StagedFile, sha1_of_file
+from ankihost.media.staging import O_NOFOLLOW, StagedFile
 from ankihost.media.trash import Trash
 from ankihost.storage.paths import (
-    fsync_dir,
     is_media_temp_name,
     new_media_temp_name,
     parse_trash_entry_name,
 )
 
 if TYPE_CHECKING:
-    from ankihost.media.index import MediaIndex
     from ankihost.storage.paths import UserFolder
 
 logger = logging.getLogger(__name__)
@@ -171,64 +165,6 @@ def _row(item: object) -> Entry:
     return Entry(item[0], bytes.fromhex(item[1]), item[2], item[3], item[4])
 
 
-class MediaLog:
-    """A user's media log, open for appending, and what its batches left to make durable:
-    files written from the log's data, trash folders changed (with the index WAL and the media
-    folder, flushed at the checkpoint). Owned by `UserMedia`; the caller holds the user's lock.
-    """
-
-    def __init__(self, folder: UserFolder) -> None:
-        self.folder = folder
-        self.path = folder.media_journal
-        self.size = 0
-        self.pending: set[Path] = set()
-        self.folders: set[Path] = set()
-        self._fd: int | None = None
-
-    def fd(self) -> int:
-        if self._fd is None:
-            created = not self.path.exists()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | O_NOFOLLOW, 0o600)
-            if created:
-                fsync_dir(self.path.parent)
-            self.size = os.fstat(self._fd).st_size
-        return self._fd
-
-    @property
-    def unsettled(self) -> bool:
-        """Whether batches since the last checkpoint still rely on the log."""
-        return self.size > 0 or bool(self.pending)
-
-    def checkpoint(self) -> None:
-        """Make everything the log covers durable, then empty it (durably). Only after the
-        recovery of what an earlier process left in it."""
-        if self._fd is None and not self.path.exists():
-            return
-        log_fd = self.fd()
-        if not self.unsettled and not self.folders:
-            return
-        files = [fd for path in self.pending if (fd := _open_if_there(path)) is not None]
-        folders = [fd for path in self.folders if (fd := _open_if_there(path)) is not None]
-        try:
-            wal = _open_if_there(Path(f"{self.folder.media_db}-wal"))
-            files += [wal] if wal is not None else []
-            folders.append(os.open(self.folder.media, _O_DIR))
-            staging.flush_all(files, folders)
-        finally:
-            for fd in files + folders:
-                os.close(fd)
-        os.ftruncate(log_fd, 0)
-        os.fdatasync(log_fd)
-        self.size = 0
-        self.pending.clear()
-        self.folders.clear()
-
-    def close(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            os.close(fd)
-
-
 class FileJournal:
     """The file side of one batch, used around the index transaction:
     `with FileJournal(folder, trash, log) as j, index.atomic() as writer:` …
@@ -238,7 +174,7 @@ class FileJournal:
     not discard them.
     """
 
-    def __init__(self, folder: UserFolder, trash: Trash, media_log: MediaLog) -> None:
+    def __init__(self, folder: UserFolder, trash: Trash, media_log: log.MediaLog) -> None:
         self.folder = folder
         self.trash = trash
         self.log = media_log
@@ -382,7 +318,7 @@ class FileJournal:
             _unlink_at(self._fd(), file.name)
         if file.inline is not None:
             offset, size = file.inline
-            _write_at(self._fd(), file.name, data[offset : offset + size])
+            write_file_at(self._fd(), file.name, data[offset : offset + size])
             pending.add(path)
         elif file.source is not None:
             os.rename(file.source, file.name, src_dir_fd=self._fd(), dst_dir_fd=self._fd())
@@ -397,7 +333,8 @@ class FileJournal:
             (self.folder.media / temp).unlink(missing_ok=True)
 
 
-def _write_at(dir_fd: int, name: str, data: bytes) -> None:
+def write_file_at(dir_fd: int, name: str, data: bytes) -> None:
+    """Create or overwrite `name` (in the folder of `dir_fd`) with `data`."""
     fd = os.open(name, _O_WRITE, 0o666, dir_fd=dir_fd)
     try:
         staging.write_all(fd, data)
@@ -412,144 +349,3 @@ def _unlink_at(dir_fd: int, name: str) -> None:
         pass
 
 
-def _open_if_there(path: Path) -> int | None:
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-
-
-# -- after a crash ----------------------------------------------------------------------------
-def recover(folder: UserFolder, trash: Trash, index: MediaIndex, media_log: MediaLog) -> bool:
-    """Finish or drop the batches a crash left in the log, oldest first, then checkpoint (call
-    when opening the index, before `remove_stray_temps`). Idempotent, so a crash during
-    recovery is recovered from too. Returns whether the log had anything."""
-    path = folder.media_journal
-    try:
-        with path.open("rb") as f:
-            first = f.read(1)
-    except FileNotFoundError:
-        return False
-    if not first:
-        return False
-    if first == b"{":  # a journal of the previous version
-        _recover_v1(folder, index)
-    else:
-        for record in log.read_records(path):
-            try:
-                batch = Batch.from_header(record.header)
-                batch.check_data(record.data)
-            except (ValueError, BadRequest) as exc:
-                logger.warning("media: stopping at an unreadable log record: %s", exc)
-                break
-            _recover_batch(folder, trash, index, media_log, batch, record.data)
-    media_log.checkpoint()
-    return True
-
-
-def _recover_v1(folder: UserFolder, index: MediaIndex) -> None:
-    try:
-        value = orjson.loads(folder.media_journal.read_bytes())
-        if not isinstance(value, dict):
-            raise ValueError("the journal is not an object")
-        journal_v1.recover(folder.media, value, index.last_usn(), _live_sha1(index))
-    except ValueError as exc:  # torn while written: never committed
-        logger.warning("media: ignoring an unreadable journal: %s", exc)
-
-
-def _recover_batch(
-    folder: UserFolder, trash: Trash, index: MediaIndex, media_log: MediaLog, batch: Batch,
-    data: bytes,
-) -> None:
-    last_usn, usn = index.last_usn(), batch.index.usn
-    if last_usn < usn and last_usn == batch.index.usn_before and _whole(folder.media, batch):
-        logger.warning("media: replaying a batch whose commit was lost (usn %d)", usn)
-        index.replay(batch.index)
-        last_usn = usn
-    if last_usn < usn:
-        logger.warning("media: dropping a batch that never committed (usn %d)", usn)
-        for file in batch.files:
-            if file.source is not None:
-                (folder.media / file.source).unlink(missing_ok=True)
-        return
-    dir_fd = os.open(folder.media, _O_DIR)
-    try:
-        for file in batch.files:
-            row = index.get(file.name)
-            if row is not None and row.usn == file.usn:  # else a later change owns the name
-                _redo(dir_fd, folder, trash, media_log, file, data)
-    finally:
-        os.close(dir_fd)
-    for entry_id in batch.untrash:
-        trash.remove(entry_id)
-
-
-def _redo(
-    dir_fd: int, folder: UserFolder, trash: Trash, media_log: MediaLog, file: FileChange,
-    data: bytes,
-) -> None:
-    """Complete one committed change, checking each step on disk."""
-    target = folder.media / file.name
-    if file.sha1 is not None and _holds(target, file.sha1):
-        media_log.pending.add(target)
-        return
-    if _is_file(target):
-        entry = trash.root / file.trash_id / file.name if file.trash_id is not None else None
-        if entry is not None and not _is_file(entry):  # still the old version: keep it
-            media_log.folders.update(trash.move_in(dir_fd, file.name, file.trash_id or ""))
-            media_log.pending.add(entry)
-        elif file.sha1 is None:
-            target.unlink()
-    if file.inline is not None:
-        offset, size = file.inline
-        _write_at(dir_fd, file.name, data[offset : offset + size])
-        media_log.pending.add(target)
-    elif file.source is not None and _is_file(folder.media / file.source):
-        os.rename(file.source, file.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    elif file.sha1 is not None:
-        logger.error("media: cannot complete %r: its staged file is gone", file.name)
-
-
-def _whole(media: Path, batch: Batch) -> bool:
-    """Whether everything the batch needs beyond the log is on disk: each staged source, at its
-    temp name or already placed."""
-    return all(
-        _holds(media / file.source, file.sha1) or _holds(media / file.name, file.sha1)
-        for file in batch.files if file.source is not None and file.sha1 is not None
-    )
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _holds(path: Path, sha1: bytes) -> bool:
-    """Whether `path` is a regular file with this content."""
-    try:
-        return _is_file(path) and sha1_of_file(path) == sha1
-    except FileNotFoundError:
-        return False
-
-
-def _live_sha1(index: MediaIndex) -> journal_v1.LiveSha1:
-    def live_sha1(name: str) -> bytes | None:
-        entry = index.get_live(name)
-        return entry.sha1 if entry is not None else None
-
-    return live_sha1
-
-
-def remove_stray_temps(folder: Path, in_use: Callable[[str], bool]) -> int:
-    """Delete temp files a crash left behind (never a name `in_use` claims); the count."""
-    removed = 0
-    for entry in os.scandir(folder):
-        if is_media_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
-            if not in_use(entry.name):
-                os.unlink(entry.path)
-                removed += 1
-    if removed:
-        logger.warning("media: removed %d stray temp files from %s", removed, folder)
-    return removed

@@ -20,9 +20,10 @@ from contextlib import ExitStack
 from types import TracebackType
 
 from ankihost.errors import ServerError
-from ankihost.media import journal
+from ankihost.media import journal, recovery
 from ankihost.media.index import MediaIndex, Writer
-from ankihost.media.journal import FileJournal, MediaLog
+from ankihost.media.journal import FileJournal
+from ankihost.media.log import MediaLog
 from ankihost.media.placer import Placer
 from ankihost.media.trash import DEFAULT_DAYS, Trash, TrashEntry
 from ankihost.storage.paths import UserFolder
@@ -158,8 +159,8 @@ def _open(folder: UserFolder, trash: Trash, media_log: MediaLog) -> MediaIndex:
     folder.ensure()
     index = MediaIndex.open(folder.media_db)
     try:
-        journal.recover(folder, trash, index, media_log)
-        journal.remove_stray_temps(folder.media, index.has_name)
+        recovery.recover(folder, trash, index, media_log)
+        recovery.remove_stray_temps(folder.media, index.has_name)
         trash.purge(time.time())
     except BaseException:
         index.close()

@@ -61,7 +61,7 @@ def test_expired_trash_is_purged_under_the_users_lock(
     upload(wire, [("a.txt", None), ("b.txt", b"B2")])
     registry = wire.http.app.registry  # type: ignore[attr-defined]
     state = registry.by_name("alice")
-    assert state is not None and len(state.media.trash.entries()) == 2
+    assert state is not None and len(state.media.trash_entries()) == 2  # once placed
     portal = wire.http.portal  # the app's own event loop
     assert portal is not None
     portal.call(web_app.purge_media_trash, registry)

@@ -52,7 +52,7 @@ CHILD = textwrap.dedent(
     """
     import os, sys
     from pathlib import Path
-    from ankihost.media import journal, log, staging, sync, trash
+    from ankihost.media import journal, log, recovery, staging, sync, trash
     from tests.support.states import make_state
 
     root, point, bodies = Path(sys.argv[1]), sys.argv[2], [Path(a) for a in sys.argv[3:]]
@@ -111,7 +111,7 @@ CHILD = textwrap.dedent(
     elif point == "checkpoint flushed, log not emptied":
         on_call(journal.os, "ftruncate", 1)
     elif point == "recovery interrupted":
-        on_call(journal, "_redo", 2)
+        on_call(recovery, "_redo", 2)
     state.media.index()  # recovery runs here ("recovery interrupted")
     if point != "recovery interrupted":
         with bodies[-1].open("rb") as f:

@@ -16,7 +16,7 @@ import pytest
 from ankihost.errors import BadRequest
 from ankihost.media import journal as mj
 from ankihost.media import log as log_format
-from ankihost.media import names, staging
+from ankihost.media import names, recovery, staging
 from ankihost.media.index import Entry, IndexChanges, MediaIndex, Totals
 from ankihost.media.log import read_records
 from ankihost.media.trash import Trash
@@ -149,7 +149,7 @@ def test_a_batch_changes_no_media_name_before_the_commit(tmp_path: Path) -> None
         mj.Change("orphan.txt", staging.StagedFile.in_memory(b"adopted"), 12),
     ]
     index = _index(6, ("old.txt", b"streamed", 7))
-    log = mj.MediaLog(folder)
+    log = log_format.MediaLog(folder)
     with mj.FileJournal(folder, trash, log) as journal:
         journal.prepare(changes, index)
         [(batch, data)] = _batches(folder)  # logged and flushed before the commit
@@ -180,7 +180,7 @@ def test_a_failed_batch_cuts_its_record_and_changes_no_name(tmp_path: Path) -> N
     folder, trash = _user(tmp_path)
     (folder.media / "a.txt").write_bytes(b"A")
     streamed = _staged(folder.media, b"streamed")
-    log = mj.MediaLog(folder)
+    log = log_format.MediaLog(folder)
     with mj.FileJournal(folder, trash, log) as journal:
         journal.prepare([mj.Change("z.txt", staging.StagedFile.in_memory(b"Z"), 1)],
                         _index(0, ("z.txt", b"Z", 1)))
@@ -208,7 +208,7 @@ def test_a_batch_refuses_a_directory_before_touching_anything(tmp_path: Path) ->
     (folder.media / "dir").mkdir()
     changes = [mj.Change("x.txt", staging.StagedFile.in_memory(b"X"), 1),
                mj.Change("dir", staging.StagedFile.in_memory(b"D"), 2)]
-    log = mj.MediaLog(folder)
+    log = log_format.MediaLog(folder)
     with pytest.raises(IsADirectoryError), mj.FileJournal(folder, trash, log) as journal:
         journal.prepare(changes, _index(0, ("x.txt", b"X", 1), ("dir", b"D", 2)))
     assert [p.name for p in folder.media.iterdir()] == ["dir"]
@@ -217,7 +217,7 @@ def test_a_batch_refuses_a_directory_before_touching_anything(tmp_path: Path) ->
 
 def test_an_empty_batch_logs_nothing(tmp_path: Path) -> None:
     folder, trash = _user(tmp_path)
-    log = mj.MediaLog(folder)
+    log = log_format.MediaLog(folder)
     with mj.FileJournal(folder, trash, log) as journal:
         journal.prepare([], IndexChanges(1, [], Totals(1, 0, 0)))
     assert not folder.media_journal.exists() and not log.unsettled
@@ -230,7 +230,7 @@ def test_without_a_trash_deleted_and_replaced_files_are_removed(tmp_path: Path) 
     (folder.media / "b.txt").write_bytes(b"B")
     changes = [mj.Change("a.txt", staging.StagedFile.in_memory(b"A2"), 3, _entry("a.txt", b"A")),
                mj.Change("b.txt", None, 4, _entry("b.txt", b"B"))]
-    log = mj.MediaLog(folder)
+    log = log_format.MediaLog(folder)
     with mj.FileJournal(folder, trash, log) as journal:
         journal.prepare(changes, _index(2, ("a.txt", b"A2", 3)))
     journal.place()
@@ -313,9 +313,9 @@ def _recoverable(tmp_path: Path) -> tuple[UserFolder, Trash, MediaIndex, mj.Batc
 
 
 def _recover(folder: UserFolder, trash: Trash, index: MediaIndex) -> bool:
-    media_log = mj.MediaLog(folder)
+    media_log = log_format.MediaLog(folder)
     try:
-        return mj.recover(folder, trash, index, media_log)
+        return recovery.recover(folder, trash, index, media_log)
     finally:
         media_log.close()
 
@@ -434,7 +434,7 @@ def test_remove_stray_temps_spares_names_in_use_and_other_files(tmp_path: Path) 
     claimed.write_bytes(b"a user's file that happens to look like a temp")
     (tmp_path / ".ankihost-tmp-not-hex").write_bytes(b"user file")
     (tmp_path / "photo.jpg").write_bytes(b"user file")
-    removed = mj.remove_stray_temps(tmp_path, lambda name: name == claimed.name)
+    removed = recovery.remove_stray_temps(tmp_path, lambda name: name == claimed.name)
     assert removed == 1 and not stray.exists() and claimed.exists()
     assert (tmp_path / ".ankihost-tmp-not-hex").exists() and (tmp_path / "photo.jpg").exists()
 
@@ -450,7 +450,7 @@ def test_sha1_of_file_and_symlinks_are_not_followed(tmp_path: Path) -> None:
 def test_batches_of_several_users_share_the_sync_threads(tmp_path: Path) -> None:
     def user(n: int) -> dict[str, bytes]:
         folder, trash = _user(tmp_path, f"u{n}")
-        log = mj.MediaLog(folder)
+        log = log_format.MediaLog(folder)
         for batch in range(5):
             changes = [mj.Change(f"{batch}-{i}", staging.StagedFile.in_memory(b"%d" % (n * i)), i)
                        for i in range(10)]
