@@ -18,8 +18,8 @@ Inside SYNC_BASE/<user>, the official server's layout plus a few files of ankiho
       <secs>-<usn>-<sha1>/<name>          one kept version: when, the change that removed it,
                                           its SHA-1; the file inside keeps its media name
 
-Transient files (*), each removed by `UserFolder.remove_leftovers` or the media recovery when a
-crash left it behind:
+Transient files (*), each removed by `UserFolder.remove_leftovers`, the media recovery or the
+trash purge (both when the media index opens) when a crash left it behind:
 
     .upload-<random>                    a full upload being received
     .download-<random>                  a consistent copy being sent as a full download
@@ -27,7 +27,7 @@ crash left it behind:
     collection.anki2.previous.tmp       the previous collection being linked into place
     .ankihost-download-<hex>.zip        a media download zip too large for memory
     media/.ankihost-tmp-<32 hex>        a large media file being placed (a source in the log)
-    media.ankihost-trash/.purge-<…>     a trash entry being removed (gone from the listing)
+    media.ankihost-trash/.purge-<entry> a trash entry being removed (gone from the listing)
     media.ankihost-trash/<entry>/       an entry whose file is not in it yet (an empty folder)
 
 No other module spells a name inside a user's folder. Also here: user-name safety and the
