@@ -145,8 +145,16 @@ def test_the_commands_work_with_the_server_stopped(clients: dict[str, SyncClient
         a.sync_media()
         server.stop()
         assert [f["file"] for f in _trash(server)["files"]] == ["dog.jpg"]  # type: ignore[index]
+        table = ankihost(server, "media", "trash", USER)
+        assert table.returncode == 0, table.stderr
+        header, row = table.stdout.splitlines()[:2]
+        assert header.split()[:2] == ["FILE", "SIZE"] and row.startswith("dog.jpg ")
+        assert hashlib.sha1(INITIAL["dog.jpg"]).hexdigest() in row
+        assert "1 file(s)" in table.stdout and "counts toward no quota" in table.stdout
         restored = ankihost(server, "media", "restore", USER, "dog.jpg")
         assert restored.returncode == 0, restored.stderr
+        empty = ankihost(server, "media", "trash", USER)
+        assert "the media trash of alice is empty (the trash is kept 30 days)" in empty.stdout
         server.start()
         a.sync_media()
         assert _media(a) == _digests(INITIAL)
