@@ -19,6 +19,8 @@ LOG_FORMATS = ("text", "json")
 # Secret settings read by `_secret` (the value, or NAME_FILE naming a file that holds it).
 ADMIN_PASSWORD = "ANKIHOST_ADMIN_PASSWORD"
 METRICS_TOKEN = "ANKIHOST_METRICS_TOKEN"
+# ANKIHOST_MEDIA_TRASH_DAYS: the most days a deleted media file may be kept (100 years).
+MAX_TRASH_DAYS = 36_500
 
 # Where the client's IP address for the log comes from (same names as the official server).
 IP_HEADERS: dict[str, str | None] = {
@@ -53,6 +55,13 @@ def _megs(value: str) -> int:
     if megs < 1:
         raise ValueError("must be a whole number of MiB, at least 1")
     return megs
+
+
+def _trash_days(value: str) -> int:
+    days = int(value)
+    if not 0 <= days <= MAX_TRASH_DAYS:
+        raise ValueError(f"must be a whole number of days from 0 to {MAX_TRASH_DAYS}")
+    return days
 
 
 def _ip_header(value: str) -> str:
@@ -205,6 +214,8 @@ SETTINGS = (
             "(a series per user)", _flag),
     Setting("ANKIHOST_LOG_FORMAT", "text", "text: one line per event; json: one JSON object per "
             "line", _log_format),
+    Setting("ANKIHOST_MEDIA_TRASH_DAYS", "30", "days a media file deleted or replaced by a sync "
+            "is kept in the user's trash (`ankihost media trash`/`restore`); 0: no trash", _trash_days),
 )
 
 
@@ -250,6 +261,7 @@ class Settings:
     @property
     def admin_listener(self) -> bool:
         return self.admin_password is not None or self.metrics_token is not None
+    media_trash_days: int = 30
 
     @property
     def max_payload_bytes(self) -> int:
@@ -304,6 +316,7 @@ class Settings:
             metrics_token=_secret(environ, METRICS_TOKEN),
             metrics_per_user=values["ANKIHOST_METRICS_PER_USER"],
             log_format=values["ANKIHOST_LOG_FORMAT"],
+            media_trash_days=values["ANKIHOST_MEDIA_TRASH_DAYS"],
         )._checked()
 
     def _checked(self) -> Settings:

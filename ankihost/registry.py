@@ -24,6 +24,7 @@ import anyio
 from ankihost.accounts.directory import AccountDirectory
 from ankihost.accounts.store import Account
 from ankihost.errors import AuthFailed
+from ankihost.media import trash
 from ankihost.media.user_media import UserMedia
 from ankihost.snapshots.shelf import UserSnapshots
 from ankihost.storage.paths import DataFolder, UserFolder
@@ -49,8 +50,11 @@ class UserState:
     last_used: float = field(default_factory=time.monotonic)
 
     @classmethod
-    def create(cls, account: Account, folder: UserFolder) -> UserState:
-        return cls(account, folder, UserCollection(folder), UserMedia(folder), UserSnapshots(folder))
+    def create(
+        cls, account: Account, folder: UserFolder, media_trash_days: int = trash.DEFAULT_DAYS
+    ) -> UserState:
+        return cls(account, folder, UserCollection(folder), UserMedia(folder, media_trash_days),
+                   UserSnapshots(folder))
 
     @property
     def name(self) -> str:
@@ -87,9 +91,9 @@ class UserState:
 
     def prepare(self) -> None:
         """Create the folder, remove what an interrupted run of this process's predecessor
-        left, finish the snapshots a crash interrupted, and finish or undo a media upload a
-        crash interrupted (the official server creates or upgrades media.db at start-up too).
-        Before any other work of this user."""
+        left, finish the snapshots a crash interrupted, finish or drop a media batch a crash
+        interrupted and purge the expired media trash (the official server creates or upgrades
+        media.db at start-up too). Before any other work of this user."""
         self.folder.ensure()
         if removed := self.folder.remove_leftovers():
             log.info("removed leftovers of an interrupted run in %s: %s", self.folder.root, removed)
@@ -119,9 +123,13 @@ def _nothing() -> None:
 
 
 class Registry:
-    def __init__(self, accounts: AccountDirectory, folder: DataFolder) -> None:
+    def __init__(
+        self, accounts: AccountDirectory, folder: DataFolder,
+        media_trash_days: int = trash.DEFAULT_DAYS,
+    ) -> None:
         self.accounts = accounts
         self.data = folder
+        self.media_trash_days = media_trash_days
         self._states: dict[str, UserState] = {}
 
     def by_host_key(self, host_key: str) -> UserState | None:
@@ -137,7 +145,9 @@ class Registry:
     def state_of(self, account: Account) -> UserState:
         state = self._states.get(account.name)
         if state is None:
-            state = self._states[account.name] = UserState.create(account, self.data.user(account.name))
+            folder = self.data.user(account.name)
+            state = UserState.create(account, folder, self.media_trash_days)
+            self._states[account.name] = state
         else:
             state.account = account  # the source's current record (e.g. after a change)
         return state

@@ -16,20 +16,21 @@ zip work. Logins are not timed. Every download is checked against the uploaded b
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import Results, bench_server, client_from_template, parse_args, round_order
+from common import BenchServer, Results, bench_server, client_from_template, parse_args, round_order
 
 from tests.support.client import SyncClient
-from tests.support.server import ServerKind
 
 SMALL_FILES, SMALL_BYTES = 500, 20_000
 BIG_FILES, BIG_BYTES = 100, 2 * 1024 * 1024
@@ -87,10 +88,25 @@ def check_received(client: SyncClient, source: Path, expected: dict[str, str], *
 
 
 # -- one round ---------------------------------------------------------------------------------------
-def one_round(kind: ServerKind, source: Path, expected: dict[str, str], results: Results,
+# `--baseline PATH`: an ankihost source tree (say a worktree of main) run as a third server,
+# "baseline", in the same rounds, so that a change is measured against the official server and
+# against the code before it under the same load.
+BASELINE = "baseline"
+_baseline_tree: list[str] = []
+
+
+def _server(kind: str) -> contextlib.AbstractContextManager[BenchServer]:
+    if kind != BASELINE:
+        return bench_server(kind)  # type: ignore[arg-type]
+    # -P: not the current folder (this tree) first on sys.path, the baseline tree instead
+    return bench_server("ankihost", command=[sys.executable, "-P", "-m", "ankihost"],
+                        env={"PYTHONPATH": _baseline_tree[0]})
+
+
+def one_round(kind: str, source: Path, expected: dict[str, str], results: Results,
               *, label: str, full_check: bool) -> tuple[float, float]:
     """Upload `source` via A, download into an empty B, on a fresh server."""
-    with bench_server(kind) as server:
+    with _server(kind) as server:
         uploader = client_from_template(None, server, "A")
         downloader = client_from_template(None, server, "B")
         try:
@@ -110,14 +126,14 @@ def one_round(kind: ServerKind, source: Path, expected: dict[str, str], results:
             downloader.cleanup()
 
 
-def run(title: str, kinds: list[ServerKind], rounds: int, warmup: int, source: Path,
+def run(title: str, kinds: list[str], rounds: int, warmup: int, source: Path,
         expected: dict[str, str], label: str, full_check: bool) -> Results:
     results = Results(title)
     results.info.update(files=len(expected), megabytes=round(dir_bytes(source) / 2**20, 1))
     for _ in range(warmup):  # untimed: first-use costs
         for kind in kinds:
             one_round(kind, source, expected, Results("warm-up"), label=label, full_check=False)
-    for r, kind in round_order(rounds, kinds):
+    for r, kind in round_order(rounds, kinds):  # type: ignore[arg-type]
         up, down = one_round(kind, source, expected, results, label=label, full_check=full_check)
         hwm = results.hwms.get(kind)
         hwm_text = f" (VmHWM {hwm[-1]:.1f} MB)" if hwm else ""
@@ -130,15 +146,34 @@ def dir_bytes(folder: Path) -> int:
     return sum(entry.stat().st_size for entry in os.scandir(folder))
 
 
+def print_baseline(results: Results) -> None:
+    """Medians of the baseline, and each build's median of its per-round ratios to the official
+    server (the servers of one round ran one after another, under about the same load)."""
+    for metric, per_kind in results.times.items():
+        official = per_kind.get("official", [])
+        for kind in ("ankihost", BASELINE):
+            runs = per_kind.get(kind, [])
+            if official and runs:
+                paired = statistics.median(a / o for a, o in zip(runs, official, strict=True))
+                print(f"  {metric:<16} {kind:<9} median {statistics.median(runs):.3f} s, "
+                      f"median of per-round ratios to official {paired:.2f}")
+
+
 OPTIONS = (
     (("--big-rounds",), {"type": int, "default": 3,
                          "help": "rounds per server of the 200 MB set (default 3; 0 skips it)"}),
     (("--skip-small",), {"action": "store_true", "help": "only run the 200 MB set"}),
+    (("--baseline",), {"metavar": "PATH", "help": "also run the ankihost of this source tree "
+                       "(e.g. a worktree of main) as a third server, 'baseline'"}),
 )
 
 
 def main() -> int:
     args = parse_args(__doc__.splitlines()[0], rounds=5, extra=OPTIONS)
+    kinds: list[str] = list(args.kinds)
+    if args.baseline:
+        _baseline_tree.append(str(Path(args.baseline).resolve()))
+        kinds.append(BASELINE)
     work = Path(tempfile.mkdtemp(prefix="ankihost-bench-media-"))
     summaries = {}
     try:
@@ -146,16 +181,18 @@ def main() -> int:
         if not args.skip_small:
             small = make_set(work / "small", SMALL_FILES, SMALL_BYTES, seed=1, jitter=0.1)
             results = run(f"media sync, {SMALL_FILES} files of ~20 KB, {args.rounds} rounds",
-                          args.kinds, args.rounds, args.warmup, work / "small", small,
+                          kinds, args.rounds, args.warmup, work / "small", small,
                           "small", full_check=True)
             results.print_table()
+            print_baseline(results)
             summaries["small"] = results.summary()
         if args.big_rounds:
             big = make_set(work / "big", BIG_FILES, BIG_BYTES, seed=2)
             results = run(f"media sync, {BIG_FILES} files of 2 MiB, {args.big_rounds} rounds",
-                          args.kinds, args.big_rounds, 0, work / "big", big, "200MB",
+                          kinds, args.big_rounds, 0, work / "big", big, "200MB",
                           full_check=False)
             results.print_table()
+            print_baseline(results)
             summaries["big"] = results.summary()
         print(f"\ntotal {time.perf_counter() - started:.0f}s")
         if args.json:

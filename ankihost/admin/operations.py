@@ -82,7 +82,8 @@ def open_context(settings: Settings, actor: str) -> AdminContext:
     except BaseException:
         store.close()
         raise
-    return AdminContext(settings, folder, directory, Registry(directory, folder))
+    registry = Registry(directory, folder, media_trash_days=settings.media_trash_days)
+    return AdminContext(settings, folder, directory, registry)
 
 
 def _refuse_names_in_both(settings: Settings, env: EnvAccounts, directory: AccountDirectory) -> None:
@@ -110,7 +111,7 @@ def _match_owner(folder: DataFolder) -> None:
 
 def operations() -> dict[str, Operation]:
     """Every operation by name (imported here so the table is complete in one place)."""
-    from ankihost.admin import accounts, snapshots
+    from ankihost.admin import accounts, media, snapshots
 
     return {
         "user.add": accounts.add_user,
@@ -124,4 +125,6 @@ def operations() -> dict[str, Operation]:
         "snapshot.restore": snapshots.restore_snapshot,
         "backup.create": snapshots.create_backup,
         "export.create": snapshots.export_collection,
+        "media.trash": media.list_trash,
+        "media.restore": media.restore_files,
     }

@@ -65,4 +65,6 @@ def _run_here(
         with progress.reporting(on_progress):
             return anyio.run(operations()[op], context, args)
     finally:
+        for state in context.registry.all():  # nothing else runs: no lock needed
+            state.close()
         context.close()

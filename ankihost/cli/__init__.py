@@ -10,12 +10,12 @@ import argparse
 from collections.abc import Callable
 
 from ankihost import __version__
-from ankihost.cli import backup, devices, export, hash_password, healthcheck, serve, snapshots, tls, users
+from ankihost.cli import backup, devices, export, hash_password, healthcheck, media, serve, snapshots, tls, users
 from ankihost.config import describe_settings
 
 # Each command group: a module with `add(commands)`, which registers its sub-commands and
 # sets `run` (a function of the parsed arguments returning the exit status) on each.
-GROUPS = (serve, users, devices, snapshots, backup, export, hash_password, healthcheck, tls)
+GROUPS = (serve, users, devices, media, snapshots, backup, export, hash_password, healthcheck, tls)
 
 
 def main(argv: list[str] | None = None) -> int:

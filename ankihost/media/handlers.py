@@ -64,9 +64,7 @@ def media_changes(state: UserState, request: SyncRequest) -> Reply:
 def upload_changes(state: UserState, request: SyncRequest) -> Reply:
     request.body.seek(0)
     try:
-        processed, usn = sync.apply_upload(
-            state.media.index(), state.folder, request.body, state.account.quota_bytes
-        )
+        processed, usn = sync.apply_upload(state.media, request.body, state.account.quota_bytes)
     except sync.QuotaExceeded as refused:
         log.info("media upload refused for %s: over quota", state.name)
         return json_reply({"err": str(refused)})  # shown to the user as it is
@@ -78,7 +76,7 @@ def download_files(state: UserState, request: SyncRequest) -> Reply:
     names = request.json_object().get("files")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadRequest("downloadFiles: 'files' must be a list of names")
-    built = sync.build_download(state.media.index(), state.folder, names)
+    built = sync.build_download(state.media.index(placed=True), state.folder, names)
     if isinstance(built, bytes):
         return Reply(data=built)
     return file_reply(built, delete_after=True)
@@ -87,7 +85,8 @@ def download_files(state: UserState, request: SyncRequest) -> Reply:
 @_server_errors
 def media_sanity(state: UserState, request: SyncRequest) -> Reply:
     local = int_in_range(request.json_object(), "local", 0, COUNT_MAX)
-    return _ok(sync.sanity(state.media.index(), local))
+    # The client's last request of a media sync: the sync ends with its files in place.
+    return _ok(sync.sanity(state.media.index(placed=True), local))
 
 
 # One row per method; all run in a worker thread (they wait on the disk). Only

@@ -94,6 +94,21 @@ class Totals:
     live_files: int
 
 
+@dataclass(frozen=True)
+class IndexChanges:
+    """What one write transaction does: from media USN `usn_before`, the final row of every
+    name it changed, and the `meta` totals after it (the media journal keeps this so that a
+    commit lost to a power cut can be replayed)."""
+
+    usn_before: int
+    rows: list[Entry]
+    totals: Totals
+
+    @property
+    def usn(self) -> int:
+        return self.totals.last_usn
+
+
 class Outcome(enum.Enum):
     """What recording one uploaded entry did; only the last three consume a USN."""
 
@@ -120,11 +135,12 @@ class MediaIndex:
         try:
             db.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
             version = _supported_version(db)
-            # WAL with SQLite's default synchronous=FULL: each upload's commit is one fdatasync
-            # of the WAL (a fraction of a millisecond here). Not NORMAL: the upload journal is
-            # cleared right after the commit, so a commit lost to a power cut would leave the
-            # new files in place with an index that never heard of them.
+            # WAL with synchronous=NORMAL: a commit does not wait for the disk. Every write
+            # that must survive a power cut is a media batch (`user_media.MediaBatch`): its
+            # record in the media log, flushed before the commit, holds the rows to replay,
+            # and the WAL is flushed by the checkpoint that empties the log (`journal.py`).
             db.execute("pragma journal_mode = wal")
+            db.execute("pragma synchronous = normal")
             _migrate(db, version)
         except BaseException:
             db.close()
@@ -178,7 +194,7 @@ class MediaIndex:
         try:
             writer = Writer(self.db, self.totals())
             yield writer
-            writer.save_totals()
+            writer.save()
             self.db.execute("commit")
         except BaseException:
             self.db.execute("rollback")
@@ -189,6 +205,11 @@ class MediaIndex:
         with self.atomic() as writer:
             writer.forget(name)
 
+    def replay(self, changes: IndexChanges) -> None:
+        """Write a journaled transaction again, when its commit was lost (see `journal.py`)."""
+        with self.atomic() as writer:
+            writer.replay(changes)
+
 
 class Writer:
     """Records uploaded changes inside `MediaIndex.atomic()`, one USN per effective change."""
@@ -196,7 +217,10 @@ class Writer:
     def __init__(self, db: sqlite3.Connection, totals: Totals) -> None:
         self.db = db
         self.totals = totals
+        self.usn_before = totals.last_usn
         self._known: dict[str, Entry | None] = {}  # name → live row, for names looked up
+        self._written: dict[str, Entry] = {}  # name → the row this transaction stored last
+        self._unsaved: list[Entry] = []  # rows stored here, written by `save` in one statement
 
     def prefetch(self, names: Collection[str]) -> None:
         """Look up the live rows of `names` at once (an upload has at most 25), so recording
@@ -208,6 +232,24 @@ class Writer:
     @property
     def last_usn(self) -> int:
         return self.totals.last_usn
+
+    def live(self, name: str) -> Entry | None:
+        """The name's live row as this transaction sees it now."""
+        return self._live(name)
+
+    def changes(self) -> IndexChanges:
+        """What this transaction has written so far."""
+        totals = Totals(self.totals.last_usn, self.totals.total_bytes, self.totals.live_files)
+        return IndexChanges(self.usn_before, list(self._written.values()), totals)
+
+    def replay(self, changes: IndexChanges) -> None:
+        self.db.executemany(
+            "insert or replace into media (fname, csum, size, usn, mtime) values (?, ?, ?, ?, ?)",
+            [(e.name, e.sha1, e.size, e.usn, e.mtime) for e in changes.rows],
+        )
+        self.totals = Totals(
+            changes.totals.last_usn, changes.totals.total_bytes, changes.totals.live_files
+        )
 
     def record_addition(self, name: str, sha1: bytes, size: int) -> Outcome:
         if size <= 0:
@@ -230,18 +272,30 @@ class Writer:
         return Outcome.REMOVED
 
     def forget(self, name: str) -> None:
+        self._save_rows()
         old = self._live(name)
         if old is not None:
             self._count(-old.size, -1)
             self.db.execute("delete from media where fname = ?", (name,))
             self._known[name] = None
 
-    def save_totals(self) -> None:
+    def save(self) -> None:
+        """Write the rows stored so far and the `meta` totals (before the commit)."""
+        self._save_rows()
         t = self.totals
         self.db.execute(
             "update meta set last_usn = ?, total_bytes = ?, total_nonempty_files = ?",
             (t.last_usn, t.total_bytes, t.live_files),
         )
+
+    def _save_rows(self) -> None:
+        rows, self._unsaved = self._unsaved, []
+        if rows:
+            self.db.executemany(
+                "insert or replace into media (fname, csum, size, usn, mtime)"
+                " values (?, ?, ?, ?, ?)",
+                [(e.name, e.sha1, e.size, e.usn, e.mtime) for e in rows],
+            )
 
     def _live(self, name: str) -> Entry | None:
         if name in self._known:
@@ -258,12 +312,10 @@ class Writer:
 
     def _store(self, name: str, sha1: bytes, size: int) -> None:
         self.totals.last_usn += 1
-        row = (name, sha1, size, self.totals.last_usn, int(time.time()))
-        self.db.execute(
-            "insert or replace into media (fname, csum, size, usn, mtime) values (?, ?, ?, ?, ?)",
-            row,
-        )
-        self._known[name] = Entry(*row) if size > 0 else None
+        entry = Entry(name, sha1, size, self.totals.last_usn, int(time.time()))
+        self._unsaved.append(entry)
+        self._known[name] = entry if size > 0 else None
+        self._written[name] = entry
 
 
 def _live_rows(db: sqlite3.Connection, names: Collection[str]) -> dict[str, Entry]:

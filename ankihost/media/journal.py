@@ -1,151 +1,239 @@
-"""Changes to a user's media folder that survive a crash: the upload journal and its recovery.
+"""Changes to a user's media that survive a crash or a power cut: batches through the media log.
 
-`FileJournal` makes a batch of changes undoable, in process and, through a journal file made
-durable before the folder is touched, after a crash (`recover`). A file that replaces an
-existing one is written to a temp file and renamed over it (the old one kept as a backup until
-the commit); a file under a name that does not exist yet is written straight to that name,
-since the journal lets recovery remove it if the batch never committed. Either way every file
-is complete and durable before the commit, so the index never claims a half-written file.
-No SQL here.
+A batch (one upload, or one restore from the trash) writes the index in one transaction and
+changes the media folder. Before the commit, `FileJournal.prepare` appends one record to the
+user's media log (`log.py`): the index rows the transaction writes, each file change, and the
+bytes of every small new file; then it waits for one flush of the log (plus, for a large file
+staged to a temp file or a file linked from the trash, that file and the folder). That is the
+batch's only wait for the disk, as the official server waits once for its index commit. Up to
+the commit nothing under a media name has changed. After it the changes are placed (`place`,
+in the background: `placer.py`): a replaced or deleted file moves to the trash (or away), each
+new file is written to its name or its temp file renamed there. Those, and the index commit
+(which does not wait for the disk), are made durable by the next checkpoint
+(`MediaLog.checkpoint`: when the user goes idle, when the log has grown past
+LOG_CHECKPOINT_BYTES, when the index closes); until then the log can redo them.
+
+After a crash, `recovery.py` redoes or drops what the log holds. No SQL here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import orjson
 
-from ankihost.errors import BadRequest
-from ankihost.media import staging
+from ankihost.media import log, staging
+from ankihost.media.index import Entry, IndexChanges, Totals
 from ankihost.media.names import require_path_name
-from ankihost.media.staging import O_NOFOLLOW, StagedFile, sha1_of_file
-from ankihost.storage.paths import fsync_dir, is_media_temp_name, new_media_temp_name
+from ankihost.media.staging import O_NOFOLLOW, StagedFile
+from ankihost.media.trash import Trash
+from ankihost.storage.paths import (
+    is_media_temp_name,
+    new_media_temp_name,
+    parse_trash_entry_name,
+)
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from ankihost.storage.paths import UserFolder
+
+logger = logging.getLogger(__name__)
+
+# A batch that finds more than this in the log checkpoints first (what a checkpoint flushes,
+# and what recovery reads back, stays bounded); see `user_media.MediaBatch`.
+LOG_CHECKPOINT_BYTES = 32 * 1024 * 1024
+_O_WRITE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
 class Change:
-    """Make `name` hold `staged` (an addition) or disappear (`staged` None: a deletion)."""
+    """Make `name` hold `staged` (None: make it disappear). `usn` is the name's index row after
+    the batch; `old`, the live row before it, whose file the trash keeps (None: nothing to
+    keep, say for a file the index never had)."""
 
     name: str
     staged: StagedFile | None
+    usn: int
+    old: Entry | None = None
 
 
 @dataclass(frozen=True)
-class JournalEntry:
-    """One change as the journal records it. `backup` is the temp name (in the media folder) the
-    old file is moved to, or None when `name` did not exist before the batch: then undoing it
-    removes whatever the batch put there, complete or not. `sha1` is the new content's, None for
-    a deletion."""
+class FileChange:
+    """A change as the log records it: make `name` hold the content with `sha1` (None: make it
+    disappear), from `inline` (offset and size in the record's data) or from the durable file
+    at temp name `source`; the file there before goes to trash entry `trash_id` (None: away).
+    Recovery redoes it only while the name's index row still has `usn`."""
 
     name: str
-    backup: str | None
     sha1: bytes | None
+    usn: int
+    trash_id: str | None = None
+    source: str | None = None
+    inline: tuple[int, int] | None = None
 
-    def to_json(self) -> list[str | None]:
-        return [self.name, self.backup, self.sha1.hex() if self.sha1 is not None else None]
+    def to_json(self) -> list[object]:
+        digest = self.sha1.hex() if self.sha1 is not None else None
+        return [self.name, digest, self.usn, self.trash_id, self.source,
+                list(self.inline) if self.inline is not None else None]
 
     @classmethod
-    def from_json(cls, item: object) -> JournalEntry:
-        if not (isinstance(item, list) and len(item) == 3 and isinstance(item[0], str)
-                and (item[1] is None or (isinstance(item[1], str) and is_media_temp_name(item[1])))
-                and (item[2] is None or isinstance(item[2], str))):
-            raise ValueError(f"bad journal entry {item!r:.200}")
+    def from_json(cls, item: object) -> FileChange:
+        if not (isinstance(item, list) and len(item) == 6 and isinstance(item[0], str)
+                and (item[1] is None or (isinstance(item[1], str) and len(item[1]) == 40))
+                and _is_int(item[2]) and _is_trash_id(item[3])
+                and (item[4] is None or (isinstance(item[4], str) and is_media_temp_name(item[4])))
+                and (item[5] is None or (isinstance(item[5], list) and len(item[5]) == 2
+                                         and all(map(_is_int, item[5]))))
+                and (item[1] is None) == (item[4] is None and item[5] is None)):
+            raise ValueError(f"bad media log file change {item!r:.200}")
         require_path_name(item[0])
-        return cls(item[0], item[1], bytes.fromhex(item[2]) if item[2] is not None else None)
+        sha1 = bytes.fromhex(item[1]) if item[1] is not None else None
+        inline = (item[5][0], item[5][1]) if item[5] is not None else None
+        return cls(item[0], sha1, item[2], item[3], item[4], inline)
 
 
 @dataclass(frozen=True)
-class Journal:
-    """What one upload changes in the media folder; `usn` is the media USN its commit makes."""
+class Batch:
+    """One record of the log: what the index transaction writes, the file changes, and the
+    trash entries it puts back (a restore; removed after the commit)."""
 
-    usn: int
-    entries: list[JournalEntry]
+    index: IndexChanges
+    files: list[FileChange]
+    untrash: list[str] = field(default_factory=list)
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps({"usn": self.usn, "entries": [e.to_json() for e in self.entries]})
+    def header(self) -> bytes:
+        t = self.index.totals
+        return orjson.dumps({
+            "before": self.index.usn_before,
+            "totals": [t.last_usn, t.total_bytes, t.live_files],
+            "rows": [[e.name, e.sha1.hex(), e.size, e.usn, e.mtime] for e in self.index.rows],
+            "files": [f.to_json() for f in self.files],
+            "untrash": self.untrash,
+        })
+
+    def check_data(self, data: bytes) -> None:
+        """ValueError unless `data` holds every inline file whole (a record torn while
+        written)."""
+        for file in self.files:
+            if file.inline is not None:
+                offset, size = file.inline
+                if offset + size > len(data) or sha1_of(data[offset : offset + size]) != file.sha1:
+                    raise ValueError(f"the logged bytes of {file.name!r} are damaged")
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Journal:
+    def from_header(cls, raw: bytes) -> Batch:
         value = orjson.loads(raw)
-        if not (isinstance(value, dict) and isinstance(value.get("usn"), int)
-                and isinstance(value.get("entries"), list)):
-            raise ValueError("journal is not an object with 'usn' and 'entries'")
-        return cls(value["usn"], [JournalEntry.from_json(item) for item in value["entries"]])
+        if not isinstance(value, dict):
+            raise ValueError("a media log header is not an object")
+        before, totals, rows = value.get("before"), value.get("totals"), value.get("rows")
+        files, untrash = value.get("files"), value.get("untrash")
+        if not (isinstance(before, int) and isinstance(totals, list) and len(totals) == 3
+                and all(map(_is_int, totals)) and isinstance(rows, list)
+                and isinstance(files, list) and isinstance(untrash, list)
+                and all(isinstance(i, str) and _is_trash_id(i) for i in untrash)):
+            raise ValueError("a media log header lacks 'before', 'totals', 'rows', 'files' or "
+                             "'untrash'")
+        index = IndexChanges(before, [_row(item) for item in rows], Totals(*totals))
+        return cls(index, [FileChange.from_json(item) for item in files], list(untrash))
 
 
-@dataclass
-class _Step:
-    """How one change is made: `source` is the temp file renamed onto the name (None: the bytes
-    are written straight to the name, or nothing is placed for a deletion)."""
+def sha1_of(data: bytes) -> bytes:
+    return hashlib.sha1(data).digest()
 
-    change: Change
-    entry: JournalEntry
-    source: str | None = None
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_trash_id(value: object) -> bool:
+    return value is None or (isinstance(value, str) and parse_trash_entry_name(value) is not None)
+
+
+def _row(item: object) -> Entry:
+    if not (isinstance(item, list) and len(item) == 5 and isinstance(item[0], str)
+            and isinstance(item[1], str) and len(item[1]) == 40 and all(map(_is_int, item[2:]))):
+        raise ValueError(f"bad media log row {item!r:.200}")
+    return Entry(item[0], bytes.fromhex(item[1]), item[2], item[3], item[4])
 
 
 class FileJournal:
-    """One batch of changes to the media folder, safe across crashes.
-
-    Use it around the database transaction: `with FileJournal(folder, path) as j,
-    index.atomic():` … `j.apply(changes, usn)`. `apply` writes and fsyncs the journal file at
-    `path`, writes the new files (straight to their names when those do not exist yet, else to
-    temp files) and fsyncs them, moves replaced or deleted files aside to temp names, renames the
-    temp files into place and fsyncs the folder once. After the commit the backups are removed
-    and the journal file emptied (it is kept for the next upload); on any error (including a
-    failed commit) every step is reversed, newest first. After a crash, `recover` (run before
-    anything else) does one or the other.
+    """The file side of one batch, used around the index transaction:
+    `with FileJournal(folder, trash, log) as j, index.atomic() as writer:` …
+    `j.prepare(changes, writer.changes())`; then `j.place()`. Leaving the block on an error (a
+    failed commit included) undoes what `prepare` wrote. After the commit `owned` names the
+    staged files the batch took over (to place, or for recovery to place): the caller must
+    not discard them.
     """
 
-    def __init__(self, folder: Path, journal_path: Path) -> None:
+    def __init__(self, folder: UserFolder, trash: Trash, media_log: log.MediaLog) -> None:
         self.folder = folder
-        self.journal_path = journal_path
-        self._undo: list[tuple[str, str | None]] = []  # (name, backup or None if placed there)
-        self._temps: list[str] = []  # temp files written here, removed unless renamed
-        self.placed: set[Path] = set()  # staged files renamed into place (even if undone since)
-        self._written = False
+        self.trash = trash
+        self.log = media_log
+        self.committed = False
+        self.owned: set[Path] = set()
+        self.names: frozenset[str] = frozenset()  # the media names the batch changes
+        self._batch: Batch | None = None
+        self._data: list[bytes] = []
+        self._record_at: int | None = None  # where this batch's record starts in the log
+        self._temps: list[str] = []  # temp files made here: removed unless placed
+        self._sources: set[Path] = set()  # staged files the log names as sources
         self._dir_fd: int | None = None
 
-    def apply(self, changes: Sequence[Change], usn: int) -> None:
-        """Make `changes` (each name at most once) durably, ready for the commit of `usn`."""
-        if not changes:
-            return
-        if self._dir_fd is None:
-            self._dir_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        steps = [step for step in map(self._plan, changes) if step is not None]
-        if not steps:
-            return
-        self._write_journal(Journal(usn, [step.entry for step in steps]))
-        self._write_files(steps)
-        for step in steps:
-            self._apply_one(step)
-        os.fsync(self._dir_fd)
+    def stage_link(self, path: Path, sha1: bytes, size: int) -> StagedFile:
+        """A staged file with the content of `path` (a trash file): a hard link to it in the
+        media folder, or a copy where links are not possible. Removed if the batch fails."""
+        target = self.folder.media / new_media_temp_name()
+        try:
+            os.link(path, target, follow_symlinks=False)
+        except OSError:
+            with staging.open_for_reading(path) as source:
+                target = staging.stage_stream(self.folder.media, source, size).path or target
+        self._temps.append(target.name)
+        return StagedFile(target, sha1, size)
 
-    def _plan(self, change: Change) -> _Step | None:
-        """What `change` needs, from what is on disk now; None when there is nothing to do."""
+    def prepare(
+        self, changes: Sequence[Change], index: IndexChanges, untrash: Sequence[str] = ()
+    ) -> None:
+        """Before the commit: log the batch, and wait until the log (and any file it names as a
+        source) is durable."""
+        if not index.rows and not changes and not untrash:
+            return
+        self._dir_fd = os.open(self.folder.media, _O_DIR)
+        now = int(time.time())
+        planned = [self._plan(change, now) for change in changes]
+        self._batch = Batch(index, [file for file in planned if file is not None], list(untrash))
+        self.names = frozenset(file.name for file in self._batch.files)
+        self._write_durably(self._batch)
+
+    def _plan(self, change: Change, now: int) -> FileChange | None:
+        """The logged form of `change`, from what is on disk; None when there is nothing to do
+        on disk (a deletion of a file that is not there)."""
         require_path_name(change.name)
         exists = self._exists(change.name)
+        trash_id = None
+        if exists and change.old is not None and self.trash.enabled:
+            trash_id = self.trash.entry_id(now, change.usn, change.old.sha1)
         staged = change.staged
         if staged is None:
-            if not exists:
-                return None
-            return _Step(change, JournalEntry(change.name, new_media_temp_name(), None))
-        backup = new_media_temp_name() if exists else None
-        step = _Step(change, JournalEntry(change.name, backup, staged.sha1))
-        if staged.path is not None:
-            if staged.path.parent != self.folder:
-                raise ValueError(f"{staged.path} is not in {self.folder}")
-            step.source = staged.path.name
-        elif exists:
-            step.source = new_media_temp_name()  # written in `_write_files`
-        return step
+            return FileChange(change.name, None, change.usn, trash_id) if exists else None
+        if staged.data is not None:
+            offset = sum(map(len, self._data))
+            self._data.append(staged.data)
+            return FileChange(change.name, staged.sha1, change.usn, trash_id,
+                              inline=(offset, len(staged.data)))
+        if staged.path is None or staged.path.parent != self.folder.media:
+            raise ValueError(f"{staged.path} is not in {self.folder.media}")
+        self._sources.add(staged.path)
+        return FileChange(change.name, staged.sha1, change.usn, trash_id, source=staged.path.name)
 
     def _exists(self, name: str) -> bool:
         try:
@@ -153,66 +241,28 @@ class FileJournal:
         except FileNotFoundError:
             return False
         if stat.S_ISDIR(mode):
-            raise IsADirectoryError(f"{self.folder / name} is a directory, not a media file")
+            raise IsADirectoryError(f"{self.folder.media / name} is a directory, not a media file")
         return True
 
-    def _write_journal(self, journal: Journal) -> None:
-        """The journal, durable before anything in the folder changes."""
-        self._written = True
-        write_durably(self.journal_path, journal.to_bytes())
-
-    def _write_files(self, steps: Sequence[_Step]) -> None:
-        """Write every in-memory file (to its name, or to its temp file when the name exists)
-        and make it and every staged temp file durable. Each file's fdatasync starts, in the
-        fsync threads, as soon as the file is written, so the waits for the disk overlap with
-        creating the next files (file creation is mostly kernel time)."""
-        fds: list[int] = []
-        fsyncs = staging.Fsyncs()
+    def _write_durably(self, batch: Batch) -> None:
+        """Append the batch's record and wait for one flush of the log, of every staged file
+        it names as a source and, if there are any, of the media folder (their names)."""
+        log_fd = self.log.fd()
+        self._record_at = self.log.size
+        self.log.size = log.write_at(log_fd, self.log.size, log.encode(batch.header(), self._data))
+        if not self._sources:  # the usual case: one flush, no thread needed
+            os.fdatasync(log_fd)
+            return
+        sources = [os.open(path, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW) for path in self._sources]
         try:
-            for step in steps:
-                data = step.change.staged.data if step.change.staged is not None else None
-                if data is None:
-                    continue
-                if step.source is None:
-                    fds.append(self._create(step.change.name, placed=True))
-                else:
-                    fds.append(self._create(step.source, placed=False))
-                staging.write_all(fds[-1], data)
-                fsyncs.start(fds[-1])
-            for step in steps:
-                staged = step.change.staged
-                if staged is not None and staged.path is not None:
-                    fds.append(os.open(staged.path, os.O_RDONLY | os.O_CLOEXEC | O_NOFOLLOW))
-                    fsyncs.start(fds[-1])
-            fsyncs.wait()
+            staging.flush_all([log_fd, *sources], [self._fd()])
         finally:
-            fsyncs.wait(quiet=True)  # no descriptor is closed while an fsync still uses it
-            for fd in fds:
+            for fd in sources:
                 os.close(fd)
 
-    def _create(self, name: str, *, placed: bool) -> int:
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | O_NOFOLLOW
-        fd = os.open(name, flags, 0o666, dir_fd=self._dir_fd)
-        if placed:
-            self._undo.append((name, None))
-        else:
-            self._temps.append(name)
-        return fd
-
-    def _apply_one(self, step: _Step) -> None:
-        name, backup = step.change.name, step.entry.backup
-        if backup is not None:
-            self._rename(name, backup)
-            self._undo.append((name, backup))
-        if step.source is not None:
-            self._rename(step.source, name)
-            self._undo.append((name, None))
-            staged = step.change.staged
-            if staged is not None and staged.path is not None:
-                self.placed.add(staged.path)
-
-    def _rename(self, source: str, target: str) -> None:
-        os.rename(source, target, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
+    def _fd(self) -> int:
+        assert self._dir_fd is not None
+        return self._dir_fd
 
     def __enter__(self) -> FileJournal:
         return self
@@ -221,164 +271,81 @@ class FileJournal:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            undone = True
-            if kind is not None:
-                undone = self._roll_back()
-                if self._dir_fd is not None and self._undo:
-                    os.fsync(self._dir_fd)
+            if kind is None:
+                self.committed = True
+                self.owned = set(self._sources)
             else:
-                self._forget_backups()
-            if self._written and undone:  # else the next `recover` finishes the undo
-                _clear_journal(self.journal_path)
+                self._roll_back()
         finally:
             if self._dir_fd is not None:
                 os.close(self._dir_fd)
                 self._dir_fd = None
 
-    def _forget_backups(self) -> None:
-        """After the commit: a backup that cannot be removed is left for `remove_stray_temps`."""
-        for _, backup in self._undo:
-            if backup is not None:
-                self._unlink(backup, "remove backup")
+    @property
+    def unplaced(self) -> bool:
+        """Committed, with changes still to make in the media folder (`place`)."""
+        return self.committed and self._batch is not None
 
-    def _roll_back(self) -> bool:
-        """Undo every step, newest first; whether all of them could be undone."""
-        undone = True
-        for name, backup in reversed(self._undo):
-            try:
-                if backup is None:
-                    os.unlink(name, dir_fd=self._dir_fd)
-                else:
-                    os.replace(backup, name, src_dir_fd=self._dir_fd, dst_dir_fd=self._dir_fd)
-            except FileNotFoundError:
-                pass
-            except OSError:
-                log.exception("media: could not undo a change to %s", self.folder / name)
-                undone = False
-        for temp in self._temps:
-            self._unlink(temp, "remove temp file")
-        return undone
-
-    def _unlink(self, name: str, what: str) -> None:
+    def place(self) -> None:
+        """After the commit (at once, or in the background while the user's next request goes
+        ahead: the log can redo it all): make the batch's changes in the media folder. Runs
+        once; touches only the batch's names, its trash entries and `log.pending/folders`."""
+        batch, self._batch = self._batch, None
+        if not self.committed or batch is None:
+            return
+        data = b"".join(self._data)
+        self._data = []
+        self._dir_fd = os.open(self.folder.media, _O_DIR)
         try:
-            os.unlink(name, dir_fd=self._dir_fd)
-        except FileNotFoundError:
-            pass
-        except OSError:
-            log.exception("media: could not %s %s", what, self.folder / name)
+            for file in batch.files:
+                self._place(file, data)
+        finally:
+            os.close(self._dir_fd)
+            self._dir_fd = None
+        for entry_id in batch.untrash:
+            self.trash.remove(entry_id)
+
+    def _place(self, file: FileChange, data: bytes) -> None:
+        """Make one committed change: the file there before to the trash (or away), then the
+        new content written to the name (from the log's data) or its source renamed there."""
+        pending, path = self.log.pending, self.folder.media / file.name
+        if file.trash_id is not None:
+            self.log.folders.update(self.trash.move_in(self._fd(), file.name, file.trash_id))
+            if path in pending:  # not flushed yet: flush it where it is now
+                pending.discard(path)
+                pending.add(self.trash.root / file.trash_id / file.name)
+        elif file.sha1 is None:
+            _unlink_at(self._fd(), file.name)
+        if file.inline is not None:
+            offset, size = file.inline
+            write_file_at(self._fd(), file.name, data[offset : offset + size])
+            pending.add(path)
+        elif file.source is not None:
+            os.rename(file.source, file.name, src_dir_fd=self._fd(), dst_dir_fd=self._fd())
+
+    def _roll_back(self) -> None:
+        """Undo `prepare`: the record cut from the log (nothing under a media name changed),
+        then the temp files made here removed (a crash in between leaves them to the sweep)."""
+        if self._record_at is not None:
+            os.ftruncate(self.log.fd(), self._record_at)
+            self.log.size = self._record_at
+        for temp in self._temps:
+            (self.folder.media / temp).unlink(missing_ok=True)
 
 
-def write_durably(path: Path, data: bytes) -> None:
-    """Make `data` the durable content of `path`. An existing file is rewritten in place (no new
-    inode, so no folder fsync); only a new one is created and its folder fsynced."""
-    flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | O_NOFOLLOW
-    created = False
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError:
-        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
-        created = True
+def write_file_at(dir_fd: int, name: str, data: bytes) -> None:
+    """Create or overwrite `name` (in the folder of `dir_fd`) with `data`."""
+    fd = os.open(name, _O_WRITE, 0o666, dir_fd=dir_fd)
     try:
         staging.write_all(fd, data)
-        os.fdatasync(fd)
     finally:
         os.close(fd)
-    if created:
-        fsync_dir(path.parent)
 
 
-def _clear_journal(path: Path) -> None:
-    """Empty the journal file (it is kept, so the next upload need not create it). Not synced:
-    if a crash brings its content back, `recover` sees the batch committed (or rolled back and
-    overtaken) and has nothing left to undo."""
+def _unlink_at(dir_fd: int, name: str) -> None:
     try:
-        os.truncate(path, 0)
-    except OSError:
-        log.exception("media: could not clear %s", path)
-
-
-# -- after a crash ----------------------------------------------------------------------------
-def recover(
-    folder: Path, journal_path: Path, last_usn: int, live_sha1: Callable[[str], bytes | None]
-) -> bool:
-    """Finish or undo the batch a crash interrupted, from the journal at `journal_path`.
-
-    `last_usn` and `live_sha1(name)` describe the committed index. The batch committed when
-    `last_usn` reached the journal's USN: then only its backups are removed. Otherwise, newest
-    first, each backup is renamed back and whatever the batch wrote under a name that did not
-    exist before is removed (complete or not). Both are idempotent, so a crash during recovery
-    is recovered from too. Call before `remove_stray_temps` (backups are temp files). Returns
-    whether there was a journal (an absent or empty file is none); it is left empty.
-    """
-    try:
-        raw = journal_path.read_bytes()
+        os.unlink(name, dir_fd=dir_fd)
     except FileNotFoundError:
-        return False
-    if not raw:  # cleared after the last batch
-        return False
-    try:
-        journal = Journal.from_bytes(raw)
-    except (ValueError, BadRequest) as exc:  # torn while written: the folder is untouched
-        log.warning("media: ignoring unreadable journal %s: %s", journal_path, exc)
-    else:
-        if last_usn >= journal.usn:
-            _finish(folder, journal)
-        else:
-            _undo(folder, journal, live_sha1)
-        fsync_dir(folder)
-    with journal_path.open("r+b") as f:
-        f.truncate(0)
-        os.fdatasync(f.fileno())
-    return True
+        pass
 
 
-def _finish(folder: Path, journal: Journal) -> None:
-    log.warning("media: completing an interrupted upload (usn %d)", journal.usn)
-    for entry in journal.entries:
-        if entry.backup is not None:
-            (folder / entry.backup).unlink(missing_ok=True)
-
-
-def _undo(folder: Path, journal: Journal, live_sha1: Callable[[str], bytes | None]) -> None:
-    log.warning("media: undoing an interrupted upload (usn %d)", journal.usn)
-    for entry in reversed(journal.entries):
-        target = folder / entry.name
-        if entry.backup is None:  # the name did not exist: whatever is there now is ours
-            if _is_file(target):
-                target.unlink()
-            continue
-        backup = folder / entry.backup
-        if _is_file(backup):
-            os.replace(backup, target)
-        elif entry.sha1 is not None and live_sha1(entry.name) != entry.sha1 and _holds(
-            target, entry.sha1
-        ):  # (journals of older versions also gave a backup name to names that did not exist)
-            target.unlink()
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _holds(path: Path, sha1: bytes) -> bool:
-    """Whether `path` is a file with this content (a placed file, not an older one)."""
-    try:
-        return _is_file(path) and sha1_of_file(path) == sha1
-    except FileNotFoundError:
-        return False
-
-
-def remove_stray_temps(folder: Path, in_use: Callable[[str], bool]) -> int:
-    """Delete temp/backup files a crash left behind (never a name `in_use` claims); the count."""
-    removed = 0
-    for entry in os.scandir(folder):
-        if is_media_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
-            if not in_use(entry.name):
-                os.unlink(entry.path)
-                removed += 1
-    if removed:
-        log.warning("media: removed %d stray temp files from %s", removed, folder)
-    return removed

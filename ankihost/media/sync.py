@@ -2,7 +2,8 @@
 
 They take and return Python values; request parsing and the `{"data", "err"}` envelope live in
 `handlers.py`. The caller holds the user's lock. An upload is validated and staged completely,
-then applied as one database transaction plus one journaled, undoable batch of file changes.
+then applied as one media batch (`user_media.MediaBatch`): one index transaction, logged with
+its file changes before the commit, the files placed in the background after it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import io
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, NoReturn
 
@@ -19,8 +19,10 @@ from ankihost.accounts import quota
 from ankihost.errors import BadRequest, SessionConflict
 from ankihost.media import archive, journal, names, staging
 from ankihost.media.index import Entry, MediaIndex, Outcome, Writer
+from ankihost.media.user_media import MediaBatch
 
 if TYPE_CHECKING:
+    from ankihost.media.user_media import UserMedia
     from ankihost.storage.paths import UserFolder
 
 log = logging.getLogger(__name__)
@@ -42,26 +44,29 @@ class QuotaExceeded(Exception):
 
 
 def apply_upload(
-    index: MediaIndex, folder: UserFolder, body: IO[bytes], quota_bytes: int | None = None
+    media: UserMedia, body: IO[bytes], quota_bytes: int | None = None
 ) -> tuple[int, int]:
     """Apply an upload zip entirely or not at all; returns (entries processed, media USN).
 
-    Every entry is recorded in one transaction; before it commits, the net change per name is
-    made in the media folder through a `FileJournal`, so a crash at any point leaves (after
-    `recover_after_crash`) either the old or the new state. An upload that would grow the
-    user's storage past `quota_bytes` is refused whole (QuotaExceeded), nothing changed.
+    Every entry is recorded in one transaction, and the net change per name is made in the
+    media folder through the batch's journal, so a crash at any point leaves (after the
+    recovery that opening the index runs) either the old or the new state. An upload that
+    would grow the user's storage past `quota_bytes` is refused whole (QuotaExceeded),
+    nothing changed.
     """
+    folder, index = media.folder, media.index()  # opened (and recovered) before staging
     upload = archive.read_upload(body, folder.media)
-    batch = journal.FileJournal(folder.media, folder.media_journal)
+    batch = MediaBatch(media)
     try:
+        media.place([entry.name for entry in upload.entries])  # earlier uploads of these names
         if quota_bytes is not None:
             _check_quota(index, folder, upload.entries, quota_bytes)
-        with batch, index.atomic() as writer:
-            changes = _record_entries(writer, folder.media, upload.entries)
-            batch.apply(changes, writer.last_usn)
-        return len(upload.entries), writer.last_usn
+        with batch:
+            changes = _record_entries(batch.writer, folder.media, upload.entries)
+            batch.journal.prepare(changes, batch.writer.changes())
+        return len(upload.entries), batch.writer.last_usn
     finally:
-        upload.discard(batch.placed)
+        upload.discard(batch.journal.owned)
 
 
 def _check_quota(
@@ -76,45 +81,44 @@ def _check_quota(
         raise QuotaExceeded(message)
 
 
-def recover_after_crash(index: MediaIndex, folder: UserFolder) -> None:
-    """Complete or undo an upload a crash interrupted (call when opening the index)."""
-    last_usn = index.last_usn()
-    journal.recover(folder.media, folder.media_journal, last_usn, _live_sha1(index))
-
-
-def _live_sha1(index: MediaIndex) -> Callable[[str], bytes | None]:
-    def live_sha1(name: str) -> bytes | None:
-        entry = index.get_live(name)
-        return entry.sha1 if entry is not None else None
-
-    return live_sha1
-
-
 def _record_entries(
     writer: Writer, folder: Path, entries: list[archive.UploadEntry]
 ) -> list[journal.Change]:
-    """Record each entry (one USN per effective change); the net file change per name.
+    """Record each entry (one USN per effective change); the net file change per name, with
+    the live row the name had before the upload (its file goes to the trash).
 
     Each entry is logged at DEBUG, the request's totals per outcome at INFO (one line).
     """
-    plan: dict[str, staging.StagedFile | None] = {}  # name → file to place, or None to delete
+    plan: dict[str, journal.Change] = {}
+    before: dict[str, Entry | None] = {}  # name → its live row before this upload
     outcomes: Counter[str] = Counter()
     writer.prefetch([entry.name for entry in entries])
     for entry in entries:
         name, staged = entry.name, entry.staged
+        if name not in before and names.path_problem(name) is None:
+            before[name] = writer.live(name)
         if staged is None:
             outcome = _record_deletion(writer, name)
             if outcome is Outcome.REMOVED:
-                plan[name] = None
+                plan[name] = journal.Change(name, None, writer.last_usn, before.get(name))
         else:
             outcome = writer.record_addition(name, staged.sha1, staged.size)
-            if outcome.changed or (name not in plan and not _holds(folder, name, staged.sha1)):
-                plan[name] = staged
+            if outcome.changed:
+                plan[name] = journal.Change(name, staged, writer.last_usn, before.get(name))
+            elif name not in plan and not _holds(folder, name, staged.sha1):
+                # a repair: the index had this content, the disk did not (nothing to keep)
+                plan[name] = journal.Change(name, staged, _usn_of(writer, name))
         outcomes[outcome.value] += 1
         log.debug("media upload: %s %r (usn %d)", outcome.value, name, writer.last_usn)
     summary = ", ".join(f"{value} {count}" for value, count in sorted(outcomes.items()))
     log.info("media upload: %s; %d files to change (usn %d)", summary, len(plan), writer.last_usn)
-    return [journal.Change(name, staged) for name, staged in plan.items()]
+    return list(plan.values())
+
+
+def _usn_of(writer: Writer, name: str) -> int:
+    live = writer.live(name)
+    assert live is not None  # the entry was just found identical to it
+    return live.usn
 
 
 def _record_deletion(writer: Writer, name: str) -> Outcome:

@@ -69,7 +69,11 @@ def freeze(state: UserState, *, media: bool, others: bool, snapshots: bool = Fal
             _copy_database(state.collection.connection(), frozen, COLLECTION_NAME)
         if media:
             if folder.media_db.exists():
-                _copy_database(state.media.index().db, frozen, MEDIA_DB_NAME)
+                # every committed batch's files in the folder, and the media log emptied, so
+                # the index copy and the files agree
+                index = state.media.index(placed=True)
+                state.media.settle()
+                _copy_database(index.db, frozen, MEDIA_DB_NAME)
             _link_media(folder, frozen)
         if others:
             for entry in folder.backup_entries(snapshots=snapshots):

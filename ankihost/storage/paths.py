@@ -12,14 +12,18 @@ Inside SYNC_BASE/<user>, the official server's layout plus a few files of ankiho
     collection.anki2                    the collection (schema 18, WAL while open: -wal, -shm)
     media/                              media files, flat
     media.db                            the server's media index (WAL while open: -wal, -shm)
-    media.ankihost-journal        *     the media upload journal (empty between uploads)
+    media.ankihost-journal        *     the media log: a record per media batch since the last
+                                          checkpoint (media/log.py; empty when idle)
+    media.ankihost-trash/         *     media files a sync deleted or replaced (media/trash.py):
+      <secs>-<usn>-<sha1>/<name>          one kept version: when, the change that removed it,
+                                          its SHA-1; the file inside keeps its media name
     snapshots/                    *     compressed copies of the collection (snapshots/):
       <id>.<reason>.anki2.zst             one snapshot; <id> is its UTC time, YYYYMMDD-HHMMSS[-n]
       .pending-<id>.<reason>.anki2        a complete, uncompressed copy still to be compressed
       .tmp-<random>                       a copy or compressed file being written
 
-Transient files (*), each removed by `UserFolder.remove_leftovers` or the media recovery when a
-crash left it behind:
+Transient files (*), each removed by `UserFolder.remove_leftovers`, the media recovery or the
+trash purge (both when the media index opens) when a crash left it behind:
 
     .upload-<random>                    a full upload being received
     .download-<random>                  a consistent copy being sent as a full download
@@ -31,7 +35,9 @@ crash left it behind:
     .freeze-<random>/                   a consistent copy a backup or export reads (the media
                                         files hard links, so it costs no space of its own)
     .ankihost-download-<hex>.zip        a media download zip too large for memory
-    media/.ankihost-tmp-<32 hex>        a media file being placed, or a replaced one until commit
+    media/.ankihost-tmp-<32 hex>        a large media file being placed (a source in the log)
+    media.ankihost-trash/.purge-<entry> a trash entry being removed (gone from the listing)
+    media.ankihost-trash/<entry>/       an entry whose file is not in it yet (an empty folder)
 
 No other module spells a name inside a user's folder. Also here: user-name safety and the
 durable-rename helpers every writer uses.
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -53,6 +60,7 @@ PREVIOUS_NAME = "collection.anki2.previous"
 MEDIA_FOLDER_NAME = "media"
 MEDIA_DB_NAME = "media.db"
 MEDIA_JOURNAL_NAME = "media.ankihost-journal"
+MEDIA_TRASH_NAME = "media.ankihost-trash"
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 UPLOAD_PREFIX = ".upload-"
 DOWNLOAD_PREFIX = ".download-"
@@ -71,6 +79,9 @@ SNAPSHOT_PENDING_PREFIX = ".pending-"
 SNAPSHOT_PENDING_SUFFIX = ".anki2"
 SNAPSHOT_TEMP_PREFIX = ".tmp-"
 SCRATCH_PREFIX = ".scratch-"
+# Inside the trash: an entry folder, and the prefix an entry takes while it is removed.
+_TRASH_ENTRY = re.compile(r"([0-9]{1,12})-([0-9]{1,10})-([0-9a-f]{40})")
+TRASH_PURGE_PREFIX = ".purge-"
 _LEFTOVER_PREFIXES = (UPLOAD_PREFIX, DOWNLOAD_PREFIX, NEW_COLLECTION_PREFIX, RESTORE_PREFIX)
 _FORBIDDEN_CHARS = set('/\\\x00')
 MAX_USER_NAME_BYTES = 200
@@ -165,6 +176,25 @@ def is_media_temp_name(name: str) -> bool:
     )
 
 
+def trash_entry_name(trashed_at: int, usn: int, sha1: bytes) -> str:
+    """The trash folder of one kept version: when (Unix seconds), the media USN of the change
+    that removed it, its SHA-1."""
+    return f"{trashed_at}-{usn}-{sha1.hex()}"
+
+
+def parse_trash_entry_name(name: str) -> tuple[int, int, bytes] | None:
+    """(trashed at, USN, SHA-1) of a trash entry's folder name; None for any other name."""
+    match = _TRASH_ENTRY.fullmatch(name)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2]), bytes.fromhex(match[3])
+
+
+def is_trash_purge_name(name: str) -> bool:
+    return name.startswith(TRASH_PURGE_PREFIX) and parse_trash_entry_name(
+        name[len(TRASH_PURGE_PREFIX) :]) is not None
+
+
 @dataclass(frozen=True)
 class UserFolder:
     root: Path
@@ -193,6 +223,7 @@ class UserFolder:
 
     @property
     def media_journal(self) -> Path:
+        """The media log (`media/log.py`), under the journal's old name."""
         return self.root / MEDIA_JOURNAL_NAME
 
     @property
@@ -232,6 +263,11 @@ class UserFolder:
             return []
         return [e for e in entries if e.name not in special and not is_transient(e.name)
                 and e.name != PREVIOUS_NAME]
+
+    @property
+    def media_trash(self) -> Path:
+        """Deleted and replaced media files; the entries inside are named by `media/trash.py`."""
+        return self.root / MEDIA_TRASH_NAME
 
     def ensure(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

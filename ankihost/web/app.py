@@ -57,6 +57,10 @@ ACTIVITY_FLUSH_SECS = 2
 # A sync session with no request for this long was given up by its client (clients time out
 # after 60 s): the idle closer rolls it back like an idle user's databases.
 ABANDONED_SESSION_SECS = 600
+# How often every user's media trash is checked for files past ANKIHOST_MEDIA_TRASH_DAYS.
+MEDIA_TRASH_PURGE_SECS = 3600
+# A user's media log is checkpointed once their media has not been used for this long.
+MEDIA_SETTLE_SECS = 1.0
 
 
 def error_response(error: SyncError) -> Response:
@@ -86,6 +90,31 @@ async def close_all(registry: Registry) -> None:
             await state.locked(state.close)
         if waited.cancelled_caught:
             log.warning("%s was still busy at shutdown; SQLite rolls back on next start", state.name)
+
+
+async def settle_idle_media(registry: Registry) -> None:
+    """Checkpoint the media log of every user whose media was not used for MEDIA_SETTLE_SECS
+    (until then the log covers their batches), under their lock."""
+    for state in registry.all():
+        waited = state.media.unsettled_for()
+        if waited is None or waited < MEDIA_SETTLE_SECS or state.removed:
+            continue
+        try:
+            await state.locked(state.media.settle)
+        except Exception:
+            log.exception("could not checkpoint the media log of %s", state.name)
+
+
+async def purge_media_trash(registry: Registry) -> None:
+    """Purge every prepared user's expired media trash, each under their lock for as long as
+    that takes (preparing a user purges it too)."""
+    for state in registry.all():
+        if not state.prepared or state.removed:
+            continue
+        try:
+            await state.locked(state.media.purge_trash)
+        except Exception:
+            log.exception("could not purge the media trash of %s", state.name)
 
 
 class SyncApp:
@@ -144,7 +173,8 @@ class SyncApp:
             if message["type"] == "lifespan.startup":
                 await self.channel.start()
                 background = [asyncio.create_task(self._flush_activity()),
-                              asyncio.create_task(self.snapshots.run())]
+                              asyncio.create_task(self.snapshots.run()),
+                              asyncio.create_task(self._media_upkeep())]
                 if self.settings.idle_close_secs:
                     background.append(asyncio.create_task(self._close_idle_users()))
                 await send({"type": "lifespan.startup.complete"})
@@ -181,6 +211,16 @@ class SyncApp:
                 await anyio.to_thread.run_sync(self.accounts.flush)
             except Exception:
                 log.exception("could not write device activity to the account store")
+
+    async def _media_upkeep(self) -> None:
+        """Checkpoint the media logs of users gone idle; purge expired trash once an hour."""
+        purged = time.monotonic()
+        while True:
+            await asyncio.sleep(MEDIA_SETTLE_SECS)
+            await settle_idle_media(self.registry)
+            if time.monotonic() - purged >= MEDIA_TRASH_PURGE_SECS:
+                purged = time.monotonic()
+                await purge_media_trash(self.registry)
 
     async def handle(self, request: Request) -> Response:
         return (await self._handle(request))[0]

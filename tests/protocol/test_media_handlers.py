@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import sqlite3
+import threading
 import unicodedata
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,7 @@ from typing import IO, Any
 import pytest
 
 from ankihost.errors import BadRequest, PayloadTooLarge, ServerError, SessionConflict, SyncError
+from ankihost.media import journal
 from ankihost.media.handlers import METHODS
 from ankihost.media.sync import IN_MEMORY_ZIP_MAX_BYTES
 from ankihost.protocol.request import SyncRequest
@@ -47,8 +49,12 @@ def request(method: str, body: bytes) -> SyncRequest:
 
 
 def call(state: UserState, method: str, body: bytes | dict[str, Any]) -> Reply:
+    """Run one method as the web layer does: the step, then its reply's follow-up."""
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    return METHODS[method].run(state, request(method, raw))
+    reply = METHODS[method].run(state, request(method, raw))
+    if reply.follow_up is not None:
+        reply.follow_up()
+    return reply
 
 
 def data(reply: Reply) -> Any:
@@ -72,7 +78,10 @@ def upload_zip(entries: Sequence[tuple[str, bytes | None]], meta: object = None)
 
 
 def upload(state: UserState, entries: Sequence[tuple[str, bytes | None]]) -> list[int]:
+    """Upload, then wait for the files to be placed (they are, in the background), so that the
+    test can look at the media folder."""
     result: list[int] = data(call(state, "uploadChanges", upload_zip(entries)))
+    state.media.place()
     return result
 
 
@@ -160,6 +169,27 @@ def test_upload_adds_replaces_deletes_with_one_usn_per_change(state: UserState) 
     ]
     names = sorted(p.name for p in media.iterdir())
     assert names == ["f00.txt", "f02.txt", "new.txt"]  # no temp files left behind
+
+
+def test_an_uploads_files_are_placed_in_the_background_and_reads_wait_for_them(
+    state: UserState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    place = journal.FileJournal.place
+
+    def held_place(self: journal.FileJournal) -> None:
+        assert gate.wait(timeout=30)
+        place(self)
+
+    monkeypatch.setattr(journal.FileJournal, "place", held_place)
+    reply = call(state, "uploadChanges", upload_zip([("a.txt", b"A"), ("b.txt", b"B")]))
+    assert data(reply) == [2, 2]  # answered at once
+    media = state.folder.media
+    assert not (media / "a.txt").exists()  # durable in the media log, not placed yet
+    assert data(call(state, "mediaChanges", {"lastUsn": 0}))[0][:2] == ["a.txt", 1]
+    gate.set()
+    assert download(state, ["a.txt", "b.txt"]) == {"a.txt": b"A", "b.txt": b"B"}  # waited
+    assert sorted(p.name for p in media.iterdir()) == ["a.txt", "b.txt"]
 
 
 def test_upload_accepts_legacy_empty_string_deletions_and_25_entries(state: UserState) -> None:

@@ -40,6 +40,9 @@ def test_passwords_hashed_is_presence_not_value():
         ({"MAX_SYNC_PAYLOAD_MEGS": "0"}, "MAX_SYNC_PAYLOAD_MEGS"),
         ({"SYNC_IP_HEADER": "X-Forwarded-For"}, "SYNC_IP_HEADER"),
         ({"SYNC_USER1": "no-colon"}, "SYNC_USER1"),
+        ({"ANKIHOST_MEDIA_TRASH_DAYS": "-1"}, "ANKIHOST_MEDIA_TRASH_DAYS"),
+        ({"ANKIHOST_MEDIA_TRASH_DAYS": "2.5"}, "ANKIHOST_MEDIA_TRASH_DAYS"),
+        ({"ANKIHOST_MEDIA_TRASH_DAYS": "36501"}, "ANKIHOST_MEDIA_TRASH_DAYS"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):
@@ -54,6 +57,12 @@ def test_no_users_at_all_stops_the_server_but_not_an_admin_command(tmp_path):
     assert settings.users == ()
     with pytest.raises(ConfigError, match="SYNC_USER1"):
         build(settings)
+
+
+def test_media_trash_days_default_to_30_and_0_turns_the_trash_off():
+    assert settings().media_trash_days == 30
+    assert settings(ANKIHOST_MEDIA_TRASH_DAYS="0").media_trash_days == 0
+    assert settings(ANKIHOST_MEDIA_TRASH_DAYS="365").media_trash_days == 365
 
 
 def test_ipv6_host_is_accepted():
