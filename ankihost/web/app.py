@@ -31,7 +31,7 @@ from ankihost.config import IP_HEADERS, Settings
 from ankihost.errors import MethodNotAllowed, NotFound, SyncError
 from ankihost.log import printable
 from ankihost.media.handlers import METHODS as MEDIA_METHODS
-from ankihost.memory import release_memory
+from ankihost.memory import release_memory, release_memory_soon
 from ankihost.protocol.header import HEADER_NAME, parse_header
 from ankihost.registry import Registry
 from ankihost.snapshots.keeper import SnapshotKeeper
@@ -54,6 +54,8 @@ SHUTDOWN_WAIT_SECS = 30
 VERSION_HEADER = "X-Ankihost-Version"
 # How often what devices and users did is written to the account store.
 ACTIVITY_FLUSH_SECS = 2
+# How long anyio keeps an idle worker thread (anyio's own constant) before it ends.
+WORKER_THREAD_IDLE_SECS = 10
 # A sync session with no request for this long was given up by its client (clients time out
 # after 60 s): the idle closer rolls it back like an idle user's databases.
 ABANDONED_SESSION_SECS = 600
@@ -201,6 +203,8 @@ class SyncApp:
                 if closed := await self.registry.close_idle(idle, ABANDONED_SESSION_SECS):
                     log.debug("closed the databases of idle users: %s", ", ".join(closed))
                     await anyio.to_thread.run_sync(release_memory)
+                    # and once the idle worker threads are gone, with what they held
+                    release_memory_soon(WORKER_THREAD_IDLE_SECS + 2)
             except Exception:
                 log.exception("closing idle users' databases failed")
 
