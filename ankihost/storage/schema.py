@@ -8,6 +8,7 @@ No stock notetypes are added; clients create `Basic` through Check Database when
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -184,13 +185,19 @@ def upload_problem(path: Path) -> str | None:
     Checks, in order (spec 04 §5.3): SQLite magic, a single `col` row of schema 18, every
     required table and column, and `PRAGMA integrity_check` with the unicase collation.
     """
+    return file_problem(path, lambda db: required_tables_problem(db) or integrity_problem(db))
+
+
+def file_problem(path: Path, check: Callable[[sqlite3.Connection], str | None]) -> str | None:
+    """Why the file at `path` is not a collection `check` accepts: not SQLite, unreadable, or
+    what `check` says of it. Our own disk or memory trouble is a ServerError, not the file's."""
     with open(path, "rb") as f:
         if f.read(len(SQLITE_MAGIC)) != SQLITE_MAGIC:
             return "not an SQLite file"
     try:
         db = connect(path, exclusive=False)
         try:
-            return required_tables_problem(db) or integrity_problem(db)
+            return check(db)
         finally:
             db.close()
     except sqlite3.Error as exc:
@@ -201,7 +208,12 @@ def upload_problem(path: Path) -> str | None:
 
 def required_tables_problem(db: sqlite3.Connection) -> str | None:
     """Why the file is not a schema-18 collection: a missing table or column, or `ver`."""
-    for table, wanted in REQUIRED_COLUMNS.items():
+    return columns_problem(db, REQUIRED_COLUMNS, SCHEMA_VERSION)
+
+
+def columns_problem(db: sqlite3.Connection, required: dict[str, set[str]], version: int) -> str | None:
+    """A missing table or column of `required`, or a `col` that is not one row of `version`."""
+    for table, wanted in required.items():
         have = {row[1].lower() for row in db.execute(f"pragma table_info({table})")}
         if not have:
             return f"table {table} is missing"
@@ -210,8 +222,8 @@ def required_tables_problem(db: sqlite3.Connection) -> str | None:
     rows = db.execute("select ver from col").fetchall()
     if len(rows) != 1:
         return f"col has {len(rows)} rows"
-    if rows[0][0] != SCHEMA_VERSION:
-        return f"schema version {rows[0][0]} is not {SCHEMA_VERSION}"
+    if rows[0][0] != version:
+        return f"schema version {rows[0][0]} is not {version}"
     return None
 
 

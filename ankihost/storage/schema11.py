@@ -190,34 +190,17 @@ def schema11_problem(path: Path) -> str | None:
     In order: SQLite magic, the schema-11 tables and columns (and none of schema 18), one `col`
     row with `ver = 11`, valid JSON objects in its JSON columns, `PRAGMA integrity_check`.
     """
-    with open(path, "rb") as f:
-        if f.read(len(schema.SQLITE_MAGIC)) != schema.SQLITE_MAGIC:
-            return "not an SQLite file"
-    try:
-        db = connect(path, exclusive=False)
-        try:
-            db.execute(f"pragma cache_size = -{CONVERSION_CACHE_KIB}")
-            return _structure_problem(db) or _json_problem(db) or schema.integrity_problem(db)
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        if is_server_fault(exc):
-            raise ServerError(f"could not check the upload: {exc}") from exc
-        return f"unreadable: {exc}"
+    return schema.file_problem(path, _check)
+
+
+def _check(db: sqlite3.Connection) -> str | None:
+    db.execute(f"pragma cache_size = -{CONVERSION_CACHE_KIB}")
+    return _structure_problem(db) or _json_problem(db) or schema.integrity_problem(db)
 
 
 def _structure_problem(db: sqlite3.Connection) -> str | None:
-    for table, wanted in SCHEMA11_COLUMNS.items():
-        have = {row[1].lower() for row in db.execute(f"pragma table_info({table})")}
-        if not have:
-            return f"table {table} is missing"
-        if missing := wanted - have:
-            return f"table {table} lacks columns {sorted(missing)}"
-    rows = db.execute("select ver from col").fetchall()
-    if len(rows) != 1:
-        return f"col has {len(rows)} rows"
-    if rows[0][0] != SCHEMA11_VERSION:
-        return f"schema version {rows[0][0]} is not {SCHEMA11_VERSION}"
+    if problem := schema.columns_problem(db, SCHEMA11_COLUMNS, SCHEMA11_VERSION):
+        return problem
     names = [name for (name,) in db.execute("select name from sqlite_master where type = 'table'")]
     if newer := sorted(set(SCHEMA18_ONLY) & set(names)):
         return f"a schema-11 file with schema-18 tables {newer}"
