@@ -31,7 +31,6 @@ Every answer of phases 1–3 must have its recorded status, and every sanityChec
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import http.client
 import multiprocessing
 import shutil
@@ -46,6 +45,7 @@ from typing import Any
 import orjson
 import zstandard
 from bench_concurrent import tree_cpu_seconds
+from bench_concurrent_replay import requests_for
 from common import (
     Results,
     add_new_notes,
@@ -108,17 +108,9 @@ def record(template: Path) -> dict[str, list[Exchange]]:
 
 
 def as_user(exchanges: list[Exchange], user: str) -> list[Request]:
-    host_key = hashlib.sha1(f"{user}:pw-{user}".encode()).hexdigest()
-    requests: list[Request] = []
-    for e in exchanges:
-        headers = {k: v for k, v in e.headers if k.lower() not in ("host", "content-length")}
-        for name, value in headers.items():
-            if name.lower() == "anki-sync":
-                header = orjson.loads(value)
-                header["k"] = host_key
-                headers[name] = orjson.dumps(header).decode()
-        requests.append((e.method, e.path, headers, e.body, e.status))
-    return requests
+    """The recording as `user` (password "pw-<user>") sends it, with the recorded statuses."""
+    requests, expected = requests_for(exchanges, user, f"pw-{user}")
+    return [(*request, want[0]) for request, want in zip(requests, expected, strict=True)]
 
 
 # -- replay (in worker processes) ---------------------------------------------------------

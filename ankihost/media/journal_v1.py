@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ankihost.media.names import require_path_name
-from ankihost.media.staging import sha1_of_file
+from ankihost.media.staging import holds, is_regular_file
 from ankihost.storage.paths import fsync_dir, is_media_temp_name
 
 log = logging.getLogger(__name__)
@@ -67,27 +66,15 @@ def recover(folder: Path, value: dict[str, object], last_usn: int, live_sha1: Li
 def _undo(folder: Path, entry: Entry, live_sha1: LiveSha1) -> None:
     target = folder / entry.name
     if entry.backup is None:  # the name did not exist: whatever is there now is the batch's
-        if _is_file(target):
+        if is_regular_file(target):
             target.unlink()
         return
     backup = folder / entry.backup
-    if _is_file(backup):
+    if is_regular_file(backup):
         os.replace(backup, target)
-    elif entry.sha1 is not None and live_sha1(entry.name) != entry.sha1 and _holds(
+    elif entry.sha1 is not None and live_sha1(entry.name) != entry.sha1 and holds(
         target, entry.sha1
     ):
         target.unlink()
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _holds(path: Path, sha1: bytes) -> bool:
-    try:
-        return _is_file(path) and sha1_of_file(path) == sha1
-    except FileNotFoundError:
-        return False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +20,7 @@ import orjson
 from ankihost.errors import BadRequest
 from ankihost.media import journal_v1, log
 from ankihost.media.journal import Batch, FileChange, write_file_at
-from ankihost.media.staging import sha1_of_file
+from ankihost.media.staging import holds, is_regular_file
 from ankihost.media.trash import Trash
 from ankihost.storage.paths import is_media_temp_name
 
@@ -106,12 +105,12 @@ def _redo(
 ) -> None:
     """Complete one committed change, checking each step on disk."""
     target = folder.media / file.name
-    if file.sha1 is not None and _holds(target, file.sha1):
+    if file.sha1 is not None and holds(target, file.sha1):
         media_log.pending.add(target)
         return
-    if _is_file(target):
+    if is_regular_file(target):
         entry = trash.root / file.trash_id / file.name if file.trash_id is not None else None
-        if entry is not None and not _is_file(entry):  # still the old version: keep it
+        if entry is not None and not is_regular_file(entry):  # still the old version: keep it
             media_log.folders.update(trash.move_in(dir_fd, file.name, file.trash_id or ""))
             media_log.pending.add(entry)
         elif file.sha1 is None:
@@ -120,7 +119,7 @@ def _redo(
         offset, size = file.inline
         write_file_at(dir_fd, file.name, data[offset : offset + size])
         media_log.pending.add(target)
-    elif file.source is not None and _is_file(folder.media / file.source):
+    elif file.source is not None and is_regular_file(folder.media / file.source):
         os.rename(file.source, file.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     elif file.sha1 is not None:
         logger.error("media: cannot complete %r: its staged file is gone", file.name)
@@ -130,24 +129,11 @@ def _whole(media: Path, batch: Batch) -> bool:
     """Whether everything the batch needs beyond the log is on disk: each staged source, at its
     temp name or already placed."""
     return all(
-        _holds(media / file.source, file.sha1) or _holds(media / file.name, file.sha1)
+        holds(media / file.source, file.sha1) or holds(media / file.name, file.sha1)
         for file in batch.files if file.source is not None and file.sha1 is not None
     )
 
 
-def _is_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
-def _holds(path: Path, sha1: bytes) -> bool:
-    """Whether `path` is a regular file with this content."""
-    try:
-        return _is_file(path) and sha1_of_file(path) == sha1
-    except FileNotFoundError:
-        return False
 
 
 def _live_sha1(index: MediaIndex) -> journal_v1.LiveSha1:

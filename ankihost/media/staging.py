@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,22 @@ def sha1_of_file(path: Path) -> bytes:
         while chunk := f.read(COPY_CHUNK_BYTES):
             digest.update(chunk)
     return digest.digest()
+
+
+def is_regular_file(path: Path) -> bool:
+    """Whether `path` is a regular file (not a folder, not a symlink to one)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def holds(path: Path, sha1: bytes) -> bool:
+    """Whether `path` is a regular file with this content."""
+    try:
+        return is_regular_file(path) and sha1_of_file(path) == sha1
+    except FileNotFoundError:
+        return False
 
 
 @dataclass(frozen=True)
