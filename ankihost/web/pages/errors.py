@@ -78,7 +78,8 @@ class ServerFailure(PageError):
     title = "Server error"
 
 
-_BY_STATUS: dict[int, type[PageError]] = {403: Forbidden, 404: NotFoundPage, 409: Conflict}
+_BY_STATUS: dict[int, type[PageError]] = {403: Forbidden, 404: NotFoundPage, 409: Conflict,
+                                          500: ServerFailure}
 
 
 def from_admin_error(error: AdminError, back: str | None = None) -> PageError:
