@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 
 from ankihost.admin.operations import AdminContext, AdminError, operations
 from ankihost.errors import SyncError
-from ankihost.web.pages.errors import Conflict, NotFoundPage, ServerFailure, SlowDown, from_admin_error
+from ankihost.web.pages.errors import Busy, Conflict, NotFoundPage, ServerFailure, from_admin_error
 from ankihost.web.pages.render import NO_STORE, SECURITY_HEADERS
 
 log = logging.getLogger("ankihost.pages")
@@ -86,8 +86,8 @@ class Exports:
             raise Conflict(f"The collection of {name} is being prepared for a download already: "
                            "wait for that download to start.", back=back)
         if len(self.writing) >= MAX_WRITING:
-            raise SlowDown("The server is preparing other downloads right now. Try again in a "
-                           "minute.", back=back)
+            raise Busy("The server is preparing other downloads right now. Try again in a minute.",
+                       back=back)
         self.writing.add(name)
         try:
             file = await self._write(name, media, back)

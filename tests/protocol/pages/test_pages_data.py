@@ -80,8 +80,10 @@ def _count(data: bytes) -> int:
 
 
 def meta(site: Site) -> dict[str, Any]:
+    """alice's collection as `meta` reports it (without the server's clock)."""
     wire = Wire(site.http)
     result: dict[str, Any] = wire.json(wire.post("meta", {"v": 11, "cv": "test"}))
+    del result["ts"]
     return result
 
 
@@ -425,3 +427,36 @@ def test_the_new_routes_have_endpoint_labels_and_downloads_count_as_sent_bytes(
         key = ("ankihost_requests_total", (("endpoint", endpoint), ("method", method), ("status", status)))
         assert samples.get(key) == 1, (endpoint, [k for k in samples if endpoint in str(k)])
     assert samples[("ankihost_sent_bytes_total", (("area", "account"),))] >= size
+
+
+def test_one_download_per_user_and_two_at_once_per_area(admin: Site, client_collection: bytes) -> None:
+    from functools import partial
+
+    from tests.conftest import BOB_KEY
+
+    admin.add_user("cleo", "pw-cleo")
+    exports = admin.app.admin_app.pages.data.exports
+    exports.wait_secs = 20
+    wire = Wire(admin.http)
+    for key in (ALICE_KEY, BOB_KEY):  # both syncing: their downloads wait
+        upload(admin, client_collection, key=key)
+        wire.post("meta", {"v": 11, "cv": "test"}, key=key)
+        assert wire.post("start", {"minUsn": 0, "lnewer": False, "graves": None}, key=key).status_code == 200
+    portal = admin.http.portal
+    waiting = [portal.start_task_soon(partial(exports.download, name, media=False, back="./"))
+               for name in ("alice", "bob")]
+    try:
+        deadline = time.monotonic() + 10
+        while exports.writing != {"alice", "bob"} and time.monotonic() < deadline:
+            time.sleep(0.02)
+        response = admin.admin("export?name=alice")
+        assert response.status_code == 409 and "being prepared for a download already" in response.text
+        response = admin.admin("export?name=cleo")
+        assert response.status_code == 503 and "preparing other downloads" in response.text
+    finally:
+        for key in (ALICE_KEY, BOB_KEY):
+            wire.post("abort", {}, key=key)
+    for future in waiting:
+        future.result(timeout=30).file.close()
+    assert exports.writing == set()
+    assert package(admin.admin("export?name=cleo"))["members"][0] == "meta"
