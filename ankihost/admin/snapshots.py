@@ -18,6 +18,7 @@ from ankihost.admin.progress import Meter
 from ankihost.errors import SyncError
 from ankihost.registry import UserState
 from ankihost.snapshots import backup, export, restore
+from ankihost.snapshots.idle import WAIT_SECS
 from ankihost.snapshots.retention import retention_of
 from ankihost.snapshots.shelf import Snapshot
 
@@ -34,6 +35,15 @@ def _path(args: dict[str, Any], key: str) -> Path:
     if not path.is_absolute():
         raise AdminError(f"{key} must be an absolute path, not {path}")
     return path
+
+
+def _wait_secs(args: dict[str, Any]) -> float:
+    """How long to wait for the user's sync to end: `wait_secs` when given (the web pages
+    wait less than a command does, so a browser is answered), else WAIT_SECS."""
+    value = args.get("wait_secs", WAIT_SECS)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= WAIT_SECS:
+        raise AdminError(f"wait_secs must be a number of seconds from 0 to {WAIT_SECS}")
+    return float(value)
 
 
 def _state(ctx: AdminContext, name: str) -> UserState:
@@ -78,10 +88,10 @@ async def list_snapshots(ctx: AdminContext, args: dict[str, Any]) -> dict[str, A
 
 
 async def restore_snapshot(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name, id = _text(args, "name"), _text(args, "id")
+    name, id, wait_secs = _text(args, "name"), _text(args, "id"), _wait_secs(args)
     state = _state(ctx, name)
     done = await _refused_as_admin_error(
-        restore.restore(state, id, retention_of(ctx.settings), Meter(what=name)))
+        restore.restore(state, id, retention_of(ctx.settings), Meter(what=name), wait_secs=wait_secs))
     header = done.snapshot.header
     ctx.audit("snapshot.restored", name, snapshot=id, saved=done.saved or "none")
     return {"name": name, "restored": id, "saved": done.saved,
@@ -97,9 +107,9 @@ async def create_backup(ctx: AdminContext, args: dict[str, Any]) -> dict[str, An
 
 
 async def export_collection(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name, dest = _text(args, "name"), _path(args, "dest")
+    name, dest, wait_secs = _text(args, "name"), _path(args, "dest"), _wait_secs(args)
     state = _state(ctx, name)
-    result: dict[str, Any] = await _refused_as_admin_error(
-        export.export(state, dest, media=bool(args.get("media", True)), progress=Meter(what=name)))
+    result: dict[str, Any] = await _refused_as_admin_error(export.export(
+        state, dest, media=bool(args.get("media", True)), progress=Meter(what=name), wait_secs=wait_secs))
     ctx.audit("collection.exported", name, path=result["path"])
     return {"name": name, **result}

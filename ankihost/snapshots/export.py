@@ -65,13 +65,15 @@ class Written:
     skipped: list[str] = field(default_factory=list)
 
 
-async def export(state: UserState, dest: Path, *, media: bool, progress: Progress) -> dict[str, Any]:
+async def export(state: UserState, dest: Path, *, media: bool, progress: Progress,
+                 wait_secs: float = WAIT_SECS) -> dict[str, Any]:
     """Write the package of the user's collection (with their media unless `media` is False)
-    to the new file `dest`; what it holds."""
+    to the new file `dest`; what it holds. SessionConflict when the user is still syncing
+    after `wait_secs`."""
     _check_destination(dest)
     await state.locked(state.folder.ensure)  # prepared first: a crash's leftovers gone
     frozen = await when_idle(state, lambda: freeze(state, media=media, others=False, create=True),
-                             wait_secs=WAIT_SECS)
+                             wait_secs=wait_secs)
     try:
         written = await anyio.to_thread.run_sync(_write_package, frozen, dest, progress)
     finally:

@@ -34,6 +34,8 @@ trash purge (both when the media index opens) when a crash left it behind:
     .restore-<random>.anki2             a snapshot being expanded and checked for a restore
     .freeze-<random>/                   a consistent copy a backup or export reads (the media
                                         files hard links, so it costs no space of its own)
+    .export-<random>/                   a collection package being written for a download from
+                                        the web pages (removed once opened for sending)
     .ankihost-download-<hex>.zip        a media download zip too large for memory
     media/.ankihost-tmp-<32 hex>        a large media file being placed (a source in the log)
     media.ankihost-trash/.purge-<entry> a trash entry being removed (gone from the listing)
@@ -73,6 +75,7 @@ MEDIA_TEMP_PREFIX = ".ankihost-tmp-"
 _MEDIA_TEMP_TOKEN_HEX = 32
 RESTORE_PREFIX = ".restore-"
 FREEZE_PREFIX = ".freeze-"
+EXPORT_PREFIX = ".export-"
 SNAPSHOTS_FOLDER_NAME = "snapshots"
 SNAPSHOT_SUFFIX = ".anki2.zst"
 SNAPSHOT_PENDING_PREFIX = ".pending-"
@@ -249,6 +252,10 @@ class UserFolder:
         """A new empty folder for a consistent copy of this folder (backup, export)."""
         return Path(tempfile.mkdtemp(prefix=FREEZE_PREFIX, dir=self.root))
 
+    def new_export_dir(self) -> Path:
+        """A new empty folder in which a collection package is written for a download."""
+        return Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX, dir=self.root))
+
     def backup_entries(self, *, snapshots: bool) -> list[Path]:
         """What a backup carries of this folder besides the collection, media.db and media/:
         every other file or folder of the user's (e.g. a media trash, the operator's own
@@ -304,17 +311,17 @@ class UserFolder:
 
     def remove_leftovers(self) -> list[str]:
         """Delete what an interrupted upload, download, collection creation, media download,
-        restore, backup or snapshot left in the folder itself and in `snapshots/` (the media
-        folder's own temp files are swept by the media recovery, which knows which of them the
-        journal still needs; complete `.pending-` snapshots are finished by the snapshot
-        recovery). Call only while nothing of this user's is in progress. Returns the names
-        removed."""
+        restore, backup, export download or snapshot left in the folder itself and in
+        `snapshots/` (the media folder's own temp files are swept by the media recovery, which
+        knows which of them the journal still needs; complete `.pending-` snapshots are
+        finished by the snapshot recovery). Call only while nothing of this user's is in
+        progress. Returns the names removed."""
         removed = []
         for entry in self.root.iterdir():
             if _is_leftover(entry.name) and entry.is_file():
                 entry.unlink()
                 removed.append(entry.name)
-            elif entry.name.startswith(FREEZE_PREFIX) and entry.is_dir():
+            elif entry.name.startswith((FREEZE_PREFIX, EXPORT_PREFIX)) and entry.is_dir():
                 shutil.rmtree(entry)
                 removed.append(entry.name)
         if self.snapshots.is_dir():
@@ -335,7 +342,7 @@ def _size(path: Path) -> int:
 def is_transient(name: str) -> bool:
     """Whether `name` (anywhere in a user's folder) is a file ankihost is writing or a crash
     left, or a database's -wal/-shm/-journal: never part of a copy of the folder."""
-    return (_is_leftover(name) or name.startswith((FREEZE_PREFIX, SNAPSHOT_TEMP_PREFIX))
+    return (_is_leftover(name) or name.startswith((FREEZE_PREFIX, EXPORT_PREFIX, SNAPSHOT_TEMP_PREFIX))
             or name.endswith(SIDECAR_SUFFIXES) or is_media_temp_name(name))
 
 

@@ -289,3 +289,25 @@ def test_a_backup_whose_command_goes_away_is_cancelled_and_leaves_nothing(
     assert not [p for p in server.base.rglob("*") if p.name.startswith((".freeze-", ".scratch-"))]
     result = server.admin("backup.create", dest=str(dest))  # the server still serves the channel
     assert Path(result["path"]).exists()
+
+
+def test_a_restore_or_export_asked_to_wait_less_gives_up_with_409_and_changes_nothing(
+    server: Server, client_collection: bytes, fewer_notes: bytes, tmp_path: Path
+) -> None:
+    """`wait_secs` (what the web pages pass, so a browser is answered): past it, a 409."""
+    id = uploaded_twice(server, client_collection, fewer_notes)
+    server.wire.post("meta", {"v": 11, "cv": "test"})
+    assert server.wire.post("start", {"minUsn": 0, "lnewer": False, "graves": None}).status_code == 200
+    try:
+        for op, args in (("snapshot.restore", {"id": id}), ("export.create", {"dest": str(tmp_path / "a.colpkg")})):
+            started = time.monotonic()
+            with pytest.raises(AdminError) as refused:
+                server.admin(op, name="alice", wait_secs=1, **args)
+            assert refused.value.status == 409 and "did not end within 1 s" in refused.value.message
+            assert 1 <= time.monotonic() - started < 10
+        for bad in (-1, 601, "5", True):
+            with pytest.raises(AdminError, match="wait_secs must be"):
+                server.admin("snapshot.restore", name="alice", id=id, wait_secs=bad)
+    finally:
+        server.wire.post("abort", {})
+    assert server.notes() == 30 and not (tmp_path / "a.colpkg").exists()

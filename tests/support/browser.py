@@ -3,7 +3,8 @@
 
 Debian's `chromium` and `chromium-driver` are installed with apt-get when missing (CI is a fresh
 Debian machine, run as root); nothing is downloaded by Selenium (its driver manager is bypassed
-by naming the driver). Screenshots of whole pages go to `test-artifacts/screenshots/`.
+by naming the driver). Screenshots of whole pages go to `test-artifacts/screenshots/`; files the
+pages send as downloads go to the browser's `downloads` folder (a temp folder of its own).
 """
 
 from __future__ import annotations
@@ -12,13 +13,15 @@ import base64
 import os
 import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.support.server import REPO_ROOT
@@ -32,6 +35,9 @@ PHONE = (390, 844)  # CSS pixels of a common phone
 PAGE_LOAD_SECS = 20
 # Chromium lays a page out at least this wide, whatever the window size.
 MIN_WINDOW_WIDTH = 500
+DOWNLOAD_SECS = 120
+# Chromium names a download in progress `<name>.crdownload`.
+PARTIAL_SUFFIX = ".crdownload"
 
 
 def ensure_chromium() -> None:
@@ -47,6 +53,21 @@ def ensure_chromium() -> None:
         subprocess.run(install, env=env, check=True, capture_output=True)
 
 
+def replaced(element: WebElement) -> bool:
+    """Whether the element's page has been replaced by another. Chromium answers "stale", or,
+    asked while the new page is being put in place, that the node "does not belong to the
+    document"; both mean the old page is gone."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
+
+
 class Browser:
     def __init__(self, size: tuple[int, int], name: str) -> None:
         options = webdriver.ChromeOptions()
@@ -55,8 +76,13 @@ class Browser:
                      f"--window-size={size[0]},{size[1]}", "--force-device-scale-factor=1",
                      "--no-first-run", "--disable-extensions"):
             options.add_argument(flag)
-        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        self.downloads = Path(tempfile.mkdtemp(prefix=f"chromium-{name}-downloads-"))
+        options.add_experimental_option("prefs", {
+            "profile.managed_default_content_settings.javascript": 2,
+            "download.default_directory": str(self.downloads), "download.prompt_for_download": False})
         self.driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+        self.driver.execute_cdp_cmd("Browser.setDownloadBehavior", {
+            "behavior": "allow", "downloadPath": str(self.downloads)})
         if size[0] < MIN_WINDOW_WIDTH:  # a window can't be that narrow: emulate the phone's screen
             self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
                 "width": size[0], "height": size[1], "deviceScaleFactor": 1, "mobile": True})
@@ -98,10 +124,24 @@ class Browser:
         """Click a link or button and wait until the next page has replaced this one."""
         old_page = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(self.driver, PAGE_LOAD_SECS).until(expected_conditions.staleness_of(old_page))
+        WebDriverWait(self.driver, PAGE_LOAD_SECS).until(lambda driver: replaced(old_page))
         WebDriverWait(self.driver, PAGE_LOAD_SECS).until(
             lambda driver: driver.execute_cdp_cmd("Runtime.evaluate", {"expression": "document.readyState"})
             ["result"]["value"] == "complete")
+
+    def download(self, element: WebElement) -> Path:
+        """Click a link that downloads a file; the file, once Chromium has saved all of it."""
+        before = set(self.downloads.iterdir())
+        element.click()
+        deadline = time.monotonic() + DOWNLOAD_SECS
+        while time.monotonic() < deadline:
+            done = [p for p in set(self.downloads.iterdir()) - before if not p.name.endswith(PARTIAL_SUFFIX)]
+            partial = [p for p in self.downloads.iterdir() if p.name.endswith(PARTIAL_SUFFIX)]
+            if done and not partial:
+                [path] = done
+                return path
+            time.sleep(0.1)
+        raise TimeoutError(f"no download finished in {DOWNLOAD_SECS} s: {sorted(self.downloads.iterdir())}")
 
     def screenshot(self, name: str) -> Path:
         """The whole page (beyond the window) as `test-artifacts/screenshots/<name>.png`."""
@@ -122,3 +162,4 @@ class Browser:
 
     def quit(self) -> None:
         self.driver.quit()
+        shutil.rmtree(self.downloads, ignore_errors=True)

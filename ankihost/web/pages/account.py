@@ -1,6 +1,7 @@
 """The account page, `…/account/` on the sync listener: a user signs in with their sync name
-and password and sees their storage, quota and devices, logs a device out (a lost phone), and
-changes their password (accounts of the account store; SYNC_USERn accounts are explained).
+and password and sees their storage, quota and devices, logs a device out (a lost phone),
+changes their password (accounts of the account store; SYNC_USERn accounts are explained), and
+downloads their own collection package (`downloads.py`).
 
 Sign-in goes through the sync logins' `LoginGate` (same throttle, no device key made). Every
 change is an admin operation run for the signed-in user's own name only (actor "account page"),
@@ -23,6 +24,7 @@ from ankihost.admin.operations import AdminContext, AdminError, operations
 from ankihost.errors import AuthFailed, TooManyRequests
 from ankihost.web.logins import LoginGate
 from ankihost.web.pages.area import Area, PageRequest, Route
+from ankihost.web.pages.downloads import Exports
 from ankihost.web.pages.errors import Forbidden, PageError, SlowDown, from_admin_error
 from ankihost.web.pages.render import STYLESHEET, Renderer, see_other
 from ankihost.web.pages.sessions import Session, Sessions
@@ -55,12 +57,14 @@ class AccountPages(Area):
         self.directory = context.directory
         self.logins = logins
         self.ops = operations()
+        self.exports = Exports(self.context)
         super().__init__(Renderer("account"), Sessions(COOKIE), {
             "": Route(("GET",), self.home),
             "signin": Route(("GET", "POST"), self.signin, public=True),
             "signout": Route(("POST",), self.signout),
             "revoke": Route(("POST",), self.revoke),
             "password": Route(("POST",), self.password),
+            "export": Route(("GET",), self.export),
             f"static/{STYLESHEET}": Route(("GET",), self.stylesheet, public=True),
         })
 
@@ -142,3 +146,8 @@ class AccountPages(Area):
         session.flash.append(f"Your password is changed. Your devices ({result['devices_revoked']}) are "
                              "logged out: sync on each and sign in with the new password.")
         return see_other("./")
+
+    async def export(self, page: PageRequest) -> Response:
+        """The signed-in user's own collection package: the name comes from the session only."""
+        media = page.form.get("media") != "0"
+        return await self.exports.download(page.signed_in.who, media=media, back="./")

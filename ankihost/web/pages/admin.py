@@ -1,5 +1,6 @@
 """The admin pages (on the admin listener): sign-in, the overview of every user and of the
-server, the audit log; the per-user page and its forms are in `admin_users.py`.
+server, the audit log; the per-user page and its forms are in `admin_users.py` and
+`admin_data.py` (snapshots, media trash, export).
 
 Every change is an admin operation run in process with actor "admin page", the same code the
 command line runs. Reading is through the operations too (`user.list`, `device.list`), plus the
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from ankihost import __version__
 from ankihost.admin.operations import AdminContext, AdminError, operations
 from ankihost.log import RecentError, RecentErrors
+from ankihost.web.pages.admin_data import UserData
 from ankihost.web.pages.admin_signin import AdminGate, SignInRefused
 from ankihost.web.pages.admin_users import UserPages
 from ankihost.web.pages.area import Area, PageRequest, Route
@@ -52,13 +54,15 @@ class AdminPages(Area):
         self.started = started
         self.ops = operations()
         renderer = Renderer("admin")
-        users = UserPages(self.context, renderer)
+        self.data = UserData(self.context, renderer)
+        users = UserPages(self.context, renderer, self.data)
         super().__init__(renderer, Sessions(COOKIE), {
             "": Route(("GET",), self.overview),
             "audit": Route(("GET",), self.audit),
             "signin": Route(("GET", "POST"), self.signin, public=True),
             "signout": Route(("POST",), self.signout),
             **users.routes(),
+            **self.data.routes(),
             f"static/{STYLESHEET}": Route(("GET",), self.stylesheet, public=True),
         })
 

@@ -4,13 +4,13 @@ set the quota, remove the user (typing the name to confirm); and adding a user.
 Each form posts the user's name and runs one admin operation; a refusal (no such user or
 device, a SYNC_USERn account, a bad quota) is a 4xx page with the operation's message and
 nothing changed. After a change the browser is sent back to the user's page (303), which shows
-what was done once. Snapshots, media trash and exports (issue #10) each add one route here and
-one section in `admin_user.html`.
+what was done once. The page's sections on the user's data (snapshots, media trash, export)
+and their forms are in `admin_data.py`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from starlette.responses import Response
@@ -19,6 +19,9 @@ from ankihost.admin.operations import AdminContext, AdminError, operations
 from ankihost.web.pages.area import PageRequest, Route
 from ankihost.web.pages.errors import PageError, from_admin_error
 from ankihost.web.pages.render import Renderer, see_other
+
+if TYPE_CHECKING:
+    from ankihost.web.pages.admin_data import UserData
 
 
 def user_page(name: str) -> str:
@@ -37,9 +40,10 @@ def quota_mb(text: str) -> int | None:
 
 
 class UserPages:
-    def __init__(self, context: AdminContext, renderer: Renderer) -> None:
+    def __init__(self, context: AdminContext, renderer: Renderer, data: UserData) -> None:
         self.context = context
         self.renderer = renderer
+        self.data = data
         self.ops = operations()
 
     def routes(self) -> dict[str, Route]:
@@ -67,7 +71,7 @@ class UserPages:
             "admin_user.html", name=name, summary=summary, devices=devices,
             used=summary["collection_bytes"] + summary["media_bytes"],
             store=summary["source"] == "store", signed_in=True, csrf=session.csrf,
-            flash=session.take_flash(),
+            flash=session.take_flash(), **await self.data.listings(name),
         )
 
     async def add(self, page: PageRequest) -> Response:

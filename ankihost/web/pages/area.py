@@ -49,6 +49,8 @@ class Route:
     handler: Handler
     # reachable without a session: the sign-in form, the stylesheet
     public: bool = False
+    # fields of the POSTed form that may repeat (the ticked boxes of a list; `forms.py`)
+    lists: tuple[str, ...] = ()
 
 
 class Area:
@@ -86,7 +88,7 @@ class Area:
             raise NotSignedIn("You are not signed in, or your session ended (after "
                               "30 minutes without use). Sign in again; nothing was changed.",
                               back="signin")
-        form = await read_form(request) if method == "POST" else read_query(request)
+        form = await read_form(request, route.lists) if method == "POST" else read_query(request)
         if method == "POST" and not route.public:
             assert session is not None
             if not same_token(form.get("csrf"), session.csrf):

@@ -10,7 +10,8 @@ page (the sync surface's `web/app.py: error_response` is separate and never sees
     ├── TooLarge (413)       a form body over the limit
     ├── WrongType (415)      a form not sent as application/x-www-form-urlencoded
     ├── SlowDown (429)       too many failed sign-ins
-    └── ServerFailure (500)  anything unexpected (logged with its traceback)
+    ├── ServerFailure (500)  anything unexpected (logged with its traceback)
+    └── Busy (503)           the server does as much of this at once as it will (downloads)
 """
 
 from __future__ import annotations
@@ -78,7 +79,13 @@ class ServerFailure(PageError):
     title = "Server error"
 
 
-_BY_STATUS: dict[int, type[PageError]] = {403: Forbidden, 404: NotFoundPage, 409: Conflict}
+class Busy(PageError):
+    status = 503
+    title = "Busy"
+
+
+_BY_STATUS: dict[int, type[PageError]] = {403: Forbidden, 404: NotFoundPage, 409: Conflict,
+                                          500: ServerFailure}
 
 
 def from_admin_error(error: AdminError, back: str | None = None) -> PageError:

@@ -3,7 +3,8 @@
 Forms are the browser's default encoding, `application/x-www-form-urlencoded`, read with a
 size cap before parsing. Anything else is refused with a page error and nothing is changed:
 another encoding (415), a body over MAX_FORM_BYTES (413), a field that is not UTF-8, repeated,
-longer than MAX_FIELD_CHARS, or too many fields (400).
+longer than MAX_FIELD_CHARS, or too many fields (400). Only the list fields a route names (the
+ticked boxes of one list) may repeat, up to MAX_LIST_VALUES times.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from ankihost.web.pages.errors import PageError, TooLarge, WrongType
 MAX_FORM_BYTES = 64 * 1024
 MAX_QUERY_BYTES = 4 * 1024
 MAX_FIELDS = 16
+# Values of one list field (ticked boxes): the media trash page lists at most this many files.
+MAX_LIST_VALUES = 500
 # Passwords may be up to 1024 characters (admin/accounts.py); nothing a form sends is longer.
 MAX_FIELD_CHARS = 2048
 FORM_TYPE = "application/x-www-form-urlencoded"
@@ -25,8 +28,9 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 class Form:
     """The fields of one form or query string."""
 
-    def __init__(self, fields: dict[str, str]) -> None:
+    def __init__(self, fields: dict[str, str], lists: dict[str, list[str]] | None = None) -> None:
         self.fields = fields
+        self.lists = lists or {}
 
     def get(self, name: str) -> str:
         """The field's value, "" when it is missing."""
@@ -42,8 +46,13 @@ class Form:
         """A checkbox: present (with any value) means checked."""
         return name in self.fields
 
+    def values(self, name: str) -> list[str]:
+        """Every value of list field `name` (the ticked boxes), in the form's order."""
+        return self.lists.get(name, [])
 
-async def read_form(request: Request) -> Form:
+
+async def read_form(request: Request, lists: tuple[str, ...] = ()) -> Form:
+    """The form POSTed; the fields named in `lists` may repeat."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != FORM_TYPE:
         raise WrongType(f"Forms are sent as {FORM_TYPE}; this one came as "
@@ -56,7 +65,7 @@ async def read_form(request: Request) -> Form:
         body += piece
         if len(body) > MAX_FORM_BYTES:
             raise TooLarge(f"The form is larger than {MAX_FORM_BYTES // 1024} KB. Nothing was changed.")
-    return parse(bytes(body))
+    return parse(bytes(body), lists)
 
 
 def read_query(request: Request) -> Form:
@@ -66,20 +75,29 @@ def read_query(request: Request) -> Form:
     return parse(raw)
 
 
-def parse(raw: bytes) -> Form:
-    """Fields of an urlencoded body or query string; PageError for anything unusable."""
+def parse(raw: bytes, lists: tuple[str, ...] = ()) -> Form:
+    """Fields of an urlencoded body or query string (those named in `lists` may repeat);
+    PageError for anything unusable."""
+    most = MAX_FIELDS + (MAX_LIST_VALUES if lists else 0)
     try:
         pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, encoding="utf-8",
-                          errors="strict", max_num_fields=MAX_FIELDS)
+                          errors="strict", max_num_fields=most)
     except UnicodeDecodeError:
         raise PageError("A field is not valid UTF-8 text. Nothing was changed.") from None
     except ValueError:
-        raise PageError(f"The form has more than {MAX_FIELDS} fields. Nothing was changed.") from None
+        raise PageError(f"The form has more than {most} fields. Nothing was changed.") from None
     fields: dict[str, str] = {}
+    values: dict[str, list[str]] = {}
     for name, value in pairs:
-        if name in fields:
-            raise PageError("A field was sent twice. Nothing was changed.")
         if len(value) > MAX_FIELD_CHARS:
             raise PageError(f"A field is longer than {MAX_FIELD_CHARS} characters. Nothing was changed.")
-        fields[name] = value
-    return Form(fields)
+        if name in lists:
+            values.setdefault(name, []).append(value)
+        elif name in fields:
+            raise PageError("A field was sent twice. Nothing was changed.")
+        else:
+            fields[name] = value
+    if len(fields) > MAX_FIELDS or any(len(v) > MAX_LIST_VALUES for v in values.values()):
+        raise PageError(f"The form has more than {MAX_FIELDS} fields, or more than {MAX_LIST_VALUES} "
+                        "ticked boxes. Nothing was changed.")
+    return Form(fields, values)
