@@ -22,6 +22,7 @@ WRITE_PIECE_BYTES = 1 << 20
 # body costs nothing, large enough that a big upload needs few Python-level writes.
 DECOMPRESS_PIECE_BYTES = 1 << 17
 ZSTD_MAGIC = 0xFD2FB528
+ZSTD_MAGIC_BYTES = struct.pack("<I", ZSTD_MAGIC)  # how every frame a client sends starts
 _SKIPPABLE_MASK, _SKIPPABLE_MAGIC = 0xFFFFFFF0, 0x184D2A50
 
 

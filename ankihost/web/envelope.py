@@ -20,8 +20,8 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ankihost.errors import PayloadTooLarge
-from ankihost.protocol.compression import WRITE_PIECE_BYTES, compress, decompress_into
+from ankihost.errors import BadRequest, PayloadTooLarge
+from ankihost.protocol.compression import WRITE_PIECE_BYTES, ZSTD_MAGIC_BYTES, compress, decompress_into
 from ankihost.protocol.header import ORIGINAL_SIZE_HEADER, SyncHeader
 from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply
@@ -39,8 +39,10 @@ def spooled() -> IO[bytes]:
     return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
 
 
-async def read_raw_body(request: Request, limit: int) -> IO[bytes]:
-    """The request body as received, refused past `limit` bytes (declared or actual)."""
+async def read_raw_body(request: Request, limit: int, zstd: bool = False) -> IO[bytes]:
+    """The request body as received, refused past `limit` bytes (declared or actual). With
+    `zstd`, a body that does not start as a zstd frame is refused (400) as soon as its first
+    bytes arrive, not after all of it was received and stored."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
@@ -54,8 +56,20 @@ async def read_raw_body(request: Request, limit: int) -> IO[bytes]:
         if size > SPOOL_MEMORY_BYTES and isinstance(raw, io.BytesIO):
             raw = _on_disk(raw)
         raw.write(chunk)
+        if zstd and size - len(chunk) < len(ZSTD_MAGIC_BYTES) <= size:
+            _check_magic(raw)
     raw.seek(0)
     return raw
+
+
+def _check_magic(raw: IO[bytes]) -> None:
+    end = raw.tell()
+    raw.seek(0)
+    start = raw.read(len(ZSTD_MAGIC_BYTES))
+    raw.seek(end)
+    if start != ZSTD_MAGIC_BYTES:
+        raw.close()
+        raise BadRequest("body is not zstd-compressed")
 
 
 def _on_disk(buffer: io.BytesIO) -> IO[bytes]:
@@ -151,7 +165,7 @@ class HeaderEnvelope(Envelope):
     async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
         """Read and decompress the body, refused past `limit` bytes before or after
         decompression (PayloadTooLarge)."""
-        raw = await read_raw_body(self.request, limit)
+        raw = await read_raw_body(self.request, limit, zstd=True)
         body = target or spooled()
         try:
             size = await decompress_body(raw, body, limit)
@@ -164,7 +178,7 @@ class HeaderEnvelope(Envelope):
         """A small body whole, right here (the step parses it, as any other); a larger one
         read with its shape checked while it is decompressed, in a worker thread, never on
         disk."""
-        raw = await read_raw_body(self.request, limit)
+        raw = await read_raw_body(self.request, limit, zstd=True)
         try:
             read = None
             if raw.seek(0, 2) <= INLINE_DECOMPRESS_BYTES:
