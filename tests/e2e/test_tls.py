@@ -358,3 +358,33 @@ def test_bad_tls_files_stop_start_up_naming_the_setting(case: str, ca: PrivateCA
     assert "configuration error" in result.stderr and setting in result.stderr, result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
     assert "listening" not in result.stderr
+
+
+def test_the_documented_recipe_with_ankihost_tls_self_signed(tmp_path: Path, clients: dict[str, SyncClient],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README tells a user: `ankihost tls self-signed`, then ANKIHOST_TLS_CERT/KEY from
+    its folder; the desktop client on Linux trusts the CA through SSL_CERT_FILE; the health
+    check answers over HTTPS."""
+    out = tmp_path / "tls"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    made = subprocess.run([sys.executable, "-m", "ankihost", "tls", "self-signed", "--host", "localhost",
+                           "--ip", "127.0.0.1", "--out", str(out)], env=env, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert "SSL_CERT_FILE" in made.stdout  # how the Linux desktop app trusts the CA
+    tls_env = {"ANKIHOST_TLS_CERT": str(out / "server.crt"), "ANKIHOST_TLS_KEY": str(out / "server.key")}
+    with SyncServer("ankihost", users=[(USER, PASSWORD)], env=tls_env, tls_ca=out / "ca.crt") as server:
+        with server.log_on_failure():
+            monkeypatch.setenv("SSL_CERT_FILE", str(out / "ca.crt"))
+            a = clients["a"] = SyncClient(server, USER, PASSWORD, name="a")
+            b = clients["b"] = SyncClient(server, USER, PASSWORD, name="b")
+            _add_notes(a, 10)
+            assert a.sync(on_conflict="upload").action == "upload"
+            assert b.sync().action == "download"
+            _add_notes(b, 2)
+            assert b.sync().action == "normal" and a.sync().action == "normal"
+            assert a.col.note_count() == b.col.note_count() == 12
+            check = subprocess.run([sys.executable, "-m", "ankihost", "healthcheck"],
+                                   env={**server.environment()}, capture_output=True, text=True)
+            assert check.returncode == 0, check.stderr
+            assert "https://127.0.0.1" in check.stdout
