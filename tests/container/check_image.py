@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -295,3 +296,32 @@ def test_compose_up_serves_with_a_named_volume(image, clients: dict[str, SyncCli
                                                                                 "/anki_data")]
     finally:
         _compose("down", "--volumes", "--timeout", "20", env=env, check=False)
+
+
+def test_compose_https_serves_over_tls_with_a_private_ca(image, clients: dict[str, SyncClient]):
+    """compose.yaml + compose.https.yaml as the README says: certificates from `ankihost tls
+    self-signed` in ./tls (readable by PUID), the real client trusting the CA."""
+    port = free_port()
+    project = "ankihosttls"
+    tls = REPO_ROOT / "tls"
+    shutil.rmtree(tls, ignore_errors=True)
+    made = subprocess.run([sys.executable, "-m", "ankihost", "tls", "self-signed", "--host", "localhost",
+                           "--ip", "127.0.0.1", "--out", str(tls)], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    subprocess.run(["chown", "-R", "1000:1000", str(tls)], check=True)
+    env = {"SYNC_USER1": f"{USER}:{PASSWORD}", "ANKIHOST_PUBLISH": f"127.0.0.1:{port}", "COMPOSE_PROJECT_NAME": project}
+    saved = os.environ.get("SSL_CERT_FILE")
+    try:
+        _compose("-f", "compose.yaml", "-f", "compose.https.yaml", "up", "-d", "--no-build", env=env)
+        name = _compose("-f", "compose.yaml", "-f", "compose.https.yaml", "ps", "-q", env=env).stdout.strip()
+        wait_healthy(name)  # the health check answers over HTTPS
+        os.environ["SSL_CERT_FILE"] = str(tls / "ca.crt")  # read when a client's backend starts
+        sync_round(Endpoint(f"https://127.0.0.1:{port}/"), USER, PASSWORD, clients, prefix="tls")
+    finally:
+        if saved is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = saved
+        _compose("-f", "compose.yaml", "-f", "compose.https.yaml", "down", "--volumes", "--timeout", "20",
+                 env=env, check=False)
+        shutil.rmtree(tls, ignore_errors=True)
