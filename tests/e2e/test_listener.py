@@ -204,7 +204,8 @@ def test_a_reply_sent_before_the_whole_body_leaves_the_connection_usable() -> No
     with SyncServer("ankihost", users=[(USER, PASSWORD)], env=env) as server, connect(server) as conn:
         head = meta_head().replace(b"/sync/meta", b"/sync/upload")
         piece = bytes(range(256)) * 256  # 64 KiB
-        conn.sendall(head + b"".join(chunk(piece) for _ in range(56)) + LAST_CHUNK)  # 3.5 MiB
+        magic = bytes.fromhex("28b52ffd")  # starts as a zstd frame: refused for its size, not its kind
+        conn.sendall(head + chunk(magic) + b"".join(chunk(piece) for _ in range(56)) + LAST_CHUNK)  # 3.5 MiB
         status, _, body = read_response(conn)
         answer = zstandard.ZstdDecompressor().decompressobj().decompress(body)
         assert status == 200 and b"exceeds size limit" in answer
