@@ -53,12 +53,13 @@ def install_upload(state: UserState, uploaded: Path) -> Reply:
     """Under the user's lock: abort any session, keep the old collection as a snapshot, swap
     the new one in; unless the new file would take the user past their quota (the stored one
     stays)."""
-    size = uploaded.stat().st_size
-    growth = size - state.folder.collection_bytes()
-    used_after = size + state.media.index().totals().total_bytes
-    if message := quota.refusal(state.account.quota_bytes, used_after, growth):
-        discard_upload(uploaded)
-        return refusal_reply(message, "quota", f"over quota ({used_after} bytes)")
+    if (limit := state.account.quota_bytes) is not None:
+        size = uploaded.stat().st_size
+        growth = size - state.folder.collection_bytes()
+        used_after = size + state.media.index().totals().total_bytes
+        if message := quota.refusal(limit, used_after, growth):
+            discard_upload(uploaded)
+            return refusal_reply(message, "quota", f"over quota ({used_after} bytes)")
     live = state.folder.collection
     if live.exists():
         _keep_as_snapshot(state)
