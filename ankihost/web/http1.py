@@ -28,10 +28,6 @@ log = logging.getLogger("ankihost.http")
 
 # Request body bytes buffered for the app before reading from the client pauses.
 BODY_BUFFER_BYTES = 256 * 1024
-# An idle connection (or one still sending its head) may be closed for a new one once it has
-# been so for this long: a client that just connected is not pushed out before it could speak.
-# (Times are read from the clock of the last tick, so the real age is at least one second.)
-EVICTABLE_AFTER_SECS = 2.0
 # A body still arriving after its reply was sent (a refusal before the end) is read and
 # dropped, so the client reads the reply rather than a reset; past this much, the connection
 # is closed instead.
@@ -87,9 +83,11 @@ class Hub:
         return True
 
     def _evict_one(self) -> bool:
-        """Close one connection that waits for a request (or is slow sending its head)."""
+        """Close the oldest connection that waits for a request (or is slow sending its head).
+        Whatever its age: under a flood the oldest waiting one is the flood's, and a client that
+        just connected would be pushed out only after every older waiting connection."""
         for connection in self.connections:
-            if connection.evictable(self.clock):
+            if connection.evictable():
                 self.forget(connection)
                 connection.close()
                 return True
@@ -336,8 +334,8 @@ class Connection(asyncio.Protocol):
         """The connection closes after the reply under way (refused, upgrade, shutdown)."""
         return self.phase == DEAD or self.hub.closing
 
-    def evictable(self, now: float) -> bool:
-        return self.cycle is None and self.phase in (IDLE, HEAD) and now - self.since >= EVICTABLE_AFTER_SECS
+    def evictable(self) -> bool:
+        return self.cycle is None and self.phase in (IDLE, HEAD)
 
     def check_timeouts(self, now: float) -> None:
         limits = self.hub.limits
