@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from ankihost import __version__
+from ankihost import __version__, memory
 from ankihost import log as logsetup
 from ankihost.config import ConfigError, Settings
 
@@ -26,6 +26,7 @@ def add(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logsetup.setup()
+    memory.limit_arenas()
     from ankihost.tls.context import TlsFiles
     from ankihost.web import listener
 
