@@ -134,6 +134,9 @@ class MediaIndex:
         db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         try:
             db.execute(f"pragma busy_timeout = {BUSY_TIMEOUT_MS}")
+            # this connection is the only one while it is open, as for the collection: no
+            # file locks taken and dropped around every read (three system calls each)
+            db.execute("pragma locking_mode = exclusive")
             version = _supported_version(db)
             # WAL with synchronous=NORMAL: a commit does not wait for the disk. Every write
             # that must survive a power cut is a media batch (`user_media.MediaBatch`): its
