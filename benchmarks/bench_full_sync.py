@@ -14,20 +14,18 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import (
     Results,
     bench_server,
-    build_template,
     client_from_template,
+    large_template,
     parse_args,
     round_order,
     timed,
 )
 
-from tests.support.content import build_large_collection
 from tests.support.server import ServerKind
 
 
@@ -60,15 +58,8 @@ def main() -> int:
     args = parse_args(__doc__.splitlines()[0])
     work = Path(tempfile.mkdtemp(prefix="ankihost-bench-full-"))
     try:
-        started = time.perf_counter()
-        template = build_template(work, build_large_collection, notes=args.notes)
         results = Results(f"full sync, {args.notes} notes, {args.rounds} rounds")
-        from anki.collection import Collection
-
-        col = Collection(str(shutil.copyfile(template, work / "probe.anki2")))
-        results.info.update(cards=col.card_count(), collection_mb=round(template.stat().st_size / 2**20, 1))
-        col.close()
-        print(f"built template in {time.perf_counter() - started:.1f}s: {results.info}", flush=True)
+        template = large_template(work, args.notes, results)
         for _ in range(args.warmup):  # untimed: first-use costs (imports, caches)
             for kind in args.kinds:
                 one_round(kind, template, Results("warm-up", info=dict(results.info)))

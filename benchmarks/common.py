@@ -204,6 +204,22 @@ def build_template(folder: Path, builder: Callable[..., object], **kwargs: objec
     return path
 
 
+def large_template(work: Path, notes: int, results: Results) -> Path:
+    """The generated collection of the full-sync benchmarks (`build_large_collection`), built
+    once in `work`; its card count and size go into `results.info`."""
+    from anki.collection import Collection
+
+    from tests.support.content import build_large_collection
+
+    started = time.perf_counter()
+    template = build_template(work, build_large_collection, notes=notes)
+    col = Collection(str(shutil.copyfile(template, work / "probe.anki2")))
+    results.info.update(cards=col.card_count(), collection_mb=round(template.stat().st_size / 2**20, 1))
+    col.close()
+    print(f"built template in {time.perf_counter() - started:.1f}s: {results.info}", flush=True)
+    return template
+
+
 def client_from_template(template: Path | None, server: BenchServer, name: str,
                          user: str = USER, password: str = PASSWORD) -> SyncClient:
     """A client in a fresh temp folder; its collection is a copy of
