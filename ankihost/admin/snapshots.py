@@ -111,5 +111,7 @@ async def export_collection(ctx: AdminContext, args: dict[str, Any]) -> dict[str
     state = _state(ctx, name)
     result: dict[str, Any] = await _refused_as_admin_error(export.export(
         state, dest, media=bool(args.get("media", True)), progress=Meter(what=name), wait_secs=wait_secs))
-    ctx.audit("collection.exported", name, path=result["path"])
+    # a page's download goes through a temporary file: its path would mean nothing later
+    where = {"to": "download"} if args.get("download") else {"path": result["path"]}
+    ctx.audit("collection.exported", name, media=bool(args.get("media", True)), **where)
     return {"name": name, **result}

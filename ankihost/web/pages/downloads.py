@@ -114,7 +114,7 @@ class Exports:
             await anyio.to_thread.run_sync(lambda: shutil.rmtree(folder, ignore_errors=True))
 
     async def _export(self, name: str, dest: Path, media: bool, back: str) -> dict[str, Any]:
-        args = {"name": name, "dest": str(dest), "media": media, "wait_secs": self.wait_secs}
+        args = {"name": name, "dest": str(dest), "media": media, "wait_secs": self.wait_secs, "download": True}
         try:
             result: dict[str, Any] = await self.ops["export.create"](self.context, args)
         except AdminError as error:

@@ -311,6 +311,7 @@ def test_the_admin_downloads_an_env_users_and_a_store_users_package(
     assert leftovers(admin, "alice") == [] and leftovers(admin, "sam") == []
     events = [e for e in admin.app.accounts.store.audit() if e.event == "collection.exported"]
     assert [(e.account, e.actor) for e in events] == [("sam", "admin page"), ("alice", "admin page")]
+    assert [e.detail for e in events] == ["media=False to=download", "media=True to=download"]
 
 
 def test_download_refusals(admin: Site, client_collection: bytes) -> None:
