@@ -132,6 +132,15 @@ class Envelope:
         checked while it is decoded, in a worker thread (the whole body by default)."""
         return await self.decode(method, limit)
 
+    @property
+    def named_client(self) -> str:
+        """The client's version as the request names it; "" when it names none."""
+        return self.client_version
+
+    def client_from_meta(self) -> None:
+        """After `receive`, for `meta`: learn the client's version from the payload where the
+        envelope does not carry it (the legacy form); nothing for protocol 11."""
+
     def close(self) -> None:
         """Release what `receive` kept."""
 

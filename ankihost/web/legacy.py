@@ -25,6 +25,10 @@ from ankihost.web.envelope import INLINE_DECOMPRESS_BYTES, INLINE_DECOMPRESS_LIM
 
 # What the request log and the device list show for a legacy request's client.
 LEGACY_CLIENT = "legacy"
+# The most characters of a client version taken from a legacy `meta` payload (`cv`), and the
+# largest payload read for it (a real one is a few dozen bytes).
+MAX_CLIENT_CHARS = 200
+META_PAYLOAD_BYTES = 64 * 1024
 BEGIN = "begin"
 
 
@@ -46,6 +50,26 @@ class MultipartEnvelope(Envelope):
         self.host_key = self.form.host_key
         self.session_key = self.form.session_key
         self.client_version = self.form.client_version or LEGACY_CLIENT
+
+    @property
+    def named_client(self) -> str:
+        return "" if self.client_version == LEGACY_CLIENT else self.client_version
+
+    def client_from_meta(self) -> None:
+        """Old clients name their version only inside `meta`'s payload (`cv`): take it from
+        there, for the request's log line and the device's record. A payload that does not
+        parse is left for the step to refuse."""
+        form = self.form
+        if form is None or form.client_version is not None:
+            return
+        try:
+            payload = _small_payload(form, META_PAYLOAD_BYTES)
+            body = orjson.loads(payload) if payload is not None else None
+        except (BadRequest, orjson.JSONDecodeError):
+            return
+        version = body.get("cv") if isinstance(body, dict) else None
+        if isinstance(version, str) and version.strip():
+            self.client_version = version[:MAX_CLIENT_CHARS]
 
     async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
         form = self.form

@@ -38,7 +38,10 @@ def authenticate(registry: Registry, envelope: Envelope, record: RequestLog) -> 
     credential = registry.accounts.credential(envelope.host_key)
     if credential is None:
         raise AuthFailed("unknown host key")
-    registry.accounts.seen(credential, envelope.client_version, record.ip)
+    named = envelope.named_client
+    registry.accounts.seen(credential, named, record.ip)
+    if not named and credential.device is not None and credential.device.client:
+        record.client = credential.device.client  # an old client, named by its last `meta`
     state = registry.state_of(credential.account)
     record.user = state.name
     return state

@@ -57,6 +57,8 @@ class SyncRoutes:
             raise BadRequest(f"unknown method sync/{method}")
         limit = self.upload_limit if step is None else body_limit(step, self.settings)
         await envelope.receive(limit)
+        if method == "meta":
+            envelope.client_from_meta()
         state = authenticate(self.registry, envelope, record)
         still_valid = key_still_valid(self.registry, envelope)
         if step is None:

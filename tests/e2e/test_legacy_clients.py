@@ -103,6 +103,8 @@ def test_old_client_uploads_a_new_client_downloads_then_both_sync_both_ways(
         assert new.col.find_notes('"edited by the old client"')
         _assert_same(old, new)
         assert old.sync() == "NO_CHANGES" and new.sync().required == NO_CHANGES  # both settled
+    # the old client's version (sent only in meta's payload) names it in the log
+    assert "/sync/meta user=alice client=anki,2.1.54" in server.log_text()
 
 
 def test_new_client_uploads_an_old_client_downloads_then_both_sync_both_ways(

@@ -475,3 +475,27 @@ def test_protocol_11_and_legacy_devices_of_one_user_see_the_same_collection(stor
     assert wire.payload(wire.post("upload", client_collection)) == b"OK"
     assert legacy.json(legacy.post("meta", {"v": 10}))["scm"] != legacy_meta["scm"]
     assert orjson.loads(legacy.payload(legacy.post("abort", {}))) is None
+
+
+def test_an_old_clients_version_is_taken_from_its_meta_payload(tmp_path):
+    """The legacy form carries no client version: `meta`'s `cv` names it, for the device list,
+    the last-sync summary and the log line; a later request without it keeps it."""
+    settings = make_settings(tmp_path / "base")
+    app = build(settings)
+    with TestClient(app) as http:
+        app.accounts.add("maria", "pw-maria-long", None)
+        legacy = LegacyWire(http, "")
+        key = legacy.json(legacy.post("hostKey", {"u": "maria", "p": "pw-maria-long"}))["key"]
+        legacy = LegacyWire(http, key)
+        version = "anki,2.1.54 (b6a7760c),lin:debian:12"
+        assert legacy.json(legacy.post("meta", {"v": 10, "cv": version}))["cont"] is True
+        [device] = app.accounts.devices("maria")
+        assert device.client == version
+        assert legacy.post("meta", {"v": 10, "cv": 5}).status_code == 200  # no usable cv: kept
+        [device] = app.accounts.devices("maria")
+        assert device.client == version
+        activity = app.accounts.activity("maria")
+        assert activity is not None and activity.last_client == version
+        legacy.post("meta", {"v": 10, "cv": "x" * 5000})
+        [device] = app.accounts.devices("maria")
+        assert device.client == "x" * 200
