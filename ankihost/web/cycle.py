@@ -168,9 +168,10 @@ class Cycle:
         if not self.head_written:
             self.head_written = True
             head = self._head(len(body), more)
-        if self.scope["method"] == "HEAD" or self.status in (204, 304):
+        bodiless = self.scope["method"] == "HEAD" or self.status in (204, 304)
+        if bodiless:
             body = b""
-        if self.chunked:
+        if self.chunked and not bodiless:  # (a HEAD gets no chunks, not even the last one)
             size = b"%x\r\n" % len(body) if body else b""
             tail = (b"\r\n" if body else b"") + (b"" if more else b"0\r\n\r\n")
             pieces = [head, size, body, tail]

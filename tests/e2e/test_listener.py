@@ -252,6 +252,53 @@ def test_head_then_get_on_one_connection(server: SyncServer) -> None:
         assert first[0] == 200 and first[2] == b"" and second[0] == 200
 
 
+STREAMING_APP = """
+import sys
+from ankihost.web import listener
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            else:
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"part one, ", "more_body": True})
+    await send({"type": "http.response.body", "body": b"part two", "more_body": False})
+
+listener.run(app, "127.0.0.1", int(sys.argv[1]), listener.ListenerLimits(),
+             on_listening=lambda url: print(url, flush=True))
+"""
+
+
+def test_a_head_of_a_streamed_response_has_no_body_not_even_the_last_chunk() -> None:
+    """A reply of unknown length is sent chunked; to HEAD only its head, so the next response
+    on the connection starts where the client expects it."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-c", STREAMING_APP, str(port)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().startswith("http://")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nhost: x\r\n\r\n")
+            data = b""
+            while not data.endswith(b"0\r\n\r\n") or data.count(b"HTTP/1.1 200") < 2:
+                piece = conn.recv(65536)
+                assert piece, data
+                data += piece
+        head, rest = data.split(b"\r\n\r\n", 1)
+        assert b"transfer-encoding: chunked" in head.lower()
+        assert rest.startswith(b"HTTP/1.1 200 ")  # nothing between the HEAD's head and the next response
+        assert rest.split(b"\r\n\r\n", 1)[1] == b"a\r\npart one, \r\n8\r\npart two\r\n0\r\n\r\n"
+    finally:
+        process.terminate()
+        process.wait(10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
 def test_file_descriptor_soft_limit_is_raised_to_the_hard_limit() -> None:
     command = [sys.executable, "-c", LOW_SOFT_LIMIT_THEN_ANKIHOST]
     with SyncServer("ankihost", users=[(USER, PASSWORD)], command=command) as server:
