@@ -150,4 +150,5 @@ class AccountPages(Area):
     async def export(self, page: PageRequest) -> Response:
         """The signed-in user's own collection package: the name comes from the session only."""
         media = page.form.get("media") != "0"
-        return await self.exports.download(page.signed_in.who, media=media, back="./")
+        return await self.exports.download(page.signed_in.who, media=media, back="./",
+                                           head=page.request.method == "HEAD")

@@ -125,4 +125,5 @@ class UserData:
 
     async def export(self, page: PageRequest) -> Response:
         name = page.form.required("name", "The user's name")
-        return await self.exports.download(name, media=page.form.get("media") != "0", back=user_page(name))
+        return await self.exports.download(name, media=page.form.get("media") != "0", back=user_page(name),
+                                           head=page.request.method == "HEAD")

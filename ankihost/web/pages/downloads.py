@@ -72,6 +72,22 @@ class PackageResponse(Response):
             self.file.close()
 
 
+class PackageHead(Response):
+    """The answer to HEAD for a package: its headers, without writing the package (its size is
+    not known until it is written, so the reply says it would be sent in chunks)."""
+
+    def __init__(self, filename: str) -> None:
+        super().__init__(headers={
+            **SECURITY_HEADERS, **NO_STORE, "Content-Disposition": attachment(filename),
+        }, media_type="application/octet-stream")
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 class Exports:
     """The packages one area writes: `download(name)` is the response that sends one."""
 
@@ -81,7 +97,11 @@ class Exports:
         self.wait_secs: float = WAIT_SECS
         self.writing: set[str] = set()
 
-    async def download(self, name: str, *, media: bool, back: str) -> PackageResponse:
+    async def download(self, name: str, *, media: bool, back: str, head: bool = False) -> Response:
+        if head:  # what a GET would send, without writing a package for it
+            if self.context.registry.by_name(name) is None:
+                raise NotFoundPage(f"There is no user {name!r}.", back=back)
+            return PackageHead(package_filename(name, media))
         if name in self.writing:
             raise Conflict(f"The collection of {name} is being prepared for a download already: "
                            "wait for that download to start.", back=back)

@@ -314,6 +314,21 @@ def test_the_admin_downloads_an_env_users_and_a_store_users_package(
     assert [e.detail for e in events] == ["media=False to=download", "media=True to=download"]
 
 
+def test_head_of_a_download_answers_without_writing_a_package(admin: Site, client_collection: bytes) -> None:
+    upload(admin, client_collection)
+    response = admin.http.head(f"{ADMIN}/export?name=alice")
+    assert response.status_code == 200 and response.content == b""
+    assert response.headers["content-disposition"].startswith('attachment; filename="alice.colpkg"')
+    assert "content-length" not in response.headers
+    assert admin.http.head(f"{ADMIN}/export?name=nobody").status_code == 404
+    assert admin.account_signin("alice", "secret").status_code == 303
+    response = admin.http.head("/account/export?media=0")
+    assert response.status_code == 200 and "alice (no media).colpkg" in response.headers["content-disposition"]
+    assert [e for e in admin.app.accounts.store.audit() if e.event == "collection.exported"] == []
+    assert leftovers(admin, "alice") == []
+    assert admin.admin("export?name=alice").status_code == 200  # and GET still sends the package
+
+
 def test_download_refusals(admin: Site, client_collection: bytes) -> None:
     assert admin.admin("export?name=nobody").status_code == 404
     assert admin.admin("export").status_code == 400
