@@ -14,7 +14,7 @@ import ctypes.util
 import os
 import threading
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 # After a large body, freed memory is handed back to the system this long after it was read,
 # once its request is over (its reply sent, its follow-up done; see `release_memory_soon`).
@@ -29,20 +29,20 @@ MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, or None where there is none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
+def _libc(name: str, argtypes: list[Any], restype: Any) -> Any:
+    """The C library's function `name` with its signature set, or None where there is none
+    (musl has no malloc_trim; macOS neither of ours)."""
+    library = ctypes.util.find_library("c")
     try:
-        function = ctypes.CDLL(name).malloc_trim if name else None
+        function = getattr(ctypes.CDLL(library), name) if library else None
     except (OSError, AttributeError):
         return None
-    if function is None:
-        return None
-    function.argtypes, function.restype = [ctypes.c_size_t], ctypes.c_int
-    return cast(Callable[[int], int], function)
+    if function is not None:
+        function.argtypes, function.restype = argtypes, restype
+    return function
 
 
-_TRIM = _malloc_trim()
+_TRIM = cast(Callable[[int], int] | None, _libc("malloc_trim", [ctypes.c_size_t], ctypes.c_int))
 
 
 def limit_arenas(count: int = MALLOC_ARENAS) -> bool:
@@ -50,15 +50,10 @@ def limit_arenas(count: int = MALLOC_ARENAS) -> bool:
     that is not possible, or when the admin chose a number with glibc's own MALLOC_ARENA_MAX."""
     if "MALLOC_ARENA_MAX" in os.environ:
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        return False
-    if mallopt is None:
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_ARENA_MAX, count))
+    mallopt = _libc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_ARENA_MAX, count))
+
+
 _pending = threading.Lock()
 
 
