@@ -108,10 +108,10 @@ async def create_backup(ctx: AdminContext, args: dict[str, Any]) -> dict[str, An
 
 async def export_collection(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
     name, dest, wait_secs = _text(args, "name"), _path(args, "dest"), _wait_secs(args)
-    state = _state(ctx, name)
+    state, media = _state(ctx, name), bool(args.get("media", True))
     result: dict[str, Any] = await _refused_as_admin_error(export.export(
-        state, dest, media=bool(args.get("media", True)), progress=Meter(what=name), wait_secs=wait_secs))
+        state, dest, media=media, progress=Meter(what=name), wait_secs=wait_secs))
     # a page's download goes through a temporary file: its path would mean nothing later
     where = {"to": "download"} if args.get("download") else {"path": result["path"]}
-    ctx.audit("collection.exported", name, media=bool(args.get("media", True)), **where)
+    ctx.audit("collection.exported", name, media=media, **where)
     return {"name": name, **result}
