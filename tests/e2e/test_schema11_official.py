@@ -19,19 +19,17 @@ from typing import Any
 import pytest
 
 from ankihost.storage import schema, schema11
-from ankihost.storage.collection import connect
 from tests.support.client import NO_CHANGES, SyncClient
 from tests.support.content import build_rich_collection
 from tests.support.legacy_wire import recorded_payload
 from tests.support.old_client import OldClient, comparable, differences, new_client_dump
 from tests.support.proxy import ForwardingProxy
 from tests.support.server import SyncServer
+from tests.support.sync_steps import content
 
 pytestmark = pytest.mark.e2e
 
 USER, PASSWORD = "alice", "s3cret:pw"
-TABLES = ("col", "notes", "cards", "revlog", "graves", "deck_config", "config", "fields",
-          "templates", "notetypes", "decks", "tags")  # fmt: skip
 LEGACY_COLUMNS = ("conf", "models", "decks", "dconf", "tags")
 
 
@@ -44,14 +42,6 @@ def official(tmp_path: Path) -> Iterator[tuple[SyncServer, ForwardingProxy]]:
 
 def _stored(server: SyncServer) -> Path:
     return server.base / USER / "collection.anki2"
-
-
-def _rows(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    db = connect(path, exclusive=False)
-    try:
-        return {t: sorted(db.execute(f"select * from {t}").fetchall(), key=repr) for t in TABLES}
-    finally:
-        db.close()
 
 
 def _legacy_content(path: Path) -> dict[str, Any]:
@@ -108,7 +98,7 @@ def test_upgrade_of_an_old_clients_upload_is_what_the_official_server_stores(
     server.stop()  # the stored file is complete and unlocked
     ours = tmp_path / "ours18.anki2"
     assert schema11.upgrade(uploaded, ours) is None
-    assert _rows(ours) == _rows(_stored(server))
+    assert content(ours) == content(_stored(server))
     assert schema.upload_problem(ours) is None
 
 

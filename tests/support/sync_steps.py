@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import shutil
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +100,11 @@ def call(
     return orjson.loads(reply.data)
 
 
-def content(path: Path) -> dict[str, list[tuple]]:
-    """Every row of every collection table, for before/after comparisons."""
+def content(path: Path, tables: Sequence[str] = CONTENT_TABLES) -> dict[str, list[tuple]]:
+    """Every row of every collection table (or of `tables`), for before/after comparisons."""
     db = connect(path, exclusive=False)
     try:
-        return {
-            t: sorted(db.execute(f"select * from {t}").fetchall(), key=repr) for t in CONTENT_TABLES
-        }
+        return {t: sorted(db.execute(f"select * from {t}").fetchall(), key=repr) for t in tables}
     finally:
         db.close()
 

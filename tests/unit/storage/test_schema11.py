@@ -24,9 +24,8 @@ from ankihost.storage import schema, schema11
 from ankihost.storage.collection import connect
 from tests.support.content import build_rich_collection
 from tests.support.old_client import OldClient, comparable, differences, new_client_dump
+from tests.support.sync_steps import content
 
-TABLES_18 = ("col", "notes", "cards", "revlog", "graves", "deck_config", "config", "fields",
-             "templates", "notetypes", "decks", "tags")  # fmt: skip
 LEGACY_COLUMNS = ("conf", "models", "decks", "dconf", "tags")
 
 
@@ -101,14 +100,6 @@ def copy_of(tmp_path: Path) -> Callable[[Path], Path]:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _rows(path: Path, tables: tuple[str, ...] = TABLES_18) -> dict[str, list[tuple[Any, ...]]]:
-    db = connect(path, exclusive=False)
-    try:
-        return {t: sorted(db.execute(f"select * from {t}").fetchall(), key=repr) for t in tables}
-    finally:
-        db.close()
 
 
 def _legacy_col(path: Path) -> dict[str, Any]:
@@ -231,7 +222,7 @@ def test_upgrade_writes_what_the_official_upgrade_writes(
     assert schema11.upgrade(official11, ours) is None
     theirs = copy_of(official11)
     Collection(str(theirs)).close(downgrade=False)  # 26.9.3 upgrades a schema-11 file on open
-    assert _rows(ours) == _rows(theirs)
+    assert content(ours) == content(theirs)
     assert schema.upload_problem(ours) is None
     assert ours.read_bytes()[18:20] == b"\x02\x02"  # WAL
 
@@ -239,7 +230,7 @@ def test_upgrade_writes_what_the_official_upgrade_writes(
 def test_round_trip_18_to_11_to_18_keeps_every_object(rich18: Path, tmp_path: Path) -> None:
     schema11.downgrade(rich18, tmp_path / "11.anki2")
     assert schema11.upgrade(tmp_path / "11.anki2", tmp_path / "18.anki2") is None
-    before, after = _rows(rich18), _rows(tmp_path / "18.anki2")
+    before, after = content(rich18), content(tmp_path / "18.anki2")
     for table in ("col", "notes", "cards", "revlog", "graves", "notetypes", "fields", "decks",
                   "deck_config"):  # fmt: skip
         assert after[table] == before[table], table
@@ -262,7 +253,7 @@ def test_old_client_collection_upgrades_and_opens_in_the_new_client(
     _assert_same_content(_new_client_dump(ours), old_dump)
     theirs = copy_of(path)
     Collection(str(theirs)).close(downgrade=False)
-    assert _rows(ours) == _rows(theirs)
+    assert content(ours) == content(theirs)
 
 
 def test_upgrade_in_place_converts_the_file_itself(
@@ -309,7 +300,7 @@ def test_both_directions_keep_big_tables_out_of_python(big18: Path, tmp_path: Pa
     down = _python_peak(lambda: schema11.downgrade(big18, tmp_path / "11.anki2"))
     up = _python_peak(lambda: schema11.upgrade(tmp_path / "11.anki2", tmp_path / "18.anki2"))
     assert down < PYTHON_PEAK_LIMIT and up < PYTHON_PEAK_LIMIT, (down, up)
-    assert _rows(tmp_path / "18.anki2", ("revlog", "notes")) == _rows(big18, ("revlog", "notes"))
+    assert content(tmp_path / "18.anki2", ("revlog", "notes")) == content(big18, ("revlog", "notes"))
 
 
 # --- bad uploads --------------------------------------------------------------------------------
