@@ -76,3 +76,18 @@ def client_collection(tmp_path_factory: pytest.TempPathFactory) -> bytes:
         col.add_note(note, col.decks.id("Deck::Sub"))
     col.close(downgrade=False)
     return (folder / "collection.anki2").read_bytes()
+
+
+@pytest.fixture
+def fewer_notes(client_collection: bytes, tmp_path: Path) -> bytes:
+    """The client's collection with 10 of its 40 notes (and their cards) gone."""
+    from ankihost.storage.collection import connect
+
+    path = tmp_path / "fewer.anki2"
+    path.write_bytes(client_collection)
+    db = connect(path, exclusive=False)
+    db.execute("delete from notes where id in (select id from notes order by id limit 10)")
+    db.execute("delete from cards where nid not in (select id from notes)")
+    db.execute("vacuum")
+    db.close()
+    return path.read_bytes()

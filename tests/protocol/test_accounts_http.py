@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import sqlite3
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from ankihost.storage import schema
 from ankihost.storage.paths import DataFolder
 from ankihost.web.app import SyncApp
 from tests.conftest import ALICE_KEY, Wire, make_settings
+from tests.support.media_files import media_zip
 
 MIB = 1024 * 1024
 CLIENT = "26.09.3,29bb700b,linux"
@@ -73,18 +72,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
         made = Server(settings, http, app)
         made.admin("user.add", name="carol", password="carol-pw")
         yield made
-
-
-def upload_zip(entries: list[tuple[str, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    listed = []
-    with zipfile.ZipFile(buf, "w") as zf:
-        for i, (name, content) in enumerate(entries):
-            if content is not None:
-                zf.writestr(str(i), content)
-            listed.append([name, None if content is None else str(i)])
-        zf.writestr("_meta", orjson.dumps(listed))
-    return buf.getvalue()
 
 
 def _names(folder: Path) -> list[str]:
@@ -381,18 +368,18 @@ def test_a_media_upload_past_the_quota_is_refused_with_a_message_and_changes_not
     key = server.key("carol", "carol-pw")
     server.admin("user.set", name="carol", quota_mb=1)
     assert _media(server, key, "begin", {"v": CLIENT})["err"] == ""
-    small = _media(server, key, "uploadChanges", body=upload_zip([("a.jpg", b"a" * 400_000)]))
+    small = _media(server, key, "uploadChanges", body=media_zip([("a.jpg", b"a" * 400_000)]))
     assert small == {"data": [1, 1], "err": ""}
     media = server.user_root("carol") / "media"
     refused = _media(server, key, "uploadChanges",
-                     body=upload_zip([("b.jpg", os.urandom(400_000)), ("c.jpg", os.urandom(400_000))]))
+                     body=media_zip([("b.jpg", os.urandom(400_000)), ("c.jpg", os.urandom(400_000))]))
     assert set(refused) == {"err"} and "storage quota of 1.0 MB" in refused["err"]
     assert sorted(os.listdir(media)) == ["a.jpg"]
     a_sha1 = hashlib.sha1(b"a" * 400_000).hexdigest()
     assert _media(server, key, "mediaChanges", {"lastUsn": 0})["data"] == [["a.jpg", 1, a_sha1]]
     # deleting, and replacing a file by a smaller one, go through over the quota
-    assert _media(server, key, "uploadChanges", body=upload_zip([("a.jpg", b"small")]))["err"] == ""
-    assert _media(server, key, "uploadChanges", body=upload_zip([("a.jpg", None)]))["err"] == ""
+    assert _media(server, key, "uploadChanges", body=media_zip([("a.jpg", b"small")]))["err"] == ""
+    assert _media(server, key, "uploadChanges", body=media_zip([("a.jpg", None)]))["err"] == ""
     assert os.listdir(media) == []
 
 

@@ -30,6 +30,7 @@ from ankihost.sync.meta import NO_NEW_TIMEZONE_MESSAGE, NO_V2_SCHEDULER_MESSAGE
 from tests.conftest import ALICE_KEY, Wire, make_settings
 from tests.support.content import build_rich_collection
 from tests.support.legacy_wire import LegacyStepClient, LegacyWire, legacy_request, multipart_body
+from tests.support.media_files import media_zip
 from tests.support.sync_steps import content, mark_uploaded, new_client
 
 MIB = 1024 * 1024
@@ -300,18 +301,6 @@ def test_large_session_bodies_are_read_with_their_shape_checked_as_they_are_gunz
 # --- media ---------------------------------------------------------------------------------------
 
 
-def zip_of(files: dict[str, bytes | None]) -> bytes:
-    buf = io.BytesIO()
-    listed = []
-    with zipfile.ZipFile(buf, "w") as zf:
-        for i, (name, data) in enumerate(files.items()):
-            if data is not None:
-                zf.writestr(str(i), data)
-            listed.append([name, None if data is None else str(i)])
-        zf.writestr("_meta", json.dumps(listed))
-    return buf.getvalue()
-
-
 def test_media_begin_by_get_and_by_post(apps):
     legacy, wire, _ = apps
     http = legacy.http
@@ -341,7 +330,7 @@ def test_media_begin_post_without_any_version_is_400(apps):
 def test_media_both_ways_with_sk_and_raw_zips(apps, tmp_path):
     legacy, wire, folder = apps
     big = os.urandom(3 * MIB // 4)  # the body cap is MAX_SYNC_PAYLOAD_MEGS=1 here
-    assert legacy.json(legacy.media("uploadChanges", zip_of({"big.bin": big, "a.txt": b"a"}))) == \
+    assert legacy.json(legacy.media("uploadChanges", media_zip([("big.bin", big), ("a.txt", b"a")]))) == \
         {"data": [2, 2], "err": ""}
     changes = legacy.json(legacy.media("mediaChanges", {"lastUsn": 0}))["data"]
     assert [c[:2] for c in changes] == [["big.bin", 1], ["a.txt", 2]]
@@ -349,7 +338,7 @@ def test_media_both_ways_with_sk_and_raw_zips(apps, tmp_path):
     with zipfile.ZipFile(io.BytesIO(legacy.payload(response))) as zf:
         names = json.loads(zf.read("_meta"))
         assert {names[n]: zf.read(n) for n in names} == {"big.bin": big, "a.txt": b"a"}
-    assert legacy.json(legacy.media("uploadChanges", zip_of({"a.txt": None})))["data"] == [1, 3]
+    assert legacy.json(legacy.media("uploadChanges", media_zip([("a.txt", None)])))["data"] == [1, 3]
     assert legacy.json(legacy.media("mediaSanity", {"local": 1})) == {"data": "OK", "err": ""}
     assert wire.json(wire.post("begin", {"v": "anki,26.09.3"}, area="msync"))["data"]["usn"] == 3
     assert legacy.json(legacy.post("meta", {"v": 10}))["media_usn"] == 3

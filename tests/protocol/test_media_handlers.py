@@ -28,6 +28,7 @@ from ankihost.protocol.request import SyncRequest
 from ankihost.protocol.response import Reply
 from ankihost.registry import UserState
 from ankihost.storage.paths import new_media_temp_name
+from tests.support.media_files import media_zip
 from tests.support.states import make_state
 
 HOST_KEY = "13e56c1cee7ca0701c9e597d9c63da8615c981b3"
@@ -63,24 +64,10 @@ def data(reply: Reply) -> Any:
     return envelope["data"]
 
 
-def upload_zip(entries: Sequence[tuple[str, bytes | None]], meta: object = None) -> bytes:
-    buf = io.BytesIO()
-    listed = []
-    with zipfile.ZipFile(buf, "w") as zf:
-        for i, (name, content) in enumerate(entries):
-            if content is None:
-                listed.append([name, None])
-            else:
-                zf.writestr(str(i), content)
-                listed.append([name, str(i)])
-        zf.writestr("_meta", json.dumps(listed if meta is None else meta))
-    return buf.getvalue()
-
-
 def upload(state: UserState, entries: Sequence[tuple[str, bytes | None]]) -> list[int]:
     """Upload, then wait for the files to be placed (they are, in the background), so that the
     test can look at the media folder."""
-    result: list[int] = data(call(state, "uploadChanges", upload_zip(entries)))
+    result: list[int] = data(call(state, "uploadChanges", media_zip(entries)))
     state.media.place()
     return result
 
@@ -182,7 +169,7 @@ def test_an_uploads_files_are_placed_in_the_background_and_reads_wait_for_them(
         place(self)
 
     monkeypatch.setattr(journal.FileJournal, "place", held_place)
-    reply = call(state, "uploadChanges", upload_zip([("a.txt", b"A"), ("b.txt", b"B")]))
+    reply = call(state, "uploadChanges", media_zip([("a.txt", b"A"), ("b.txt", b"B")]))
     assert data(reply) == [2, 2]  # answered at once
     media = state.folder.media
     assert not (media / "a.txt").exists()  # durable in the media log, not placed yet
@@ -194,7 +181,7 @@ def test_an_uploads_files_are_placed_in_the_background_and_reads_wait_for_them(
 
 def test_upload_accepts_legacy_empty_string_deletions_and_25_entries(state: UserState) -> None:
     assert upload(state, [(f"f{i:02}.txt", b"x") for i in range(25)]) == [25, 25]
-    body = upload_zip([], meta=[["f00.txt", ""]])
+    body = media_zip([], meta=[["f00.txt", ""]])
     assert data(call(state, "uploadChanges", body)) == [1, 26]
 
 
@@ -292,27 +279,27 @@ def test_download_of_a_corrupted_file_is_409_never_silently_served(state: UserSt
 
 
 def _corrupt_zip() -> bytes:
-    raw = bytearray(upload_zip([("new.txt", b"ABCDEFGHIJKLMNOP")]))
+    raw = bytearray(media_zip([("new.txt", b"ABCDEFGHIJKLMNOP")]))
     raw[raw.index(b"ABCDEFGHIJKLMNOP")] ^= 0xFF  # content no longer matches the CRC-32
     return bytes(raw)
 
 
 REFUSED: dict[str, tuple[str, bytes | dict[str, Any], type[SyncError]]] = {
-    "upload traversal ../": ("uploadChanges", upload_zip([("../evil.txt", b"x")]), BadRequest),
-    "upload traversal ..": ("uploadChanges", upload_zip([("..", b"x")]), BadRequest),
-    "upload absolute": ("uploadChanges", upload_zip([("/etc/evil", b"x")]), BadRequest),
-    "upload backslash": ("uploadChanges", upload_zip([("..\\evil.txt", b"x")]), BadRequest),
-    "upload NUL": ("uploadChanges", upload_zip([("a\x00b", b"x")]), BadRequest),
-    "upload NFD": ("uploadChanges", upload_zip([(unicodedata.normalize("NFD", "é.png"), b"x")]),
+    "upload traversal ../": ("uploadChanges", media_zip([("../evil.txt", b"x")]), BadRequest),
+    "upload traversal ..": ("uploadChanges", media_zip([("..", b"x")]), BadRequest),
+    "upload absolute": ("uploadChanges", media_zip([("/etc/evil", b"x")]), BadRequest),
+    "upload backslash": ("uploadChanges", media_zip([("..\\evil.txt", b"x")]), BadRequest),
+    "upload NUL": ("uploadChanges", media_zip([("a\x00b", b"x")]), BadRequest),
+    "upload NFD": ("uploadChanges", media_zip([(unicodedata.normalize("NFD", "é.png"), b"x")]),
                    BadRequest),
-    "upload 256-byte name": ("uploadChanges", upload_zip([("n" * 256, b"x")]), BadRequest),
-    "upload 26 entries": ("uploadChanges", upload_zip([(f"n{i}", b"x") for i in range(26)]),
+    "upload 256-byte name": ("uploadChanges", media_zip([("n" * 256, b"x")]), BadRequest),
+    "upload 26 entries": ("uploadChanges", media_zip([(f"n{i}", b"x") for i in range(26)]),
                           BadRequest),
-    "upload empty member": ("uploadChanges", upload_zip([("new.txt", b"")]), BadRequest),
-    "upload missing member": ("uploadChanges", upload_zip([], meta=[["new.txt", "0"]]),
+    "upload empty member": ("uploadChanges", media_zip([("new.txt", b"")]), BadRequest),
+    "upload missing member": ("uploadChanges", media_zip([], meta=[["new.txt", "0"]]),
                               BadRequest),
     "upload bad after good": ("uploadChanges",
-                              upload_zip([("keep.txt", b"changed!"), ("new.txt", b"n"),
+                              media_zip([("keep.txt", b"changed!"), ("new.txt", b"n"),
                                           ("keep.txt", None), ("../x", b"x")]), BadRequest),
     "upload corrupt zip": ("uploadChanges", b"PK\x03\x04 definitely not a zip", BadRequest),
     "upload wrong checksum": ("uploadChanges", _corrupt_zip(), BadRequest),
@@ -368,7 +355,7 @@ def test_a_failure_while_applying_rolls_back_files_and_database(state: UserState
     _populate(state)
     (state.folder.media / "blocker").mkdir()  # a directory where a file must go: rename fails
     before = snapshot(state)
-    body = upload_zip([("keep.txt", b"new content"), ("other.bin", None), ("blocker", b"x")])
+    body = media_zip([("keep.txt", b"new content"), ("other.bin", None), ("blocker", b"x")])
     with pytest.raises(ServerError):
         call(state, "uploadChanges", body)
     assert snapshot(state) == before

@@ -4,10 +4,7 @@ ANKIHOST_MEDIA_TRASH_DAYS=0 keeps nothing."""
 
 from __future__ import annotations
 
-import io
-import json
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,24 +14,13 @@ from ankihost.media.trash import SECONDS_PER_DAY
 from ankihost.server import build
 from ankihost.web import app as web_app
 from tests.conftest import Wire, make_settings
+from tests.support.media_files import media_zip
 
 SETTLE_WAIT_SECS = 10
 
 
-def upload_zip(entries: list[tuple[str, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    listed: list[list[str | None]] = []
-    with zipfile.ZipFile(buf, "w") as zf:
-        for i, (name, content) in enumerate(entries):
-            if content is not None:
-                zf.writestr(str(i), content)
-            listed.append([name, None if content is None else str(i)])
-        zf.writestr("_meta", json.dumps(listed))
-    return buf.getvalue()
-
-
 def upload(wire: Wire, entries: list[tuple[str, bytes | None]]) -> list[int]:
-    reply = wire.json(wire.post("uploadChanges", upload_zip(entries), area="msync"))
+    reply = wire.json(wire.post("uploadChanges", media_zip(entries), area="msync"))
     assert reply["err"] == ""
     result: list[int] = reply["data"]
     return result

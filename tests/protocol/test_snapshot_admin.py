@@ -19,24 +19,10 @@ from starlette.testclient import TestClient
 from ankihost.admin import channel
 from ankihost.admin.operations import AdminError
 from ankihost.server import build
-from ankihost.storage.collection import connect
 from ankihost.storage.paths import DataFolder
 from tests.conftest import Wire, make_settings
 
 NO_CHANGES = {"changes": {"models": [], "decks": [[], []], "tags": []}}
-
-
-@pytest.fixture
-def fewer_notes(client_collection: bytes, tmp_path: Path) -> bytes:
-    """The client's collection with 10 of its 40 notes (and their cards) gone."""
-    path = tmp_path / "fewer.anki2"
-    path.write_bytes(client_collection)
-    db = connect(path, exclusive=False)
-    db.execute("delete from notes where id in (select id from notes order by id limit 10)")
-    db.execute("delete from cards where nid not in (select id from notes)")
-    db.execute("vacuum")
-    db.close()
-    return path.read_bytes()
 
 
 class Server:

@@ -7,7 +7,11 @@ explicitly, so tests never wait for the clock.
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 _SECOND_NS = 1_000_000_000
@@ -33,3 +37,17 @@ def write_media(folder: Path, files: dict[str, bytes | None]) -> None:
         mtime_ns = max(path.stat().st_mtime_ns, old_mtime_ns + 2 * _SECOND_NS)
         os.utime(path, ns=(mtime_ns, mtime_ns))
     touch_folder(folder)
+
+
+def media_zip(entries: Sequence[tuple[str, bytes | None]], meta: object = None) -> bytes:
+    """A media upload zip as clients send it: each file as "0", "1", …, and `_meta` listing
+    [name, zip entry] pairs (entry None: the file is deleted); `meta` replaces that listing."""
+    buf = io.BytesIO()
+    listed: list[list[str | None]] = []
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, (name, content) in enumerate(entries):
+            if content is not None:
+                zf.writestr(str(i), content)
+            listed.append([name, None if content is None else str(i)])
+        zf.writestr("_meta", json.dumps(listed if meta is None else meta))
+    return buf.getvalue()

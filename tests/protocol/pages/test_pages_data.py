@@ -6,7 +6,6 @@ a download leaves nothing behind, even when the client goes away mid-way."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import sqlite3
 import tempfile
@@ -20,41 +19,16 @@ import zstandard
 from prometheus_client.parser import text_string_to_metric_families
 
 from ankihost.server import build
-from ankihost.storage.collection import connect
 from ankihost.web.pages.forms import MAX_LIST_VALUES
 from tests.conftest import ALICE_KEY, Wire, make_settings
 from tests.protocol.pages.conftest import ADMIN, Site, csrf_of
+from tests.support.media_files import media_zip
 
 MEDIA_BYTES = 600 * 1024  # more than one piece of a download (downloads.CHUNK_BYTES)
 
 
-@pytest.fixture
-def fewer_notes(client_collection: bytes, tmp_path: Path) -> bytes:
-    """The client's collection with 10 of its 40 notes (and their cards) gone."""
-    path = tmp_path / "fewer.anki2"
-    path.write_bytes(client_collection)
-    db = connect(path, exclusive=False)
-    db.execute("delete from notes where id in (select id from notes order by id limit 10)")
-    db.execute("delete from cards where nid not in (select id from notes)")
-    db.execute("vacuum")
-    db.close()
-    return path.read_bytes()
-
-
 def upload(site: Site, collection: bytes, key: str = ALICE_KEY) -> None:
     assert Wire(site.http).payload(Wire(site.http).post("upload", collection, key=key)) == b"OK"
-
-
-def media_zip(entries: list[tuple[str, bytes | None]]) -> bytes:
-    buf = io.BytesIO()
-    listed: list[list[str | None]] = []
-    with zipfile.ZipFile(buf, "w") as zf:
-        for i, (name, content) in enumerate(entries):
-            if content is not None:
-                zf.writestr(str(i), content)
-            listed.append([name, None if content is None else str(i)])
-        zf.writestr("_meta", json.dumps(listed))
-    return buf.getvalue()
 
 
 def upload_media(site: Site, entries: list[tuple[str, bytes | None]], key: str = ALICE_KEY) -> None:
