@@ -334,7 +334,10 @@ class FileJournal:
 
 
 def write_file_at(dir_fd: int, name: str, data: bytes) -> None:
-    """Create or overwrite `name` (in the folder of `dir_fd`) with `data`."""
+    """`name` (in the folder of `dir_fd`) as a new file holding `data`. A file already there is
+    unlinked first, never rewritten in place: a hard link to it (a backup's or an export's
+    frozen copy, `snapshots/freeze.py`) keeps the content it had."""
+    _unlink_at(dir_fd, name)
     fd = os.open(name, _O_WRITE, 0o666, dir_fd=dir_fd)
     try:
         staging.write_all(fd, data)

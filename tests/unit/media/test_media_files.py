@@ -465,3 +465,19 @@ def test_batches_of_several_users_share_the_sync_threads(tmp_path: Path) -> None
         results = list(pool.map(user, range(4)))
     for n, contents in enumerate(results):
         assert contents == {f"{b}-{i}": b"%d" % (n * i) for b in range(5) for i in range(10)}
+
+
+def test_a_file_written_over_is_a_new_file_so_a_hard_link_keeps_the_old_content(tmp_path: Path) -> None:
+    """Backups and exports freeze media as hard links: placing a new version must never rewrite
+    the old one in place (with the trash off, or for a change without an old row)."""
+    from ankihost.media.journal import write_file_at
+
+    (tmp_path / "a.jpg").write_bytes(b"old version")
+    os.link(tmp_path / "a.jpg", tmp_path / "frozen.jpg")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        write_file_at(fd, "a.jpg", b"new")
+    finally:
+        os.close(fd)
+    assert (tmp_path / "a.jpg").read_bytes() == b"new"
+    assert (tmp_path / "frozen.jpg").read_bytes() == b"old version"
