@@ -61,7 +61,7 @@ class UserMedia:
         placement failed, the index is closed: its next use recovers from the media log."""
         try:
             self.placer.wait(names)
-        except OSError:
+        except Exception:  # whatever failed, the batches dropped from the queue are in the log
             self._close_index()
             raise
 
@@ -94,7 +94,7 @@ class UserMedia:
         self.place()
         try:
             self.log.checkpoint()
-        except OSError:
+        except Exception:
             self._close_index()
             raise
 
@@ -106,12 +106,12 @@ class UserMedia:
     def close(self) -> None:
         try:
             self.settle()
-        except OSError:
+        except Exception:
             log.exception("media: the last changes of %s could not be flushed", self.folder.root)
         self._close_index()
 
     def _close_index(self) -> None:
-        with contextlib.suppress(OSError):  # recovery places what is left
+        with contextlib.suppress(Exception):  # recovery places what is left
             self.placer.wait()
         self.log.close()
         self.log = MediaLog(self.folder)  # what recovery will read back, from the start

@@ -179,6 +179,26 @@ def test_an_uploads_files_are_placed_in_the_background_and_reads_wait_for_them(
     assert sorted(p.name for p in media.iterdir()) == ["a.txt", "b.txt"]
 
 
+def test_a_placement_that_fails_in_any_way_is_redone_from_the_media_log(
+    state: UserState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only a disk error: whatever stops the background placement, the batches it dropped
+    are placed again when the index is next opened, never forgotten by a checkpoint."""
+    place = journal.FileJournal.place
+
+    def failing_place(self: journal.FileJournal) -> None:
+        raise RuntimeError("placement interrupted")
+
+    monkeypatch.setattr(journal.FileJournal, "place", failing_place)
+    reply = call(state, "uploadChanges", media_zip([("a.txt", b"A"), ("b.txt", b"B")]))
+    assert data(reply) == [2, 2]
+    with pytest.raises(RuntimeError, match="placement interrupted"):
+        state.media.settle()
+    monkeypatch.setattr(journal.FileJournal, "place", place)
+    state.media.settle()  # nothing of its own to flush: the index was closed
+    assert download(state, ["a.txt", "b.txt"]) == {"a.txt": b"A", "b.txt": b"B"}
+
+
 def test_upload_accepts_legacy_empty_string_deletions_and_25_entries(state: UserState) -> None:
     assert upload(state, [(f"f{i:02}.txt", b"x") for i in range(25)]) == [25, 25]
     body = media_zip([], meta=[["f00.txt", ""]])
