@@ -79,7 +79,6 @@ async def restore_files(ctx: AdminContext, args: dict[str, Any]) -> dict[str, An
     except restore.RestoreRefused as refused:
         raise AdminError(f"nothing was restored: {refused}", CONFLICT) from None
     if result.restored:
-        ctx.directory.audit.record("media.restored", name, files=len(result.restored),
-                                   usn=result.usn)
+        ctx.audit("media.restored", name, files=len(result.restored), usn=result.usn)
     return {"name": name, "restored": result.restored, "already_there": result.already_there,
             "usn": result.usn}

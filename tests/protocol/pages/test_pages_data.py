@@ -210,6 +210,8 @@ def test_ticked_trash_files_are_restored(trashed: Site) -> None:
     page = trashed.admin("user?name=alice").text
     assert "Restored 2 media file(s): a.txt, c.txt" in page
     assert 'value="b.txt"' in page and 'value="a.txt"' not in page
+    [event] = [e for e in trashed.app.accounts.store.audit("alice") if e.event == "media.restored"]
+    assert event.actor == "admin page"
 
 
 def test_trash_refusals_change_nothing(trashed: Site) -> None:
