@@ -54,8 +54,9 @@ class AdminContext:
         self.directory.audit.record(event, account, actor=self.actor, **detail)
 
     def close(self) -> None:
-        for state in self.registry.all():  # what a command running by itself opened
-            state.close()
+        """Write the account store's pending changes and close it. The users' databases are
+        closed by whoever opened the context: the runner (a command alone) or the server's
+        shutdown, each user under their lock (`web/app.close_all`)."""
         self.directory.flush()
         self.directory.store.close()
 
