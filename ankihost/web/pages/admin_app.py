@@ -71,7 +71,7 @@ class AdminApp:
             if page == METRICS:
                 record.quiet = True
                 response = await self._metrics(request)
-            elif self.pages is None or match is None:
+            elif self.pages is None:
                 response = HTMLResponse(PAGES_OFF, 404, headers=SECURITY_HEADERS)
             else:
                 response = await self.pages.handle(request, page, record, peer)

@@ -212,6 +212,8 @@ def test_unknown_user_and_page(admin: Site):
     assert admin.admin("user?name=nobody").status_code == 404
     assert admin.admin("user").status_code == 400
     assert admin.admin("no-such-page").status_code == 404
+    response = admin.admin("user@x")  # not even a page name: still "no such page", pages are on
+    assert response.status_code == 404 and "Admin pages are off" not in response.text
     response = admin.admin("revoke")
     assert response.status_code == 405 and response.headers["allow"] == "POST"
 
