@@ -235,14 +235,15 @@ def _host_text(host: str) -> str:
 
 
 class Lifespan:
-    """The ASGI lifespan protocol: startup before listening, shutdown after the last request."""
+    """The ASGI lifespan protocol: startup before listening, shutdown after the last request.
+    The apps served here all speak it, so an app that fails or ends during start-up stops the
+    server with its error (never serving without what start-up sets up)."""
 
     def __init__(self, app: App) -> None:
         self.app = app
         self.inbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
         self.outbox: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
         self.task: asyncio.Task[None] | None = None
-        self.supported = True
 
     async def startup(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._main())
@@ -250,9 +251,12 @@ class Lifespan:
         reply = await self._reply()
         if reply.get("type") == "lifespan.startup.failed":
             raise RuntimeError(f"the app failed to start: {reply.get('message', '')}")
+        if not reply:  # the app raised, or returned, before it said it had started
+            self.task.result()
+            raise RuntimeError("the app ended during its start-up")
 
     async def shutdown(self) -> None:
-        if not self.supported or self.task is None or self.task.done():
+        if self.task is None or self.task.done():
             return
         await self.inbox.put({"type": "lifespan.shutdown"})
         await self._reply()
@@ -269,8 +273,4 @@ class Lifespan:
 
     async def _main(self) -> None:
         scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": {}}
-        try:
-            await self.app(scope, self.inbox.get, self.outbox.put)
-        except Exception as exc:
-            self.supported = False
-            log.debug("the app does not use the lifespan protocol: %r", exc)
+        await self.app(scope, self.inbox.get, self.outbox.put)

@@ -299,6 +299,28 @@ def test_a_head_of_a_streamed_response_has_no_body_not_even_the_last_chunk() -> 
             process.stdout.close()
 
 
+FAILING_START = """
+import sys
+from ankihost.web import listener
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await receive()
+        raise OSError("the admin channel's socket cannot be made")
+
+listener.run(app, "127.0.0.1", int(sys.argv[1]), listener.ListenerLimits(),
+             on_listening=lambda url: print("listening", url, flush=True))
+"""
+
+
+def test_an_app_that_fails_to_start_stops_the_server_before_it_listens() -> None:
+    port = free_port()
+    done = subprocess.run([sys.executable, "-c", FAILING_START, str(port)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "listening" not in done.stdout
+    assert "the admin channel's socket cannot be made" in done.stderr
+
+
 def test_file_descriptor_soft_limit_is_raised_to_the_hard_limit() -> None:
     command = [sys.executable, "-c", LOW_SOFT_LIMIT_THEN_ANKIHOST]
     with SyncServer("ankihost", users=[(USER, PASSWORD)], command=command) as server:
