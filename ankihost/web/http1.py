@@ -14,7 +14,8 @@ import asyncio
 import email.utils
 import logging
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 import httptools
@@ -44,6 +45,25 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that breaks a limit."""
 
 
+class Slot(Protocol):
+    """An open connection as the hub counts it against the cap: a `Connection`, or a TLS one
+    whose handshake has not made it one yet (`tlsport.TlsPort`)."""
+
+    @property
+    def cycle(self) -> Cycle | None: ...
+
+    @property
+    def queued(self) -> Collection[Cycle]: ...
+
+    def evictable(self) -> bool: ...
+
+    def check_timeouts(self, now: float) -> None: ...
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 class Hub:
     """What every connection shares: the app, the limits, the clock, the open connections and
     the running app tasks."""
@@ -55,7 +75,7 @@ class Hub:
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time()
         self.date = b""
-        self.connections: dict[Connection, None] = {}
+        self.connections: dict[Slot, None] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.closing = False
         self.refused = 0
@@ -75,7 +95,7 @@ class Hub:
                         self.refused, len(self.connections))
             self.refused = 0
 
-    def admit(self, connection: Connection) -> bool:
+    def admit(self, connection: Slot) -> bool:
         if len(self.connections) >= self.limits.max_connections and not self._evict_one():
             self.refused += 1
             return False
@@ -93,15 +113,17 @@ class Hub:
                 return True
         return False
 
-    def forget(self, connection: Connection) -> None:
+    def forget(self, connection: Slot) -> None:
         self.connections.pop(connection, None)
 
 
 class Connection(asyncio.Protocol):
     """One client connection: parses its requests and runs them one after the other."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, replaces: Slot | None = None) -> None:
         self.hub = hub
+        # the TLS connection this one carries on once its handshake is done (its slot is ours)
+        self.replaces = replaces
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.client: tuple[str, int] | None = None
@@ -125,6 +147,8 @@ class Connection(asyncio.Protocol):
     # -- transport events -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.replaces is not None:
+            self.hub.forget(self.replaces)
         if not self.hub.admit(self):
             self.lost = True
             self.transport.write(SERVICE_UNAVAILABLE)
@@ -323,6 +347,10 @@ class Connection(asyncio.Protocol):
         if not self.lost and (self.cycle is None or not self.cycle.head_written):
             self.transport.write(plain_response(status))
         self.close()
+
+    def abort(self) -> None:
+        """Close at once, dropping what was not sent."""
+        self.transport.abort()
 
     def close(self) -> None:
         """Close after what was written is sent."""

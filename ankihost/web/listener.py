@@ -225,7 +225,7 @@ class Listener:
         for task in list(hub.tasks):
             task.cancel()
         for connection in list(hub.connections):
-            connection.transport.abort()
+            connection.abort()
         if hub.tasks:
             await asyncio.wait(list(hub.tasks), timeout=1.0)
 

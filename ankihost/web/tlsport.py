@@ -35,6 +35,12 @@ class TlsPort(asyncio.Protocol):
     handshake goes on through TLS to a `Connection`; plain HTTP is answered, in plain text,
     that the port speaks HTTPS. Failed handshakes are logged with the reason, one line each."""
 
+    # as a slot of the hub (`http1.Slot`): counted against the connection cap from the moment
+    # it is accepted until its `Connection` takes over (or it is closed); no request yet, so
+    # closing it for a newcomer loses nothing
+    cycle = None
+    queued: tuple[()] = ()
+
     def __init__(self, hub: Hub, context: ssl.SSLContext) -> None:
         self.hub = hub
         self.context = context
@@ -43,11 +49,31 @@ class TlsPort(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.timer = self.hub.loop.call_later(self.hub.limits.header_timeout, transport.close)
+        if not self.hub.admit(self):
+            transport.close()  # (no plain-text 503 on a TLS port)
+            return
+        self.timer = self.hub.loop.call_later(self.hub.limits.header_timeout, self.close)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.hub.forget(self)
         if self.timer is not None:
             self.timer.cancel()
+
+    def evictable(self) -> bool:
+        return True
+
+    def check_timeouts(self, now: float) -> None:
+        """Nothing: its own timer closes it (the handshake has a timeout of its own too)."""
+
+    def close(self) -> None:
+        self.hub.forget(self)
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.hub.forget(self)
+        if self.transport is not None:
+            self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
         transport = self.transport
@@ -59,8 +85,9 @@ class TlsPort(asyncio.Protocol):
             transport.close()
             return
         waiter = self.hub.loop.create_future()
-        waiter.add_done_callback(lambda done: _handshake_done(done, transport))
-        tls = _ssl_protocol_class()(self.hub.loop, Connection(self.hub), self.context, waiter, server_side=True,
+        waiter.add_done_callback(lambda done: self._handshake_done(done, transport))
+        tls = _ssl_protocol_class()(self.hub.loop, Connection(self.hub, replaces=self), self.context, waiter,
+                                    server_side=True,
                                     ssl_handshake_timeout=self.hub.limits.header_timeout)
         transport.set_protocol(tls)
         tls.connection_made(transport)
@@ -71,6 +98,11 @@ class TlsPort(asyncio.Protocol):
             buffer[:size] = view[:size]
             tls.buffer_updated(size)
             view = view[size:]
+
+    def _handshake_done(self, waiter: asyncio.Future[None], transport: asyncio.BaseTransport) -> None:
+        if waiter.cancelled() or waiter.exception() is not None:
+            self.hub.forget(self)  # (on success, its Connection took the slot over)
+        _log_handshake_failure(waiter, transport)
 
 
 def _ssl_protocol_class() -> Any:
@@ -85,7 +117,7 @@ def _ssl_protocol_class() -> Any:
     return sslproto.SSLProtocol
 
 
-def _handshake_done(waiter: asyncio.Future[None], transport: asyncio.BaseTransport) -> None:
+def _log_handshake_failure(waiter: asyncio.Future[None], transport: asyncio.BaseTransport) -> None:
     if waiter.cancelled() or waiter.exception() is None:
         return
     exc = waiter.exception()

@@ -216,6 +216,27 @@ class legacy_tls_server:  # noqa: N801 - used as a context manager like a functi
         self.sock.close()
 
 
+def test_connections_before_their_handshake_count_against_the_cap(ca: PrivateCA, files: ServerFiles) -> None:
+    """Idle connections to the HTTPS port that never start TLS hold a slot like any other: past
+    the cap the oldest are closed for newcomers, and a real request is still served at once."""
+    env = {**files.env(), "ANKIHOST_MAX_CONNECTIONS": "4"}
+    with SyncServer("ankihost", users=[(USER, PASSWORD)], env=env, tls_ca=ca.pem_path) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(4)]
+        try:
+            with tls_connect(server.port, client_context(ca)) as conn:  # the fifth: room is made
+                body = zstandard.ZstdCompressor().compress(b'{"v":11,"cv":"test"}')
+                conn.sendall(meta_head(len(body)) + body)
+                assert read_response(conn).startswith(b"HTTP/1.1 200")
+            idle[0].settimeout(2)
+            assert idle[0].recv(1) == b""  # the oldest was closed for it
+            idle[3].settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                idle[3].recv(1)  # the newest still waits
+        finally:
+            for conn in idle:
+                conn.close()
+
+
 def test_plain_http_on_the_tls_port_is_told_to_use_https(server: SyncServer, ca: PrivateCA,
                                                           files: ServerFiles) -> None:
     assert server.port is not None
