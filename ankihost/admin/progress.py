@@ -76,6 +76,3 @@ class Meter:
 
     def say(self, text: str) -> None:
         message(text)
-
-    def finish(self) -> None:
-        report(done=self.done, total=max(self.total, self.done), what=self.what)

@@ -19,7 +19,6 @@ After a crash, `recovery.py` redoes or drops what the log holds. No SQL here.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import stat
 import time
@@ -45,7 +44,6 @@ from ankihost.storage.paths import (
 if TYPE_CHECKING:
     from ankihost.storage.paths import UserFolder
 
-logger = logging.getLogger(__name__)
 
 # A batch that finds more than this in the log checkpoints first (what a checkpoint flushes,
 # and what recovery reads back, stays bounded); see `user_media.MediaBatch`.

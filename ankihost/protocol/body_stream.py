@@ -32,7 +32,7 @@ class BodyUnreadable(Exception):
 
 
 def zstd_pieces(
-    raw: IO[bytes], limit: int, piece_bytes: int = DECOMPRESS_PIECE_BYTES
+    raw: IO[bytes], limit: int
 ) -> Generator[bytes, None, None]:
     """The decompressed pieces of the first zstd frame of `raw` (checked whole first)."""
     try:
@@ -43,7 +43,7 @@ def zstd_pieces(
     size = 0
     reader = cast(IO[bytes], frame)
     try:
-        for piece in decompressor.read_to_iter(reader, read_size=READ_PIECE_BYTES, write_size=piece_bytes):
+        for piece in decompressor.read_to_iter(reader, read_size=READ_PIECE_BYTES, write_size=DECOMPRESS_PIECE_BYTES):
             size += len(piece)
             if size > limit:
                 raise BodyUnreadable(PayloadTooLarge(f"decompressed body exceeds {limit} bytes"))

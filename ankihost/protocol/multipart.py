@@ -222,8 +222,3 @@ def gunzip_pieces(source: IO[bytes], limit: int) -> Iterator[bytes]:
             yield piece
     if not decoder.eof:
         raise BadRequest("gzip body is truncated")
-
-
-def gunzip_into(source: IO[bytes], target: IO[bytes], limit: int) -> int:
-    """`gunzip_pieces` written to `target`; returns the decompressed size."""
-    return sum(target.write(piece) for piece in gunzip_pieces(source, limit))

@@ -226,9 +226,6 @@ class SyncApp:
                 purged = time.monotonic()
                 await purge_media_trash(self.registry)
 
-    async def handle(self, request: Request) -> Response:
-        return (await self._handle(request))[0]
-
     async def _handle(self, request: Request) -> tuple[Response, RequestLog | None]:
         """The response, and the request's log record (None for /health)."""
         path = request.scope["path"]

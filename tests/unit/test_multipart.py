@@ -15,12 +15,17 @@ from ankihost.protocol.multipart import (
     FormParser,
     LegacyForm,
     boundary_of,
-    gunzip_into,
+    gunzip_pieces,
 )
 from tests.support.legacy_wire import legacy_request, multipart_body
 
 # What Anki 2.1.54 sends (recorded, /work/notes/legacy-protocol.md §1.1): field order data, c, k, s.
 BOUNDARY = "0baf2ec0d8a77dcc-a10b880457394866-13f1964e52a90826-dbe8d598dcd75fdd"
+
+
+def gunzip_into(source: io.BytesIO, target: io.BytesIO, limit: int) -> int:
+    """`gunzip_pieces` written to `target`, as the legacy envelope writes a payload."""
+    return sum(target.write(piece) for piece in gunzip_pieces(source, limit))
 
 
 def parse(content_type: str, body: bytes, piece: int = 1 << 16) -> LegacyForm:

@@ -111,10 +111,3 @@ class Sessions:
 
     def end(self, session: Session) -> None:
         self._sessions.pop(session.id, None)
-
-    def end_all(self, who: str) -> None:
-        for session in [s for s in self._sessions.values() if s.who == who]:
-            self.end(session)
-
-    def __len__(self) -> int:
-        return len(self._sessions)
