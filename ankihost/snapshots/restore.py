@@ -11,7 +11,6 @@ or the restored one, never a mix: the rename is the one step that changes it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sqlite3
@@ -28,7 +27,7 @@ from ankihost.snapshots.progress import Progress
 from ankihost.snapshots.retention import Retention
 from ankihost.snapshots.shelf import RESTORE, Snapshot, pending_id
 from ankihost.storage import schema
-from ankihost.storage.collection import atomic, checkpoint_file, connect, now_millis
+from ankihost.storage.collection import atomic, connect, fold_wal, now_millis
 from ankihost.storage.paths import atomic_replace, remove_sidecars
 
 log = logging.getLogger(__name__)
@@ -115,14 +114,9 @@ def _swap(state: UserState, candidate: Path) -> str | None:
         except (SyncError, sqlite3.Error) as exc:  # unreadable: kept as it is on disk
             log.warning("keeping the unreadable collection of %s as it is: %s", state.name, exc)
             state.collection.close()
-            _fold_wal(live)
+            fold_wal(live)
             saved = state.snapshots.capture_file(live, RESTORE)
     state.collection.close()
     remove_sidecars(live)  # a clean close left none; any other holds what the snapshot holds
     atomic_replace(candidate, live)
     return None if saved is None else pending_id(saved)
-
-
-def _fold_wal(live: Path) -> None:
-    with contextlib.suppress(sqlite3.Error):
-        checkpoint_file(live)

@@ -6,12 +6,15 @@ Owns the connection settings (the `unicase` collation, WAL, exclusive locking), 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def unicase(a: str, b: str) -> int:
@@ -123,6 +126,18 @@ def checkpoint_file(path: Path) -> None:
         db.execute("pragma wal_checkpoint(truncate)")
     finally:
         db.close()
+
+
+def fold_wal(path: Path) -> None:
+    """Make a closed collection's main file complete before it is kept or swapped: after a
+    crash its last commits may still sit in the -wal (a clean close folded and removed it:
+    nothing to do then). A file SQLite cannot open is left as it is, with a warning."""
+    if not Path(f"{path}-wal").exists():
+        return
+    try:
+        checkpoint_file(path)
+    except sqlite3.Error as exc:
+        log.warning("could not fold the -wal of %s into it: %s", path, exc)
 
 
 def now_millis() -> int:

@@ -72,18 +72,6 @@ def install_upload(state: UserState, uploaded: Path) -> Reply:
     return text_reply(UPLOAD_OK)
 
 
-def _fold_wal(live: Path) -> None:
-    """Make the main file complete before it is kept: after a crash its last commits may
-    still sit in the -wal, which the swap below deletes. (A clean close already folded and
-    removed it, so there is nothing to do then.)"""
-    if not Path(f"{live}-wal").exists():
-        return
-    try:
-        collection.checkpoint_file(live)
-    except sqlite3.Error as exc:
-        log.warning("could not checkpoint %s before keeping it: %s", live, exc)
-
-
 def _keep_as_snapshot(state: UserState) -> None:
     """Close the collection about to be replaced and keep it as a pending snapshot, unless it
     holds nothing (no note, card or review). One that cannot be opened is kept all the same."""
@@ -96,7 +84,7 @@ def _keep_as_snapshot(state: UserState) -> None:
         worth_keeping = True
     state.collection.close()
     live = state.folder.collection
-    _fold_wal(live)
+    collection.fold_wal(live)  # the swap deletes the -wal
     if worth_keeping:
         try:
             state.snapshots.capture_file(live, UPLOAD)
