@@ -16,7 +16,7 @@ import anyio
 from ankihost.accounts.directory import StoreAccount
 from ankihost.accounts.env import EnvAccount
 from ankihost.accounts.store import Account, DuplicateAccount, UnknownAccount
-from ankihost.admin.operations import CONFLICT, NOT_FOUND, AdminContext, AdminError
+from ankihost.admin.operations import CONFLICT, NOT_FOUND, AdminContext, AdminError, text_arg
 from ankihost.storage.paths import folded, unsafe_name_reason
 
 MIB = 1024 * 1024
@@ -34,12 +34,6 @@ async def _change(work: Callable[..., T], *args: Any) -> T:
     except DuplicateAccount as exc:
         raise AdminError(str(exc), CONFLICT) from None
 
-
-def _text(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str):
-        raise AdminError(f"{key} is missing")
-    return value
 
 
 def _account(ctx: AdminContext, name: str) -> Account:
@@ -60,7 +54,7 @@ def _store_account(ctx: AdminContext, name: str, change: str) -> StoreAccount:
 
 
 def _password(args: dict[str, Any]) -> str:
-    password = _text(args, "password")
+    password = text_arg(args, "password")
     if not password:
         raise AdminError("the password is empty")
     if len(password) > MAX_PASSWORD_CHARS:
@@ -78,7 +72,7 @@ def _quota(args: dict[str, Any]) -> int | None:
 
 
 async def add_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     if reason := unsafe_name_reason(name):
         raise AdminError(f"the user name {name!r} {reason}")
     clash = next((n for n in ctx.directory.names() if folded(n) == folded(name)), None)
@@ -93,7 +87,7 @@ async def add_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def change_password(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     _store_account(ctx, name, "password")
     password = _password(args)
     revoked = await _change(ctx.directory.set_password, name, password)
@@ -103,7 +97,7 @@ async def change_password(ctx: AdminContext, args: dict[str, Any]) -> dict[str, 
 
 
 async def remove_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     _store_account(ctx, name, "account")
     await _change(ctx.directory.remove, name)
     await ctx.registry.evict(name, removed=True)
@@ -116,7 +110,7 @@ async def remove_user(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]
 
 
 async def set_quota(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     _store_account(ctx, name, "quota")
     quota = _quota(args)
     await _change(ctx.directory.set_quota, name, quota)
@@ -127,7 +121,7 @@ async def set_quota(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
 async def list_users(ctx: AdminContext, args: dict[str, Any]) -> list[dict[str, Any]]:
     """Every user, or with `name` only that one (404 if there is no such user)."""
     if "name" in args:
-        names = [_account(ctx, _text(args, "name")).name]
+        names = [_account(ctx, text_arg(args, "name")).name]
     else:
         names = sorted(ctx.directory.names(), key=str.casefold)
     return await anyio.to_thread.run_sync(lambda: [_describe(ctx, name) for name in names])
@@ -152,7 +146,7 @@ def _describe(ctx: AdminContext, name: str) -> dict[str, Any]:
 
 
 async def list_devices(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     account = _account(ctx, name)
     if isinstance(account, EnvAccount) and not ctx.directory.env_device_keys:
         return {"name": name, "shared_key": True, "devices": []}
@@ -165,7 +159,7 @@ async def list_devices(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any
 
 
 async def revoke_devices(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name = _text(args, "name")
+    name = text_arg(args, "name")
     account = _account(ctx, name)
     if isinstance(account, EnvAccount) and not ctx.directory.env_device_keys:
         raise AdminError(

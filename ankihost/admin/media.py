@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ankihost.admin.operations import CONFLICT, NOT_FOUND, AdminContext, AdminError
+from ankihost.admin.operations import CONFLICT, AdminContext, AdminError, text_arg
 from ankihost.errors import SyncError
 from ankihost.media import restore
 from ankihost.media.trash import SECONDS_PER_DAY
@@ -24,12 +24,6 @@ T = TypeVar("T")
 MAX_RESTORE_FILES = 10_000
 
 
-def _text(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str):
-        raise AdminError(f"{key} is missing")
-    return value
-
 
 def _files(args: dict[str, Any]) -> list[str]:
     files = args.get("files")
@@ -39,12 +33,6 @@ def _files(args: dict[str, Any]) -> list[str]:
         raise AdminError(f"at most {MAX_RESTORE_FILES} files at once")
     return files
 
-
-def _state(ctx: AdminContext, name: str) -> UserState:
-    state = ctx.registry.by_name(name)
-    if state is None:
-        raise AdminError(f"there is no user {name!r}", NOT_FOUND)
-    return state
 
 
 async def _locked(state: UserState, work: Callable[..., T], *args: Any) -> T:
@@ -58,8 +46,8 @@ async def _locked(state: UserState, work: Callable[..., T], *args: Any) -> T:
 
 
 async def list_trash(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name = _text(args, "name")
-    state = _state(ctx, name)
+    name = text_arg(args, "name")
+    state = ctx.user_state(name)
     entries = await _locked(state, state.media.trash_entries)
     days = state.media.trash.days
     files = [
@@ -72,8 +60,8 @@ async def list_trash(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
 
 
 async def restore_files(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name, files = _text(args, "name"), _files(args)
-    state = _state(ctx, name)
+    name, files = text_arg(args, "name"), _files(args)
+    state = ctx.user_state(name)
     try:
         result = await _locked(state, restore.restore, state.media, files)
     except restore.RestoreRefused as refused:

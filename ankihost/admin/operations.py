@@ -22,7 +22,7 @@ from ankihost.accounts.env import EnvAccounts
 from ankihost.accounts.sqlite import SqliteAccountStore
 from ankihost.accounts.store import StoreError
 from ankihost.config import ConfigError, Settings
-from ankihost.registry import Registry
+from ankihost.registry import Registry, UserState
 from ankihost.storage.paths import DataFolder, folded
 
 NOT_FOUND, CONFLICT, INVALID = 404, 409, 400
@@ -37,6 +37,14 @@ class AdminError(Exception):
         self.status = status
 
 
+def text_arg(args: dict[str, Any], key: str, *, allow_empty: bool = True) -> str:
+    """The operation's argument `key`, a string (AdminError "missing" when it is not)."""
+    value = args.get(key)
+    if not isinstance(value, str) or not (value or allow_empty):
+        raise AdminError(f"{key} is missing")
+    return value
+
+
 @dataclass
 class AdminContext:
     settings: Settings
@@ -49,6 +57,13 @@ class AdminContext:
     def acting_as(self, actor: str) -> AdminContext:
         """The same context, with changes recorded as made by `actor`."""
         return replace(self, actor=actor)
+
+    def user_state(self, name: str) -> UserState:
+        """The state of the user called `name`; AdminError 404 when there is none."""
+        state = self.registry.by_name(name)
+        if state is None:
+            raise AdminError(f"there is no user {name!r}", NOT_FOUND)
+        return state
 
     def audit(self, event: str, account: str | None, **detail: object) -> None:
         self.directory.audit.record(event, account, actor=self.actor, **detail)

@@ -13,25 +13,21 @@ from typing import Any
 
 import anyio
 
-from ankihost.admin.operations import NOT_FOUND, AdminContext, AdminError
+from ankihost.admin.operations import AdminContext, AdminError, text_arg
 from ankihost.admin.progress import Meter
 from ankihost.errors import SyncError
-from ankihost.registry import UserState
 from ankihost.snapshots import backup, export, restore
 from ankihost.snapshots.idle import WAIT_SECS
 from ankihost.snapshots.retention import retention_of
 from ankihost.snapshots.shelf import Snapshot
 
 
-def _text(args: dict[str, Any], key: str) -> str:
-    value = args.get(key)
-    if not isinstance(value, str) or not value:
-        raise AdminError(f"{key} is missing")
-    return value
+def _required(args: dict[str, Any], key: str) -> str:
+    return text_arg(args, key, allow_empty=False)
 
 
 def _path(args: dict[str, Any], key: str) -> Path:
-    path = Path(_text(args, key))
+    path = Path(_required(args, key))
     if not path.is_absolute():
         raise AdminError(f"{key} must be an absolute path, not {path}")
     return path
@@ -45,12 +41,6 @@ def _wait_secs(args: dict[str, Any]) -> float:
         raise AdminError(f"wait_secs must be a number of seconds from 0 to {WAIT_SECS}")
     return float(value)
 
-
-def _state(ctx: AdminContext, name: str) -> UserState:
-    state = ctx.registry.by_name(name)
-    if state is None:
-        raise AdminError(f"there is no user {name!r}", NOT_FOUND)
-    return state
 
 
 async def _refused_as_admin_error(work: Any) -> Any:
@@ -73,8 +63,8 @@ def describe(snapshot: Snapshot) -> dict[str, Any]:
 
 
 async def list_snapshots(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name = _text(args, "name")
-    state = _state(ctx, name)
+    name = _required(args, "name")
+    state = ctx.user_state(name)
     policy = retention_of(ctx.settings)
 
     def listing() -> dict[str, Any]:
@@ -82,14 +72,14 @@ async def list_snapshots(ctx: AdminContext, args: dict[str, Any]) -> dict[str, A
         return {"name": name, "snapshots": [describe(s) for s in state.snapshots.list()],
                 "disk_bytes": state.snapshots.disk_bytes()}
 
-    await _refused_as_admin_error(state.locked(state.folder.ensure))  # prepared: a crash's work finished
+    await _refused_as_admin_error(state.ensure_prepared())  # prepared: a crash's work finished
     result: dict[str, Any] = await _refused_as_admin_error(anyio.to_thread.run_sync(listing))
     return result
 
 
 async def restore_snapshot(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name, id, wait_secs = _text(args, "name"), _text(args, "id"), _wait_secs(args)
-    state = _state(ctx, name)
+    name, id, wait_secs = _required(args, "name"), _required(args, "id"), _wait_secs(args)
+    state = ctx.user_state(name)
     done = await _refused_as_admin_error(
         restore.restore(state, id, retention_of(ctx.settings), Meter(what=name), wait_secs=wait_secs))
     header = done.snapshot.header
@@ -107,8 +97,8 @@ async def create_backup(ctx: AdminContext, args: dict[str, Any]) -> dict[str, An
 
 
 async def export_collection(ctx: AdminContext, args: dict[str, Any]) -> dict[str, Any]:
-    name, dest, wait_secs = _text(args, "name"), _path(args, "dest"), _wait_secs(args)
-    state, media = _state(ctx, name), bool(args.get("media", True))
+    name, dest, wait_secs = _required(args, "name"), _path(args, "dest"), _wait_secs(args)
+    state, media = ctx.user_state(name), bool(args.get("media", True))
     result: dict[str, Any] = await _refused_as_admin_error(export.export(
         state, dest, media=media, progress=Meter(what=name), wait_secs=wait_secs))
     # a page's download goes through a temporary file: its path would mean nothing later

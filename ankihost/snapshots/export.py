@@ -71,7 +71,7 @@ async def export(state: UserState, dest: Path, *, media: bool, progress: Progres
     to the new file `dest`; what it holds. SessionConflict when the user is still syncing
     after `wait_secs`."""
     _check_destination(dest)
-    await state.locked(state.folder.ensure)  # prepared first: a crash's leftovers gone
+    await state.ensure_prepared()  # prepared first: a crash's leftovers gone
     frozen = await when_idle(state, lambda: freeze(state, media=media, others=False, create=True),
                              wait_secs=wait_secs)
     try:

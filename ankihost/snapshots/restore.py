@@ -44,7 +44,7 @@ async def restore(state: UserState, id: str, policy: Retention, progress: Progre
     """Make snapshot `id` the user's collection. NotFound for an unknown id, BadRequest for a
     snapshot that fails its checks, SessionConflict when a sync is still running after
     `wait_secs`: in each case nothing was changed."""
-    await state.locked(state.folder.ensure)  # the folder prepared (a crash's leftovers gone) first
+    await state.ensure_prepared()  # the folder prepared (a crash's leftovers gone) first
     await anyio.to_thread.run_sync(state.snapshots.settle, None)
     snapshot = await anyio.to_thread.run_sync(state.snapshots.find, id)
     if snapshot is None:
