@@ -29,14 +29,21 @@ MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8
 
 
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")  # (runs `ldconfig -p`: once, here)
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
 def _libc(name: str, argtypes: list[Any], restype: Any) -> Any:
     """The C library's function `name` with its signature set, or None where there is none
     (musl has no malloc_trim; macOS neither of ours)."""
-    library = ctypes.util.find_library("c")
-    try:
-        function = getattr(ctypes.CDLL(library), name) if library else None
-    except (OSError, AttributeError):
-        return None
+    function = getattr(_LIBC, name, None)
     if function is not None:
         function.argtypes, function.restype = argtypes, restype
     return function
