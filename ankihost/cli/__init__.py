@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ankihost import __version__
 from ankihost.cli import backup, devices, export, hash_password, healthcheck, media, serve, snapshots, tls, users
+from ankihost.cli.admin_call import CommandFailed
 from ankihost.config import describe_settings
 
 # Each command group: a module with `add(commands)`, which registers its sub-commands and
@@ -22,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     run: Callable[[argparse.Namespace], int] = getattr(args, "run", serve.run)
-    return run(args)
+    try:
+        return run(args)
+    except CommandFailed:  # already explained on stderr
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ankihost.admin.progress import Meter, reporting
-from ankihost.cli.admin_call import CommandFailed, call, megabytes
+from ankihost.cli.admin_call import call, megabytes
 from ankihost.cli.terminal import ProgressView
 from ankihost.errors import SyncError
 from ankihost.snapshots import backup
@@ -47,10 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _create(dest: Path, snapshots: bool) -> int:
     view = ProgressView()
-    try:
-        result = call("backup.create", {"dest": str(dest), "snapshots": snapshots}, view)
-    except CommandFailed:
-        return 1
+    result = call("backup.create", {"dest": str(dest), "snapshots": snapshots}, view)
     view.close()
     print(f"wrote {result['path']}: {result['users']} user(s), {result['files']} files, "
           f"{megabytes(result['bytes'])} ({megabytes(result['archive_bytes'])} compressed) in "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ankihost.cli.admin_call import CommandFailed, call, moment, print_json, print_table
+from ankihost.cli.admin_call import call, moment, print_json, print_table
 
 
 def add(commands: Any) -> None:
@@ -31,10 +31,7 @@ def add(commands: Any) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    try:
-        result = call("device.list", {"name": args.name})
-    except CommandFailed:
-        return 1
+    result = call("device.list", {"name": args.name})
     if args.json:
         print_json(result)
     elif result["shared_key"]:
@@ -53,10 +50,7 @@ def run_revoke(args: argparse.Namespace) -> int:
     if not args.all and not args.ids:
         print("ankihost: name the devices to revoke, or --all")
         return 2
-    try:
-        result = call("device.revoke", {"name": args.name, "ids": None if args.all else args.ids})
-    except CommandFailed:
-        return 1
+    result = call("device.revoke", {"name": args.name, "ids": None if args.all else args.ids})
     print(f"revoked {len(result['revoked'])} device(s) of {result['name']}: "
           f"{', '.join(result['revoked']) or 'none'}")
     return 0

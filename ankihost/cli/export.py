@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ankihost.cli.admin_call import CommandFailed, call, megabytes
+from ankihost.cli.admin_call import call, megabytes
 from ankihost.cli.terminal import ProgressView
 
 
@@ -23,11 +23,8 @@ def add(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     view = ProgressView()
     dest = Path(args.out).absolute()
-    try:
-        result = call("export.create", {"name": args.name, "dest": str(dest),
-                                        "media": not args.no_media}, view)
-    except CommandFailed:
-        return 1
+    result = call("export.create", {"name": args.name, "dest": str(dest),
+                                    "media": not args.no_media}, view)
     view.close()
     print(f"wrote {result['path']}: {result['notes']} notes, {result['cards']} cards, "
           f"{result['media_files']} media files ({megabytes(result['media_bytes'])})")

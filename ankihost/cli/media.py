@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ankihost.cli.admin_call import CommandFailed, call, megabytes, moment, print_json, print_table
+from ankihost.cli.admin_call import call, megabytes, moment, print_json, print_table
 
 
 def add(commands: Any) -> None:
@@ -24,10 +24,7 @@ def add(commands: Any) -> None:
 
 
 def run_trash(args: argparse.Namespace) -> int:
-    try:
-        result = call("media.trash", {"name": args.name})
-    except CommandFailed:
-        return 1
+    result = call("media.trash", {"name": args.name})
     if args.json:
         print_json(result)
         return 0
@@ -50,10 +47,7 @@ def _size(size: int) -> str:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    try:
-        result = call("media.restore", {"name": args.name, "files": args.files})
-    except CommandFailed:
-        return 1
+    result = call("media.restore", {"name": args.name, "files": args.files})
     for name in result["already_there"]:
         print(f"{name}: already on the server with this content; left as it is")
     if result["restored"]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ankihost.cli.admin_call import CommandFailed, call, megabytes, moment, print_json, print_table
+from ankihost.cli.admin_call import call, megabytes, moment, print_json, print_table
 from ankihost.cli.terminal import ProgressView
 
 
@@ -30,10 +30,7 @@ def _count(value: int | None) -> str:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    try:
-        result = call("snapshot.list", {"name": args.name})
-    except CommandFailed:
-        return 1
+    result = call("snapshot.list", {"name": args.name})
     if args.json:
         print_json(result)
         return 0
@@ -48,10 +45,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_restore(args: argparse.Namespace) -> int:
     view = ProgressView()
-    try:
-        result = call("snapshot.restore", {"name": args.name, "id": args.id}, view)
-    except CommandFailed:
-        return 1
+    result = call("snapshot.restore", {"name": args.name, "id": args.id}, view)
     view.close()
     saved = (f"; the collection it replaced is kept as snapshot {result['saved']}"
              if result["saved"] else "")

@@ -70,55 +70,42 @@ def _with_password(args: dict[str, Any]) -> dict[str, Any]:
         raise CommandFailed from None
 
 
-def _guarded(work: Any, args: argparse.Namespace) -> int:
-    try:
-        work(args)
-    except CommandFailed:
-        return 1
+def run_add(args: argparse.Namespace) -> int:
+    result = call("user.add", _with_password({"name": args.name, "quota_mb": args.quota_mb}))
+    print(f"added {result['name']}; its data will be in {result['folder']}")
     return 0
 
 
-def run_add(args: argparse.Namespace) -> int:
-    def work(args: argparse.Namespace) -> None:
-        result = call("user.add", _with_password({"name": args.name, "quota_mb": args.quota_mb}))
-        print(f"added {result['name']}; its data will be in {result['folder']}")
-    return _guarded(work, args)
-
-
 def run_passwd(args: argparse.Namespace) -> int:
-    def work(args: argparse.Namespace) -> None:
-        result = call("user.passwd", _with_password({"name": args.name}))
-        print(f"password of {result['name']} changed; {result['devices_revoked']} device(s) "
-              "logged out (they ask for the password at their next sync)")
-    return _guarded(work, args)
+    result = call("user.passwd", _with_password({"name": args.name}))
+    print(f"password of {result['name']} changed; {result['devices_revoked']} device(s) "
+          "logged out (they ask for the password at their next sync)")
+    return 0
 
 
 def run_remove(args: argparse.Namespace) -> int:
-    def work(args: argparse.Namespace) -> None:
-        result = call("user.remove", {"name": args.name, "delete_data": args.delete_data})
-        where = "deleted" if result["data_deleted"] else f"kept in {result['folder']}"
-        print(f"removed {result['name']}; its data is {where}")
-    return _guarded(work, args)
+    result = call("user.remove", {"name": args.name, "delete_data": args.delete_data})
+    where = "deleted" if result["data_deleted"] else f"kept in {result['folder']}"
+    print(f"removed {result['name']}; its data is {where}")
+    return 0
 
 
 def run_set(args: argparse.Namespace) -> int:
-    def work(args: argparse.Namespace) -> None:
-        result = call("user.set", {"name": args.name, "quota_mb": args.quota_mb})
-        print(f"quota of {result['name']}: {megabytes(result['quota_bytes'], 'none')}")
-    return _guarded(work, args)
+    result = call("user.set", {"name": args.name, "quota_mb": args.quota_mb})
+    print(f"quota of {result['name']}: {megabytes(result['quota_bytes'], 'none')}")
+    return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
-    def work(args: argparse.Namespace) -> None:
-        users = call("user.list", {})
-        if args.json:
-            print_json(users)
-            return
-        header = ["NAME", "SOURCE", "COLLECTION", "MEDIA", "QUOTA", "LAST SYNC", "RESULT",
-                  "CLIENT", "DEVICES"]
-        print_table(header, [[
-            u["name"], u["source"], megabytes(u["collection_bytes"]), megabytes(u["media_bytes"]),
-            megabytes(u["quota_bytes"], "none"), moment(u["last_sync"]), u["last_result"] or "-",
-            u["last_client"] or "-", "shared" if u["devices"] is None else str(u["devices"]),
-        ] for u in users])
-    return _guarded(work, args)
+    users = call("user.list", {})
+    if args.json:
+        print_json(users)
+        return 0
+    header = ["NAME", "SOURCE", "COLLECTION", "MEDIA", "QUOTA", "LAST SYNC", "RESULT",
+              "CLIENT", "DEVICES"]
+    print_table(header, [[
+        u["name"], u["source"], megabytes(u["collection_bytes"]), megabytes(u["media_bytes"]),
+        megabytes(u["quota_bytes"], "none"), moment(u["last_sync"]), u["last_result"] or "-",
+        u["last_client"] or "-", "shared" if u["devices"] is None else str(u["devices"]),
+    ] for u in users])
+    return 0
