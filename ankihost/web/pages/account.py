@@ -20,12 +20,12 @@ from starlette.responses import Response
 
 from ankihost.accounts.directory import StoreAccount
 from ankihost.accounts.store import Account
-from ankihost.admin.operations import AdminContext, AdminError, operations
+from ankihost.admin.operations import AdminContext, operations
 from ankihost.errors import AuthFailed, TooManyRequests
 from ankihost.web.logins import LoginGate
 from ankihost.web.pages.area import Area, PageRequest, Route
 from ankihost.web.pages.downloads import Exports
-from ankihost.web.pages.errors import Forbidden, PageError, SlowDown, from_admin_error
+from ankihost.web.pages.errors import Forbidden, PageError, SlowDown, run_operation
 from ankihost.web.pages.render import STYLESHEET, Renderer, see_other
 from ankihost.web.pages.sessions import Session, Sessions
 from ankihost.web.request_log import RequestLog
@@ -73,10 +73,7 @@ class AccountPages(Area):
         return account is not None and _proof(account) is session.proof
 
     async def _op(self, name: str, args: dict[str, Any]) -> Any:
-        try:
-            return await self.ops[name](self.context, args)
-        except AdminError as error:
-            raise from_admin_error(error, back="./") from None
+        return await run_operation(self.ops[name], self.context, args, back="./")
 
     async def handle(self, request: Request, page: str, record: RequestLog, ip: str) -> Response:
         if page == "" and not request.scope["path"].endswith("/"):

@@ -19,13 +19,13 @@ import anyio
 from starlette.responses import Response
 
 from ankihost import __version__
-from ankihost.admin.operations import AdminContext, AdminError, operations
+from ankihost.admin.operations import AdminContext, operations
 from ankihost.log import RecentError, RecentErrors
 from ankihost.web.pages.admin_data import UserData
 from ankihost.web.pages.admin_signin import AdminGate, SignInRefused
 from ankihost.web.pages.admin_users import UserPages
 from ankihost.web.pages.area import Area, PageRequest, Route
-from ankihost.web.pages.errors import SlowDown, from_admin_error
+from ankihost.web.pages.errors import SlowDown, run_operation
 from ankihost.web.pages.render import STYLESHEET, Renderer, see_other
 from ankihost.web.pages.sessions import Sessions
 
@@ -68,10 +68,7 @@ class AdminPages(Area):
 
     async def overview(self, page: PageRequest) -> Response:
         session = page.signed_in
-        try:
-            users = await self.ops["user.list"](self.context, {})
-        except AdminError as error:
-            raise from_admin_error(error) from None
+        users = await run_operation(self.ops["user.list"], self.context, {})
         facts = await anyio.to_thread.run_sync(self._facts)
         return self.renderer.page("admin_overview.html", users=users, facts=facts, signed_in=True,
                                   csrf=session.csrf, flash=session.take_flash())

@@ -14,11 +14,11 @@ from typing import Any
 
 from starlette.responses import Response
 
-from ankihost.admin.operations import AdminContext, AdminError, operations
+from ankihost.admin.operations import AdminContext, operations
 from ankihost.web.pages.admin_users import user_page
 from ankihost.web.pages.area import PageRequest, Route
 from ankihost.web.pages.downloads import Exports
-from ankihost.web.pages.errors import NotFoundPage, PageError, from_admin_error
+from ankihost.web.pages.errors import NotFoundPage, PageError, run_operation
 from ankihost.web.pages.render import Renderer, see_other
 
 # How long a restore waits for the user's sync to end before it is refused (409).
@@ -65,10 +65,7 @@ class UserData:
         }
 
     async def _op(self, name: str, args: dict[str, Any], back: str) -> Any:
-        try:
-            return await self.ops[name](self.context, args)
-        except AdminError as error:
-            raise from_admin_error(error, back=back) from None
+        return await run_operation(self.ops[name], self.context, args, back)
 
     async def listings(self, name: str) -> dict[str, Any]:
         """What the user's page shows of their data: `snapshots` and `trash`."""

@@ -15,9 +15,9 @@ from urllib.parse import urlencode
 
 from starlette.responses import Response
 
-from ankihost.admin.operations import AdminContext, AdminError, operations
+from ankihost.admin.operations import AdminContext, operations
 from ankihost.web.pages.area import PageRequest, Route
-from ankihost.web.pages.errors import PageError, from_admin_error
+from ankihost.web.pages.errors import PageError, run_operation
 from ankihost.web.pages.render import Renderer, see_other
 
 if TYPE_CHECKING:
@@ -57,10 +57,7 @@ class UserPages:
         }
 
     async def _op(self, name: str, args: dict[str, Any], back: str) -> Any:
-        try:
-            return await self.ops[name](self.context, args)
-        except AdminError as error:
-            raise from_admin_error(error, back=back) from None
+        return await run_operation(self.ops[name], self.context, args, back)
 
     async def user(self, page: PageRequest) -> Response:
         session = page.signed_in

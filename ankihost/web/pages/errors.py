@@ -16,7 +16,9 @@ page (the sync surface's `web/app.py: error_response` is separate and never sees
 
 from __future__ import annotations
 
-from ankihost.admin.operations import AdminError
+from typing import Any
+
+from ankihost.admin.operations import AdminContext, AdminError, Operation
 
 
 class PageError(Exception):
@@ -91,6 +93,16 @@ _BY_STATUS: dict[int, type[PageError]] = {403: Forbidden, 404: NotFoundPage, 409
 def from_admin_error(error: AdminError, back: str | None = None) -> PageError:
     """An admin operation's refusal as a page error with the same status and message."""
     return _BY_STATUS.get(error.status, PageError)(_sentence(error.message), back=back)
+
+
+async def run_operation(op: Operation, context: AdminContext, args: dict[str, Any],
+                        back: str | None = None) -> Any:
+    """An admin operation run for a page: its refusal is the page error of the same status and
+    message, with a link `back`."""
+    try:
+        return await op(context, args)
+    except AdminError as error:
+        raise from_admin_error(error, back=back) from None
 
 
 def _sentence(message: str) -> str:
