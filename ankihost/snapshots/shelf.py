@@ -17,6 +17,7 @@ import shutil
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,7 +142,19 @@ class UserSnapshots:
             temp.unlink(missing_ok=True)
 
     def _new_id(self, taken: float) -> str:
-        return new_id(taken, {s.id for s in self.list()} | {id for id, _, _ in self._pending()})
+        return new_id(taken, self._ids() | {id for id, _, _ in self._pending()})
+
+    def _ids(self) -> set[str]:
+        """The ids of the snapshots, from their file names (no header read: this runs under the
+        user's lock, before every full upload)."""
+        return {id for _, id, _ in self._files()}
+
+    def _files(self) -> Iterator[tuple[Path, str, str]]:
+        """(path, id, reason) of each snapshot file."""
+        for path in _entries(self.folder.snapshots):
+            parsed = _parse(path.name, "", SNAPSHOT_SUFFIX)
+            if parsed is not None and not path.name.startswith("."):
+                yield path, *parsed
 
     # -- compressing and pruning (no user lock needed) --------------------------------------
 
@@ -195,11 +208,7 @@ class UserSnapshots:
 
     def list(self) -> list[Snapshot]:
         """Every snapshot, oldest first (pending copies not included)."""
-        found = []
-        for path in _entries(self.folder.snapshots):
-            parsed = _parse(path.name, "", SNAPSHOT_SUFFIX)
-            if parsed is not None and not path.name.startswith("."):
-                found.append(self._read(path, *parsed))
+        found = [self._read(path, id, reason) for path, id, reason in self._files()]
         return sorted(found, key=lambda s: (s.taken, s.id))
 
     def _read(self, path: Path, id: str, reason: str) -> Snapshot:
