@@ -87,12 +87,12 @@ class SnapshotKeeper:
     async def _periodic(self, state: UserState) -> bool:
         if not self.interval_secs or time.time() < self._due.get(state.name, 0) or state.lock.locked():
             return False  # (a user busy now is tried again next round)
+        modified = _modified(state.folder)  # (checked first: cheaper than reading the snapshots)
+        if modified is None or self._unchanged_at.get(state.name) == modified:
+            return False
         latest = await anyio.to_thread.run_sync(state.snapshots.latest)
         if latest is not None and time.time() - latest.taken < self.interval_secs:
             self._due[state.name] = latest.taken + self.interval_secs
-            return False
-        modified = _modified(state.folder)
-        if modified is None or self._unchanged_at.get(state.name) == modified:
             return False
         try:
             made = await when_idle(state, _take_if_changed, state, latest, wait_secs=0)
