@@ -44,8 +44,9 @@ def restore(media: UserMedia, files: list[str]) -> Restored:
     """Put the newest trashed version of each of `files` back (RestoreRefused if any cannot)."""
     index = media.index(placed=True)
     wanted, already, problems = [], [], []
+    trashed = media.trash.newest(files)
     for name in dict.fromkeys(files):
-        candidate, problem = _check(media, name)
+        candidate, problem = _check(media, name, trashed.get(name))
         if problem is not None:
             problems.append(f"{name!r}: {problem}")
         elif candidate is None:
@@ -61,9 +62,9 @@ def restore(media: UserMedia, files: list[str]) -> Restored:
     return Restored([c.entry.name for c in wanted], already, usn)
 
 
-def _check(media: UserMedia, name: str) -> tuple[_Candidate | None, str | None]:
-    """(what to restore, or None when the name already holds that content; why not)."""
-    entry = media.trash.newest(name)
+def _check(media: UserMedia, name: str, entry: TrashEntry | None) -> tuple[_Candidate | None, str | None]:
+    """(what to restore, or None when the name already holds that content; why not), from the
+    newest trash `entry` of `name`."""
     if entry is None:
         return None, "is not in the trash"
     if problem := names.addition_problem(name):

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,9 +70,14 @@ class Trash:
         found = [entry for item in listing if (entry := _read_entry(item)) is not None]
         return sorted(found, key=lambda e: (e.trashed_at, e.usn), reverse=True)
 
-    def newest(self, name: str) -> TrashEntry | None:
-        """The most recently trashed version of media file `name`."""
-        return next((entry for entry in self.entries() if entry.name == name), None)
+    def newest(self, names: Iterable[str]) -> dict[str, TrashEntry]:
+        """The most recently trashed version of each of the media files `names` that the trash
+        holds (the trash listed once)."""
+        wanted, found = set(names), {}
+        for entry in self.entries():  # newest first
+            if entry.name in wanted and entry.name not in found:
+                found[entry.name] = entry
+        return found
 
     def move_in(self, media_dir_fd: int, name: str, entry_id: str) -> list[Path]:
         """Move media file `name` (in the folder of `media_dir_fd`) into entry `entry_id`.

@@ -88,7 +88,7 @@ def test_a_file_deleted_again_later_gets_an_entry_per_version(state: UserState) 
     upload(state, a_txt=b"two")
     upload(state, a_txt=None)
     assert trashed(state) == [("a.txt", b"two"), ("a.txt", b"one")]
-    assert state.media.trash.newest("a.txt") == state.media.trash.entries()[0]
+    assert state.media.trash.newest(["a.txt"])["a.txt"] == state.media.trash.entries()[0]
 
 
 def test_nothing_is_kept_when_the_trash_is_off(tmp_path: Path) -> None:
