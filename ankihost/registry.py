@@ -166,6 +166,10 @@ class Registry:
         """Every user state made so far."""
         return list(self._states.values())
 
+    def syncing(self) -> int:
+        """How many users have a normal sync in progress."""
+        return sum(1 for state in self._states.values() if state.collection.session is not None)
+
     async def close_idle(self, idle_secs: float, abandoned_secs: float) -> list[str]:
         """Close the databases of every user idle for `idle_secs` (nothing to do, no sync
         session), or whose sync session has seen no request for `abandoned_secs` (its client

@@ -187,7 +187,7 @@ class StateCollector:
         yield self._users()
         yield GaugeMetricFamily("ankihost_devices", "Devices with a login key of their own",
                                 value=self.directory.device_count())
-        sessions = sum(1 for s in self.states.all() if s.collection.session is not None)
+        sessions = self.states.syncing()
         yield GaugeMetricFamily("ankihost_sync_sessions_active", "Normal syncs in progress",
                                 value=sessions)
         yield from self._storage_gauges()

@@ -76,7 +76,7 @@ class AdminPages(Area):
     def _facts(self) -> ServerFacts:
         base = self.context.folder.base
         disk = shutil.disk_usage(base)
-        sessions = sum(1 for s in self.context.registry.all() if s.collection.session is not None)
+        sessions = self.context.registry.syncing()
         return ServerFacts(__version__, time.monotonic() - self.started, base, disk.free, disk.total,
                            sessions, self.recent.newest_first())
 
