@@ -31,6 +31,7 @@ from ankihost.storage.paths import (
     SNAPSHOT_PENDING_SUFFIX,
     SNAPSHOT_SUFFIX,
     UserFolder,
+    file_size,
     fsync_dir,
     remove_sidecars,
 )
@@ -217,7 +218,7 @@ class UserSnapshots:
         except (BadRequest, OSError) as exc:
             log.warning("snapshot %s: unreadable header: %s", path, exc)
             header = None
-        return Snapshot(id, reason, taken_of(id) or 0, path, _size(path), header)
+        return Snapshot(id, reason, taken_of(id) or 0, path, file_size(path), header)
 
     def find(self, id: str) -> Snapshot | None:
         return next((s for s in self.list() if s.id == id), None)
@@ -228,7 +229,7 @@ class UserSnapshots:
 
     def disk_bytes(self) -> int:
         """What the snapshots folder takes on disk (pending copies included)."""
-        return sum(_size(p) for p in _entries(self.folder.snapshots))
+        return sum(file_size(p) for p in _entries(self.folder.snapshots))
 
     # -- after a crash ----------------------------------------------------------------------
 
@@ -252,13 +253,6 @@ def _entries(folder: Path) -> list[Path]:
         return [Path(e.path) for e in os.scandir(folder) if e.is_file(follow_symlinks=False)]
     except FileNotFoundError:
         return []
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
 
 
 def _fsync(path: Path) -> None:

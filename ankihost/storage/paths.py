@@ -282,7 +282,7 @@ class UserFolder:
 
     def collection_bytes(self) -> int:
         """The collection's size on disk, with what is still in its WAL."""
-        return sum(_size(p) for p in (self.collection, Path(f"{self.collection}-wal")))
+        return sum(file_size(p) for p in (self.collection, Path(f"{self.collection}-wal")))
 
     def media_bytes(self) -> int:
         """The media files' size on disk (read from the folder: no index needs opening)."""
@@ -332,7 +332,8 @@ class UserFolder:
         return removed
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """The size of the file at `path`; 0 when there is none."""
     try:
         return path.stat().st_size
     except FileNotFoundError:
