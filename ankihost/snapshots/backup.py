@@ -40,6 +40,7 @@ from ankihost.storage.paths import (
     DataFolder,
     UserFolder,
     fsync_dir,
+    publish_new,
     unsafe_name_reason,
 )
 
@@ -242,12 +243,8 @@ def _check_written(written: Path, data: DataFolder, totals: archive.Totals, prog
 
 def _publish(written: Path, dest: Path) -> None:
     """Give the complete, checked archive its name, durably, never over an existing file."""
-    with open(written, "rb+") as f:
-        os.fsync(f.fileno())
-    if dest.exists():
+    if not publish_new(written, dest):
         raise BadRequest(f"{dest} appeared while the backup ran; the backup was not kept")
-    os.replace(written, dest)
-    fsync_dir(dest.parent)
 
 
 # -- checking -------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ from ankihost.snapshots.idle import WAIT_SECS, when_idle
 from ankihost.snapshots.progress import Progress
 from ankihost.storage import notetypes, schema, schema11
 from ankihost.storage.collection import atomic, connect, now_millis
-from ankihost.storage.paths import fsync_dir, remove_sidecars
+from ankihost.storage.paths import publish_new, remove_sidecars
 
 PACKAGE_VERSION_LATEST = 3
 COLLECTION_MEMBER = "collection.anki21b"
@@ -197,12 +197,8 @@ def _check_and_publish(part: Path, dest: Path) -> None:
     with zipfile.ZipFile(part) as zf:
         if (bad := zf.testzip()) is not None:
             raise ServerError(f"the package just written is damaged ({bad}); nothing was written")
-    with open(part, "rb+") as f:
-        os.fsync(f.fileno())
-    if dest.exists():
+    if not publish_new(part, dest):
         raise BadRequest(f"{dest} appeared meanwhile; the package was not kept")
-    os.replace(part, dest)
-    fsync_dir(dest.parent)
 
 
 # -- protobuf (PackageMetadata and MediaEntries of Anki's import_export.proto) ---------------

@@ -384,3 +384,12 @@ def atomic_replace(source: Path, target: Path) -> None:
         os.fsync(f.fileno())
     os.replace(source, target)
     fsync_dir(target.parent)
+
+
+def publish_new(source: Path, target: Path) -> bool:
+    """`atomic_replace`, but never over an existing file: False, and nothing moved, when
+    `target` exists (a file that appeared while `source` was being written)."""
+    if target.exists():
+        return False
+    atomic_replace(source, target)
+    return True

@@ -117,7 +117,7 @@ BACKUP_CRASHES = [
     ("ankihost.snapshots.freeze:_link_media", "after", 1, False),
     ("ankihost.snapshots.archive:ArchiveWriter.add_file", "after", 4, False),
     ("ankihost.snapshots.backup:verify", "before", 1, False),
-    ("ankihost.snapshots.backup:fsync_dir", "before", 1, True),  # just renamed into place
+    ("ankihost.snapshots.backup:publish_new", "after", 1, True),  # just renamed into place
 ]
 
 
