@@ -246,10 +246,8 @@ class Writer:
         return IndexChanges(self.usn_before, list(self._written.values()), totals)
 
     def replay(self, changes: IndexChanges) -> None:
-        self.db.executemany(
-            "insert or replace into media (fname, csum, size, usn, mtime) values (?, ?, ?, ?, ?)",
-            [(e.name, e.sha1, e.size, e.usn, e.mtime) for e in changes.rows],
-        )
+        """The rows and totals of a journaled transaction, written by `save` like new ones."""
+        self._unsaved = list(changes.rows)
         self.totals = Totals(
             changes.totals.last_usn, changes.totals.total_bytes, changes.totals.live_files
         )
