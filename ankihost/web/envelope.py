@@ -39,10 +39,10 @@ def spooled() -> IO[bytes]:
     return tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES)
 
 
-async def read_raw_body(request: Request, limit: int, zstd: bool = False) -> IO[bytes]:
-    """The request body as received, refused past `limit` bytes (declared or actual). With
-    `zstd`, a body that does not start as a zstd frame is refused (400) as soon as its first
-    bytes arrive, not after all of it was received and stored."""
+async def read_raw_body(request: Request, limit: int) -> IO[bytes]:
+    """The request body of a protocol-11 request as received, refused past `limit` bytes
+    (declared or actual); a body that does not start as a zstd frame is refused (400) as soon
+    as its first bytes arrive, not after all of it was received and stored."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds {limit}")
@@ -56,7 +56,7 @@ async def read_raw_body(request: Request, limit: int, zstd: bool = False) -> IO[
         if size > SPOOL_MEMORY_BYTES and isinstance(raw, io.BytesIO):
             raw = _on_disk(raw)
         raw.write(chunk)
-        if zstd and size - len(chunk) < len(ZSTD_MAGIC_BYTES) <= size:
+        if size - len(chunk) < len(ZSTD_MAGIC_BYTES) <= size:
             _check_magic(raw)
     raw.seek(0)
     return raw
@@ -174,7 +174,7 @@ class HeaderEnvelope(Envelope):
     async def decode(self, method: str, limit: int, target: IO[bytes] | None = None) -> SyncRequest:
         """Read and decompress the body, refused past `limit` bytes before or after
         decompression (PayloadTooLarge)."""
-        raw = await read_raw_body(self.request, limit, zstd=True)
+        raw = await read_raw_body(self.request, limit)
         body = target or spooled()
         try:
             size = await decompress_body(raw, body, limit)
@@ -187,7 +187,7 @@ class HeaderEnvelope(Envelope):
         """A small body whole, right here (the step parses it, as any other); a larger one
         read with its shape checked while it is decompressed, in a worker thread, never on
         disk."""
-        raw = await read_raw_body(self.request, limit, zstd=True)
+        raw = await read_raw_body(self.request, limit)
         try:
             read = None
             if raw.seek(0, 2) <= INLINE_DECOMPRESS_BYTES:
